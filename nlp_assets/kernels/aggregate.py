@@ -1,0 +1,84 @@
+"""Stage 6, aggregates: per day x language x sentiment label, counts, mean score, top terms."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from nlp_assets.kernels.features import NGRAM_STRUCT
+
+ENTITY_COUNT_STRUCT = pl.Struct({"text": pl.String(), "label": pl.String(), "count": pl.Int64()})
+
+AGGREGATES_SCHEMA: dict[str, pl.DataType] = {
+    "ingest_date": pl.Date(),
+    "lang": pl.String(),
+    "sentiment_label": pl.String(),
+    "n_docs": pl.Int64(),
+    "n_duplicates": pl.Int64(),
+    "mean_sentiment_score": pl.Float64(),
+    "top_entities": pl.List(ENTITY_COUNT_STRUCT),
+    "top_ngrams": pl.List(NGRAM_STRUCT),
+}
+
+GROUP = ["ingest_date", "lang", "sentiment_label"]
+#: Numbers, dates and amounts are entities to spaCy but say little as "top entities".
+NUMERIC_ENTITY_LABELS = ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")
+
+
+def aggregate_day(
+    predictions: pl.DataFrame, features: pl.DataFrame, top_k: int = 10
+) -> pl.DataFrame:
+    """Groups of the day's predictions; a null sentiment label is the group of skipped docs.
+
+    Top entities count mentions (text and label) of named things, not numbers or dates;
+    top n-grams add up each document's n-gram counts (the per-document top list the features
+    stage keeps).
+    """
+    keyed = predictions.select([*GROUP, "doc_id", "is_duplicate", "sentiment_score", "entities"])
+    base = keyed.group_by(GROUP).agg(
+        pl.len().cast(pl.Int64).alias("n_docs"),
+        pl.col("is_duplicate").sum().cast(pl.Int64).alias("n_duplicates"),
+        pl.col("sentiment_score").mean().alias("mean_sentiment_score"),
+    )
+    entities = (
+        keyed.select([*GROUP, "entities"])
+        .explode("entities")
+        .drop_nulls("entities")
+        .unnest("entities")
+        .filter(~pl.col("label").is_in(NUMERIC_ENTITY_LABELS))
+        .group_by([*GROUP, "text", "label"])
+        .agg(pl.len().cast(pl.Int64).alias("count"))
+        .sort(
+            [*GROUP, "count", "text"],
+            descending=[False, False, False, True, False],
+            nulls_last=True,
+        )
+        .group_by(GROUP, maintain_order=True)
+        .agg(pl.struct("text", "label", "count").head(top_k).alias("top_entities"))
+    )
+    ngrams = (
+        keyed.select([*GROUP, "doc_id"])
+        .join(features.select("doc_id", "ngrams"), on="doc_id", how="inner")
+        .explode("ngrams")
+        .drop_nulls("ngrams")
+        .unnest("ngrams")
+        .group_by([*GROUP, "ngram"])
+        .agg(pl.col("count").sum().cast(pl.Int64))
+        .sort(
+            [*GROUP, "count", "ngram"],
+            descending=[False, False, False, True, False],
+            nulls_last=True,
+        )
+        .group_by(GROUP, maintain_order=True)
+        .agg(pl.struct("ngram", "count").head(top_k).alias("top_ngrams"))
+    )
+    return (
+        base.join(entities, on=GROUP, how="left", nulls_equal=True)
+        .join(ngrams, on=GROUP, how="left", nulls_equal=True)
+        .with_columns(
+            pl.col("top_entities").fill_null(pl.lit([], dtype=pl.List(ENTITY_COUNT_STRUCT))),
+            pl.col("top_ngrams").fill_null(pl.lit([], dtype=pl.List(NGRAM_STRUCT))),
+        )
+        .sort(GROUP, nulls_last=True)
+        .select(list(AGGREGATES_SCHEMA))
+        .cast(AGGREGATES_SCHEMA)  # type: ignore[arg-type]
+    )

