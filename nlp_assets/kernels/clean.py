@@ -29,11 +29,17 @@ CLEANED_SCHEMA: dict[str, pl.DataType] = {
 # Regexes run inside polars (Rust regex syntax, no look-around).
 SCRIPT_STYLE = r"(?is)<(script|style)\b[^>]*>.*?</(script|style)\s*>"
 BLOCK_TAG = r"(?i)<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>"
-TAG = r"<[^>]*>"
-URL = r"(?i)\b(?:https?://|www\.)[^\s<>\"']+"
+# A tag opens with a letter, "/" or "!" (and comments): "3 < 5 and 6 > 4" is text, not markup.
+TAG = r"(?s)<!--.*?-->|<[/!]?[A-Za-z][^<>]*>"
+# A URL does not end in sentence punctuation: "see https://x.org." keeps its full stop.
+URL = r"(?i)\b(?:https?://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)]"
 EMAIL = r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b"
 # International or North-American style numbers with at least 7 digits in separated groups.
-PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}[\s.-]\d{3,4}(?:[\s.-]\d{2,4})?\b"
+# Not "12.345", "100 000" or "99.999%"; nor the tail of a longer digit run.
+PHONE = (
+    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?"
+    r"\b(?:\d{2,4}[\s.-]\d{3,4}[\s.-]\d{2,4}|\d{3,4}[\s.-]\d{4})\b"
+)
 INLINE_SPACE = r"[^\S\n]+"
 BLANK_LINES = r"\n\s*\n+"
 
@@ -64,10 +70,11 @@ def clean_text_expr(column: str, config: CleanConfig) -> pl.Expr:
         # unescaping can reveal tags that were escaped (&lt;b&gt;): strip those too
         .str.replace_all(TAG, " ")
     )
-    if config.mask_urls:
-        text = text.str.replace_all(URL, "[URL]")
+    # e-mails before URLs, or "sam@www.example.com" would leave "sam@" behind
     if config.mask_emails:
         text = text.str.replace_all(EMAIL, "[EMAIL]")
+    if config.mask_urls:
+        text = text.str.replace_all(URL, "[URL]")
     if config.mask_phones:
         text = text.str.replace_all(PHONE, "[PHONE]")
     return (

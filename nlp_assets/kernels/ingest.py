@@ -63,7 +63,7 @@ def doc_id_for(source: str, source_id: str | None, text: str) -> str:
 
 
 def parse_event_time(value: Any) -> datetime | None:
-    """ISO 8601 (naive means UTC), epoch seconds or milliseconds, or a datetime."""
+    """ISO 8601 (naive means UTC), epoch seconds or milliseconds (also as digits), a datetime."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -72,11 +72,17 @@ def parse_event_time(value: Any) -> datetime | None:
         raise RecordError(f"invalid timestamp {value!r}")
     if isinstance(value, int | float):
         seconds = value / 1000 if abs(value) > 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=UTC)
-    if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (ValueError, OverflowError, OSError):  # NaN, infinity, years past 9999
+            raise RecordError(f"invalid timestamp {value!r}: out of range") from None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text)
         except ValueError:
+            if text.isdecimal():  # epoch digits, as CSV carries them
+                return parse_event_time(int(text))
             raise RecordError(f"invalid timestamp {value!r}") from None
         return parse_event_time(parsed)
     raise RecordError(f"invalid timestamp {value!r}")
@@ -135,7 +141,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
             location = f"line {number}"
             raw = line.decode("utf-8", errors="replace").rstrip("\r\n")
             try:
-                yield location, json.loads(line.decode("utf-8"))
+                # utf-8-sig: a byte-order mark (Windows exports) is dropped, not an error
+                yield location, json.loads(line.decode("utf-8-sig"))
             except UnicodeDecodeError:
                 yield location, RecordError("line is not valid UTF-8", raw)
             except json.JSONDecodeError as error:
@@ -144,7 +151,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _table_records(path: Path) -> Iterator[tuple[str, Any]]:
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
     else:
         frame = pl.read_parquet(path)

@@ -1,0 +1,622 @@
+"""Stage 1 ingest: a landing day of JSONL, CSV, Parquet and TXT files into raw documents.
+
+Every input file is built in `tmp_path`; no network, no Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from nlp_assets.kernels.ingest import (
+    RAW_SCHEMA,
+    STAGE,
+    TEXT_FILES_SOURCE,
+    RecordError,
+    doc_id_for,
+    parse_event_time,
+    read_landing_day,
+    read_landing_files,
+)
+from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA
+
+DAY = date(2024, 5, 1)
+MAY_1_10H = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+MAY_1_10H_MS = 1_714_557_600_000  # MAY_1_10H as epoch milliseconds
+
+
+def expected_id(source: str, source_id: str | None, text: str = "") -> str:
+    """The documented doc_id, recomputed here rather than trusted from the module."""
+    key = f"{source}\x1f{source_id}" if source_id else f"text\x1f{text}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    return tmp_path / "landing"
+
+
+@pytest.fixture
+def day_dir(landing: Path) -> Path:
+    path = landing / DAY.isoformat()
+    path.mkdir(parents=True)
+    return path
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    """One JSON value per line (records may also be raw `str`/`bytes` lines, written as-is)."""
+    lines = []
+    for record in records:
+        if isinstance(record, bytes):
+            lines.append(record)
+        elif isinstance(record, str):
+            lines.append(record.encode("utf-8"))
+        else:
+            lines.append(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def by_source_id(docs: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    rows = {row["source_id"]: row for row in docs.iter_rows(named=True)}
+    assert len(rows) == docs.height, "source_id is not unique in this test's data"
+    return rows
+
+
+def only_row(frame: pl.DataFrame) -> dict[str, Any]:
+    assert frame.height == 1, frame
+    return frame.row(0, named=True)
+
+
+def assert_schemas(result) -> None:
+    assert dict(result.docs.schema) == RAW_SCHEMA
+    assert dict(result.quarantine.schema) == QUARANTINE_SCHEMA
+
+
+# --- a whole day of mixed formats ---------------------------------------------------------
+
+
+def test_jsonl_csv_parquet_and_txt_of_one_day_load_together(landing: Path, day_dir: Path) -> None:
+    write_jsonl(
+        day_dir / "reviews.jsonl",
+        [
+            {
+                "id": "r1",
+                "source": "shop",
+                "text": "Great kettle",
+                "timestamp": "2024-05-01T10:00:00Z",
+                "rating": 5,
+                "metadata": {"lang_hint": "en"},
+            },
+            {"id": 2, "text": "No source field", "timestamp": MAY_1_10H_MS},
+        ],
+    )
+    (day_dir / "survey.csv").write_text(
+        "id,text,timestamp,channel\n"
+        'c1,"Hello, world",2024-05-01T12:00:00+02:00,web\n'
+        'c2,"Two\nlines",,\n',
+        encoding="utf-8",
+    )
+    pl.DataFrame(
+        {
+            "id": [7, 8],
+            "text": ["From parquet", "Another parquet row"],
+            "source": ["forum", "forum"],
+            "timestamp": [MAY_1_10H, None],
+            "votes": [3, None],
+        },
+        schema={
+            "id": pl.Int64,
+            "text": pl.String,
+            "source": pl.String,
+            "timestamp": pl.Datetime("us", "UTC"),
+            "votes": pl.Int64,
+        },
+    ).write_parquet(day_dir / "forum.parquet")
+    (day_dir / "note.txt").write_text("A plain text note.\nSecond line.", encoding="utf-8")
+
+    result = read_landing_day(landing, DAY)
+
+    assert_schemas(result)
+    assert result.quarantine.height == 0, result.quarantine
+    assert result.files_read == 4
+    docs = by_source_id(result.docs)
+    assert set(docs) == {"r1", "2", "c1", "c2", "7", "8", "note.txt"}
+
+    r1 = docs["r1"]
+    assert (r1["source"], r1["text"], r1["event_time"]) == ("shop", "Great kettle", MAY_1_10H)
+    assert json.loads(r1["metadata"]) == {"rating": 5, "lang_hint": "en"}
+    assert r1["file"] == "2024-05-01/reviews.jsonl"
+
+    # no `source`: named after the file; an integer id becomes its string
+    assert docs["2"]["source"] == "reviews"
+    assert docs["2"]["event_time"] == MAY_1_10H
+    assert docs["2"]["metadata"] is None
+
+    assert docs["c1"]["source"] == "survey"
+    assert docs["c1"]["text"] == "Hello, world"
+    assert docs["c1"]["event_time"] == MAY_1_10H  # +02:00 converted to UTC
+    assert json.loads(docs["c1"]["metadata"]) == {"channel": "web"}
+    assert docs["c2"]["text"] == "Two\nlines"
+    assert docs["c2"]["event_time"] is None
+    assert docs["c2"]["metadata"] is None  # empty CSV cells are not metadata
+
+    assert docs["7"]["source"] == "forum"
+    assert docs["7"]["event_time"] == MAY_1_10H
+    assert json.loads(docs["7"]["metadata"]) == {"votes": 3}
+    assert docs["8"]["metadata"] is None
+    assert docs["8"]["file"] == "2024-05-01/forum.parquet"
+
+    note = docs["note.txt"]
+    assert note["source"] == TEXT_FILES_SOURCE
+    assert note["text"] == "A plain text note.\nSecond line."
+    assert note["metadata"] is None  # UTF-8 is not worth a note
+
+    assert result.docs["ingest_date"].to_list() == [DAY] * 7
+    for row in result.docs.iter_rows(named=True):
+        assert row["doc_id"] == expected_id(row["source"], row["source_id"], row["text"])
+
+
+def test_files_in_subfolders_are_read_and_other_days_and_hidden_files_are_not(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "batch" / "late").mkdir(parents=True)
+    write_jsonl(day_dir / "batch" / "late" / "a.jsonl", [{"id": "1", "text": "nested"}])
+    (day_dir / ".partial.jsonl").write_text("{not json at all\n", encoding="utf-8")
+    other_day = landing / "2024-05-02"
+    other_day.mkdir()
+    write_jsonl(other_day / "a.jsonl", [{"id": "2", "text": "tomorrow"}])
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["text"].to_list() == ["nested"]
+    assert result.docs["file"].to_list() == ["2024-05-01/batch/late/a.jsonl"]
+    assert result.quarantine.height == 0
+    assert result.files_read == 1
+
+
+def test_metadata_merges_extra_fields_and_the_metadata_object_into_sorted_json(
+    landing: Path, day_dir: Path
+) -> None:
+    write_jsonl(
+        day_dir / "m.jsonl",
+        [
+            {
+                "id": "1",
+                "text": "x",
+                "zeta": "last",
+                "alpha": [1, 2],
+                "empty": None,
+                "metadata": {"nested": {"k": "v"}, "beta": True},
+            }
+        ],
+    )
+
+    metadata = only_row(read_landing_day(landing, DAY).docs)["metadata"]
+
+    assert json.loads(metadata) == {
+        "alpha": [1, 2],
+        "beta": True,
+        "nested": {"k": "v"},
+        "zeta": "last",
+    }
+    assert list(json.loads(metadata)) == ["alpha", "beta", "nested", "zeta"]  # sorted keys
+
+
+# --- doc_id ---------------------------------------------------------------------------------
+
+
+def test_doc_id_is_the_documented_hash() -> None:
+    assert doc_id_for("shop", "r1", "any text") == (
+        hashlib.sha256("shop\x1fr1".encode()).hexdigest()[:16]
+    )
+    assert doc_id_for("shop", None, "Great kettle") == (
+        hashlib.sha256("text\x1fGreat kettle".encode()).hexdigest()[:16]
+    )
+    # with an id the text does not matter; without one it is all that matters
+    assert doc_id_for("shop", "r1", "a") == doc_id_for("shop", "r1", "b")
+    assert doc_id_for("shop", "r1", "a") != doc_id_for("forum", "r1", "a")
+    assert doc_id_for("shop", None, "same") == doc_id_for("forum", None, "same")
+    assert doc_id_for("shop", None, "a") != doc_id_for("shop", None, "b")
+    assert len(doc_id_for("shop", "r1", "")) == 16
+
+
+def test_doc_ids_are_stable_across_runs_and_file_order(landing: Path, day_dir: Path) -> None:
+    records = [
+        {"id": "1", "source": "shop", "text": "one"},
+        {"source": "shop", "text": "no id here"},
+        {"id": "", "source": "shop", "text": "empty id counts as none"},
+    ]
+    write_jsonl(day_dir / "a.jsonl", records)
+
+    first = read_landing_day(landing, DAY).docs
+    second = read_landing_day(landing, DAY).docs
+    # the same records landed in another file, in another order, still get the same ids
+    (day_dir / "a.jsonl").unlink()
+    write_jsonl(day_dir / "renamed.jsonl", records[::-1])
+    third = read_landing_day(landing, DAY).docs
+
+    ids = dict(zip(first["text"], first["doc_id"], strict=True))
+    assert ids == {
+        "one": expected_id("shop", "1"),
+        "no id here": expected_id("shop", None, "no id here"),
+        "empty id counts as none": expected_id("shop", None, "empty id counts as none"),
+    }
+    assert dict(zip(second["text"], second["doc_id"], strict=True)) == ids
+    assert dict(zip(third["text"], third["doc_id"], strict=True)) == ids
+    assert first["source_id"].to_list() == ["1", None, None]
+
+
+# --- record-level quarantine ----------------------------------------------------------------
+
+
+def test_invalid_json_line_is_quarantined_with_location_and_raw_payload(
+    landing: Path, day_dir: Path
+) -> None:
+    broken = '{"id": "2", "text": "unterminated'
+    write_jsonl(
+        day_dir / "a.jsonl",
+        [{"id": "1", "text": "good one"}, broken, {"id": "3", "text": "good three"}],
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert sorted(result.docs["source_id"].to_list()) == ["1", "3"]
+    row = only_row(result.quarantine)
+    assert row["reason"].startswith("invalid JSON: ")
+    assert "column" in row["reason"]
+    assert row["location"] == "line 2"
+    assert row["payload"] == broken
+    assert row["file"] == "2024-05-01/a.jsonl"
+    assert (row["stage"], row["ingest_date"], row["doc_id"]) == (STAGE, DAY, None)
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"id": "x", "body": "no text field"}, "missing required field 'text'"),
+        ({"id": "x", "text": None}, "missing required field 'text'"),
+        ({"id": "x", "text": 42}, "field 'text' must be a string, got int"),
+        ({"id": "x", "text": ["a", "list"]}, "field 'text' must be a string, got list"),
+        ({"id": "x", "text": "t", "timestamp": "yesterday"}, "invalid timestamp 'yesterday'"),
+        ({"id": "x", "text": "t", "timestamp": True}, "invalid timestamp True"),
+        ({"id": "x", "text": "t", "timestamp": 1e20}, "out of range"),
+        ({"id": "x", "text": "t", "timestamp": 99_999_999_999_999_999}, "out of range"),
+        ({"id": "x", "text": "t", "metadata": "not an object"}, "field 'metadata' must be"),
+        ({"id": 1.5, "text": "t"}, "field 'id' must be a string or an integer"),
+        ({"id": "x", "text": "t", "source": 7}, "field 'source' must be a string"),
+        (["a", "list"], "record must be an object, got list"),
+    ],
+)
+def test_record_breaking_the_contract_is_quarantined_with_a_clear_reason(
+    landing: Path, day_dir: Path, record: Any, reason: str
+) -> None:
+    write_jsonl(day_dir / "a.jsonl", [{"id": "ok", "text": "fine"}, record])
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["source_id"].to_list() == ["ok"]
+    row = only_row(result.quarantine)
+    assert reason in row["reason"]
+    assert row["location"] == "line 2"
+    assert row["file"] == "2024-05-01/a.jsonl"
+    assert json.loads(row["payload"]) == record  # the record itself, for whoever fixes it
+
+
+def test_nan_timestamp_is_quarantined_not_a_crash(landing: Path, day_dir: Path) -> None:
+    # Python's json accepts NaN; before the fix it raised out of read_landing_files
+    write_jsonl(day_dir / "a.jsonl", ['{"id": "1", "text": "t", "timestamp": NaN}'])
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs.height == 0
+    assert "invalid timestamp nan" in only_row(result.quarantine)["reason"]
+
+
+def test_jsonl_line_with_invalid_utf8_is_quarantined_and_the_rest_loads(
+    landing: Path, day_dir: Path
+) -> None:
+    write_jsonl(
+        day_dir / "a.jsonl",
+        [
+            {"id": "1", "text": "café"},
+            b'{"id": "2", "text": "caf\xe9"}',  # Latin-1 é inside a UTF-8 file
+            {"id": "3", "text": "naïve"},
+        ],
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert dict(zip(result.docs["source_id"], result.docs["text"], strict=True)) == {
+        "1": "café",
+        "3": "naïve",
+    }
+    row = only_row(result.quarantine)
+    assert row["reason"] == "line is not valid UTF-8"
+    assert row["location"] == "line 2"
+    assert row["payload"] == '{"id": "2", "text": "caf\ufffd"}'
+
+
+def test_jsonl_with_a_utf8_byte_order_mark_loads_its_first_line(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "excel.jsonl").write_bytes(
+        b'\xef\xbb\xbf{"id": "1", "text": "first"}\n{"id": "2", "text": "second"}\n'
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.quarantine.height == 0, result.quarantine
+    assert result.docs["text"].to_list() == ["first", "second"]
+
+
+def test_all_invalid_file_gives_no_docs_and_every_line_quarantined(
+    landing: Path, day_dir: Path
+) -> None:
+    write_jsonl(
+        day_dir / "bad.jsonl",
+        ["{oops", {"id": "1"}, {"id": "2", "text": 3}, "[]", b"\xff\xfe"],
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert_schemas(result)
+    assert result.docs.height == 0
+    assert result.files_read == 1
+    assert result.quarantine["location"].to_list() == [f"line {n}" for n in range(1, 6)]
+    assert result.quarantine["reason"].null_count() == 0
+    assert result.quarantine["file"].unique().to_list() == ["2024-05-01/bad.jsonl"]
+
+
+# --- timestamps -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        MAY_1_10H_MS,
+        MAY_1_10H_MS / 1,  # float milliseconds (Parquet doubles)
+        1_714_557_600,  # epoch seconds
+        "1714557600000",  # epoch milliseconds as CSV carries them
+        "1714557600",
+        "2024-05-01T10:00:00Z",
+        "2024-05-01T10:00:00.000Z",
+        " 2024-05-01T12:00:00+02:00 ",
+        "2024-05-01 10:00:00",  # naive means UTC
+        datetime(2024, 5, 1, 10, 0),
+        datetime(2024, 5, 1, 5, 0, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_parse_event_time_gives_utc(value: Any) -> None:
+    parsed = parse_event_time(value)
+    assert parsed == MAY_1_10H
+    assert parsed.utcoffset() == timedelta(0)
+
+
+def test_parse_event_time_absent_and_invalid() -> None:
+    assert parse_event_time(None) is None
+    assert parse_event_time("") is None
+    for bad in ["yesterday", "2024-13-01", "12/05/2024", False, [2024], float("inf")]:
+        with pytest.raises(RecordError, match="invalid timestamp"):
+            parse_event_time(bad)
+
+
+def test_epoch_millisecond_timestamps_in_a_csv_load(landing: Path, day_dir: Path) -> None:
+    (day_dir / "export.csv").write_text(
+        f"id,text,timestamp\n1,millis,{MAY_1_10H_MS}\n2,iso,2024-05-01T10:00:00Z\n",
+        encoding="utf-8",
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.quarantine.height == 0, result.quarantine
+    assert result.docs["event_time"].to_list() == [MAY_1_10H, MAY_1_10H]
+
+
+# --- file-level quarantine ------------------------------------------------------------------
+
+
+def test_unparseable_parquet_and_csv_without_text_are_quarantined_as_files(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "broken.parquet").write_bytes(os.urandom(2048))
+    (day_dir / "no_text.csv").write_text("id,body\n1,hello\n2,world\n", encoding="utf-8")
+    write_jsonl(day_dir / "good.jsonl", [{"id": "1", "text": "survives"}])
+    pl.DataFrame({"id": ["p1"], "text": ["parquet survives"]}).write_parquet(
+        day_dir / "good.parquet"
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert sorted(result.docs["text"].to_list()) == ["parquet survives", "survives"]
+    assert result.files_read == 4
+    rejected = {row["file"]: row for row in result.quarantine.iter_rows(named=True)}
+    assert set(rejected) == {"2024-05-01/broken.parquet", "2024-05-01/no_text.csv"}
+    assert rejected["2024-05-01/broken.parquet"]["reason"].startswith("cannot parse file: ")
+    assert rejected["2024-05-01/no_text.csv"]["reason"] == (
+        "cannot parse file: RecordError: no 'text' column (columns: id, body)"
+    )
+    assert all(row["location"] == "file" for row in rejected.values())
+    assert all(len(row["reason"]) <= 500 for row in rejected.values())
+
+
+def test_unsupported_extension_is_quarantined_and_not_counted_as_read(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "report.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    (day_dir / "data.json").write_text('{"id": "1", "text": "a JSON array file"}')
+    write_jsonl(day_dir / "good.ndjson", [{"id": "1", "text": "ndjson is JSON Lines"}])
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["text"].to_list() == ["ndjson is JSON Lines"]
+    assert result.files_read == 1
+    assert dict(zip(result.quarantine["file"], result.quarantine["reason"], strict=True)) == {
+        "2024-05-01/data.json": "unsupported file type '.json'",
+        "2024-05-01/report.xlsx": "unsupported file type '.xlsx'",
+    }
+    assert result.quarantine["location"].to_list() == ["file", "file"]
+
+
+def test_upper_case_suffixes_are_read_as_their_format(landing: Path, day_dir: Path) -> None:
+    (day_dir / "EXPORT.CSV").write_text("id,text\n1,from an upper-case CSV\n", encoding="utf-8")
+    pl.DataFrame({"id": ["2"], "text": ["from an upper-case Parquet"]}).write_parquet(
+        day_dir / "DUMP.PARQUET"
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.quarantine.height == 0, result.quarantine
+    assert sorted(result.docs["text"].to_list()) == [
+        "from an upper-case CSV",
+        "from an upper-case Parquet",
+    ]
+
+
+def test_read_landing_files_names_files_outside_the_root_by_full_path(tmp_path: Path) -> None:
+    elsewhere = write_jsonl(tmp_path / "loose.jsonl", [{"id": "1", "text": "loose"}])
+
+    result = read_landing_files([elsewhere], day=DAY, root=tmp_path / "landing")
+
+    assert result.docs["file"].to_list() == [str(elsewhere)]
+    assert result.docs["ingest_date"].to_list() == [DAY]
+
+
+# --- text encodings -------------------------------------------------------------------------
+
+
+def test_windows_1252_txt_loads_with_the_right_characters_and_its_encoding(
+    landing: Path, day_dir: Path
+) -> None:
+    text = "Café – “naïve” façade, 5 € — Œuvre"
+    (day_dir / "legacy.txt").write_bytes(text.encode("cp1252"))
+
+    doc = only_row(read_landing_day(landing, DAY).docs)
+
+    assert doc["text"] == text
+    assert json.loads(doc["metadata"]) == {"encoding": "cp1252"}
+    assert doc["source_id"] == "legacy.txt"
+
+
+def test_latin1_txt_with_bytes_undefined_in_windows_1252_still_loads(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "latin.txt").write_bytes(b"Z\xfcrich \x81 \xa9 2024")  # 0x81 is unused in cp1252
+
+    doc = only_row(read_landing_day(landing, DAY).docs)
+
+    assert doc["text"] == "Zürich \x81 © 2024"
+    assert json.loads(doc["metadata"]) == {"encoding": "latin-1"}
+
+
+def test_utf8_txt_with_byte_order_mark_loads_without_it(landing: Path, day_dir: Path) -> None:
+    (day_dir / "bom.txt").write_bytes("\ufeffÜber 😀".encode())
+
+    doc = only_row(read_landing_day(landing, DAY).docs)
+
+    assert doc["text"] == "Über 😀"
+    assert doc["metadata"] is None
+
+
+def test_emoji_survive_every_format(landing: Path, day_dir: Path) -> None:
+    emoji = "Love it 😍👍🏽 family 👩‍👩‍👧 flag 🇫🇷"
+    write_jsonl(day_dir / "a.jsonl", [{"id": "j", "text": emoji}])
+    (day_dir / "b.csv").write_text(f"id,text\nc,{emoji}\n", encoding="utf-8")
+    pl.DataFrame({"id": ["p"], "text": [emoji]}).write_parquet(day_dir / "c.parquet")
+    (day_dir / "d.txt").write_text(emoji, encoding="utf-8")
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.quarantine.height == 0
+    assert result.docs["text"].to_list() == [emoji] * 4
+
+
+# --- duplicates, empty days, conservation ---------------------------------------------------
+
+
+def test_duplicate_id_in_the_same_source_is_quarantined_and_the_first_kept(
+    landing: Path, day_dir: Path
+) -> None:
+    write_jsonl(
+        day_dir / "a.jsonl",
+        [
+            {"id": "1", "source": "shop", "text": "first version"},
+            {"id": "1", "source": "shop", "text": "second version"},
+            {"id": "1", "source": "forum", "text": "same id, other source"},
+        ],
+    )
+    write_jsonl(day_dir / "b.jsonl", [{"id": "1", "source": "shop", "text": "third version"}])
+
+    result = read_landing_day(landing, DAY)
+
+    assert sorted(zip(result.docs["source"], result.docs["text"], strict=True)) == [
+        ("forum", "same id, other source"),
+        ("shop", "first version"),
+    ]
+    shop_id = expected_id("shop", "1")
+    assert result.quarantine["doc_id"].to_list() == [shop_id, shop_id]
+    assert result.quarantine["payload"].to_list() == ["second version", "third version"]
+    assert result.quarantine["location"].to_list() == ["line 2", "line 1"]
+    assert result.quarantine["file"].to_list() == ["2024-05-01/a.jsonl", "2024-05-01/b.jsonl"]
+    for reason in result.quarantine["reason"]:
+        assert reason.startswith("duplicate doc_id")
+        assert "2024-05-01/a.jsonl line 1" in reason  # names the record that was kept
+    assert result.docs["doc_id"].is_unique().all()
+
+
+@pytest.mark.parametrize("make_dir", [False, True], ids=["absent day", "empty day"])
+def test_empty_or_absent_day_gives_empty_frames_with_full_schemas(
+    landing: Path, make_dir: bool
+) -> None:
+    if make_dir:
+        (landing / DAY.isoformat()).mkdir(parents=True)
+
+    result = read_landing_day(landing, DAY)
+
+    assert_schemas(result)
+    assert result.docs.height == 0
+    assert result.quarantine.height == 0
+    assert result.files_read == 0
+
+
+def test_conservation_every_record_written_is_a_doc_or_quarantined(
+    landing: Path, day_dir: Path
+) -> None:
+    jsonl = [
+        {"id": "1", "text": "ok"},
+        "not json",
+        {"id": "2"},
+        {"id": "1", "text": "duplicate of line 1"},
+        {"id": "3", "text": "ok", "timestamp": "never"},
+        b'{"id": "4", "text": "\xff"}',
+        {"id": "5", "text": "ok", "timestamp": MAY_1_10H_MS},
+        {"text": "no id"},
+        {"text": "no id"},  # same text, no id: the same doc_id
+    ]
+    write_jsonl(day_dir / "a.jsonl", jsonl)
+    with (day_dir / "a.jsonl").open("ab") as handle:
+        handle.write(b"\n   \n")  # blank lines are not records
+    (day_dir / "b.csv").write_text(
+        "id,text,timestamp\n10,ok,\n11,,\n12,ok,bad\n13,ok,2024-05-01\n", encoding="utf-8"
+    )
+    pl.DataFrame({"id": [20, 21, 22], "text": ["ok", None, "ok"]}).write_parquet(
+        day_dir / "c.parquet"
+    )
+    (day_dir / "d.txt").write_text("one document", encoding="utf-8")
+    written = len(jsonl) + 4 + 3 + 1
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs.height == 8
+    assert result.quarantine.height == 9
+    assert result.docs.height + result.quarantine.height == written
+    assert result.docs["doc_id"].is_unique().all()
+    assert (result.quarantine["location"] != "file").all()  # every file itself was readable
+    assert result.quarantine["reason"].null_count() == 0
