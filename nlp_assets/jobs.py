@@ -1,6 +1,5 @@
 import dagster as dg
 
-
 PIPELINE_GROUPS = ("ingest", "preprocess", "features", "inference", "analytics")
 
 daily_pipeline_job = dg.define_asset_job(

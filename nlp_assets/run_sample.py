@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     valid = set(daily_partitions.get_partition_keys())
     unknown = [d for d in days if d not in valid]
     if unknown:
-        raise SystemExit(f"days outside the partitions ({settings.partitions_start()} on): {unknown}")
+        raise SystemExit(
+            f"days outside the partitions ({settings.partitions_start()} on): {unknown}"
+        )
     if not days:
         raise SystemExit(f"nothing landed under {settings.landing_dir()}: run `make data` first")
 
@@ -46,8 +48,11 @@ def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, day: str | Non
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, partition_key=day, raise_on_error=False)
     status = "ok" if result.success else "FAILED"
-    print(f"{job.name} [{label}]: {status} in {time.perf_counter() - started:.1f} s "
-          f"(run {result.run_id})", flush=True)
+    print(
+        f"{job.name} [{label}]: {status} in {time.perf_counter() - started:.1f} s "
+        f"(run {result.run_id})",
+        flush=True,
+    )
     if not result.success:
         raise SystemExit(f"{job.name} failed for {label}; see the run in the UI (make dev)")
 

@@ -101,7 +101,9 @@ def normalise_record(record: Any, *, default_source: str) -> dict[str, Any]:
     if not isinstance(source, str):
         raise RecordError("field 'source' must be a string")
     source_id = record.get("id")
-    if source_id is not None and not isinstance(source_id, str | int):
+    if source_id is not None and (
+        isinstance(source_id, bool) or not isinstance(source_id, str | int)
+    ):
         raise RecordError("field 'id' must be a string or an integer")
     metadata = record.get("metadata") or {}
     if not isinstance(metadata, dict):
@@ -161,7 +163,7 @@ def _table_records(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"row {number}", row
 
 
-def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _file_records(path: Path, relative: str) -> Iterator[tuple[str, Any]]:
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         yield from _jsonl_records(path)
@@ -169,7 +171,8 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
         yield from _table_records(path)
     else:
         text, encoding = _decode_text_file(path.read_bytes())
-        record: dict[str, Any] = {"id": path.name, "text": text}
+        # the path under the landing root names the document: unique across folders and days
+        record: dict[str, Any] = {"id": relative, "text": text}
         if encoding != "utf-8":
             record["metadata"] = {"encoding": encoding}
         yield "file", record
@@ -193,7 +196,7 @@ def read_landing_files(files: Iterable[Path], *, day: date, root: Path) -> Inges
             continue
         files_read += 1
         try:
-            for location, record in _file_records(path):
+            for location, record in _file_records(path, relative):
                 try:
                     if isinstance(record, RecordError):
                         raise record
@@ -259,5 +262,9 @@ def _finish(
 def read_landing_day(landing_root: Path, day: date) -> IngestResult:
     """Every file under `<landing_root>/<YYYY-MM-DD>/` (recursively); an absent day is empty."""
     day_dir = landing_root / day.isoformat()
-    files = [p for p in day_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    files = [
+        p
+        for p in day_dir.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(day_dir).parts)
+    ]
     return read_landing_files(files, day=day, root=landing_root)

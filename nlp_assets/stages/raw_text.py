@@ -17,9 +17,7 @@ from resources.lake import LakeResource
     description="Documents landed for the day (JSONL, CSV, Parquet, TXT under "
     "<landing>/<day>/) with stable doc_ids; unparseable files and records are quarantined.",
 )
-def raw_text(
-    context: dg.AssetExecutionContext, landing: DayFolder, lake: LakeResource
-):
+def raw_text(context: dg.AssetExecutionContext, landing: DayFolder, lake: LakeResource):
     started = time.perf_counter()
     with transient_retries():
         result = read_landing_day(landing.path, date.fromisoformat(context.partition_key))

@@ -16,9 +16,7 @@ from resources.models import ModelResource
     description="Token ids from the embedding model's fast tokenizer, cut to the model's "
     "max length; n_tokens counts the whole text and `truncated` flags the cut.",
 )
-def tokens(
-    context: dg.AssetExecutionContext, models: ModelResource, cleaned_text: pl.DataFrame
-):
+def tokens(context: dg.AssetExecutionContext, models: ModelResource, cleaned_text: pl.DataFrame):
     started = time.perf_counter()
     with transient_retries():
         embedder = models.embedder

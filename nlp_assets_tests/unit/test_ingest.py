@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from nlp_assets.kernels import ingest
 from nlp_assets.kernels.ingest import (
     RAW_SCHEMA,
     STAGE,
@@ -128,7 +129,8 @@ def test_jsonl_csv_parquet_and_txt_of_one_day_load_together(landing: Path, day_d
     assert result.quarantine.height == 0, result.quarantine
     assert result.files_read == 4
     docs = by_source_id(result.docs)
-    assert set(docs) == {"r1", "2", "c1", "c2", "7", "8", "note.txt"}
+    # a text file is named by its path under the landing root: unique across days and folders
+    assert set(docs) == {"r1", "2", "c1", "c2", "7", "8", "2024-05-01/note.txt"}
 
     r1 = docs["r1"]
     assert (r1["source"], r1["text"], r1["event_time"]) == ("shop", "Great kettle", MAY_1_10H)
@@ -154,7 +156,7 @@ def test_jsonl_csv_parquet_and_txt_of_one_day_load_together(landing: Path, day_d
     assert docs["8"]["metadata"] is None
     assert docs["8"]["file"] == "2024-05-01/forum.parquet"
 
-    note = docs["note.txt"]
+    note = docs["2024-05-01/note.txt"]
     assert note["source"] == TEXT_FILES_SOURCE
     assert note["text"] == "A plain text note.\nSecond line."
     assert note["metadata"] is None  # UTF-8 is not worth a note
@@ -214,12 +216,10 @@ def test_metadata_merges_extra_fields_and_the_metadata_object_into_sorted_json(
 
 
 def test_doc_id_is_the_documented_hash() -> None:
-    assert doc_id_for("shop", "r1", "any text") == (
-        hashlib.sha256("shop\x1fr1".encode()).hexdigest()[:16]
-    )
-    assert doc_id_for("shop", None, "Great kettle") == (
-        hashlib.sha256("text\x1fGreat kettle".encode()).hexdigest()[:16]
-    )
+    by_id = hashlib.sha256(b"shop\x1fr1").hexdigest()[:16]
+    by_text = hashlib.sha256(b"text\x1fGreat kettle").hexdigest()[:16]
+    assert doc_id_for("shop", "r1", "any text") == by_id
+    assert doc_id_for("shop", None, "Great kettle") == by_text
     # with an id the text does not matter; without one it is all that matters
     assert doc_id_for("shop", "r1", "a") == doc_id_for("shop", "r1", "b")
     assert doc_id_for("shop", "r1", "a") != doc_id_for("forum", "r1", "a")
@@ -447,6 +447,28 @@ def test_unparseable_parquet_and_csv_without_text_are_quarantined_as_files(
     assert all(len(row["reason"]) <= 500 for row in rejected.values())
 
 
+def test_file_failing_part_way_is_quarantined_whole_without_its_earlier_records(
+    landing: Path, day_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_jsonl(day_dir / "flaky.jsonl", [{"id": "1", "text": "read before the failure"}])
+    write_jsonl(day_dir / "steady.jsonl", [{"id": "2", "text": "unaffected"}])
+    real_file_records = ingest._file_records
+
+    def failing_after_first_record(path: Path, relative: str):
+        yield from real_file_records(path, relative)
+        if path.name == "flaky.jsonl":
+            raise OSError("disk went away")
+
+    monkeypatch.setattr(ingest, "_file_records", failing_after_first_record)
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["text"].to_list() == ["unaffected"]
+    row = only_row(result.quarantine)
+    assert (row["file"], row["location"]) == ("2024-05-01/flaky.jsonl", "file")
+    assert row["reason"] == "cannot parse file: OSError: disk went away"
+
+
 def test_unsupported_extension_is_quarantined_and_not_counted_as_read(
     landing: Path, day_dir: Path
 ) -> None:
@@ -502,7 +524,7 @@ def test_windows_1252_txt_loads_with_the_right_characters_and_its_encoding(
 
     assert doc["text"] == text
     assert json.loads(doc["metadata"]) == {"encoding": "cp1252"}
-    assert doc["source_id"] == "legacy.txt"
+    assert doc["source_id"] == "2024-05-01/legacy.txt"
 
 
 def test_latin1_txt_with_bytes_undefined_in_windows_1252_still_loads(
@@ -620,3 +642,27 @@ def test_conservation_every_record_written_is_a_doc_or_quarantined(
     assert result.docs["doc_id"].is_unique().all()
     assert (result.quarantine["location"] != "file").all()  # every file itself was readable
     assert result.quarantine["reason"].null_count() == 0
+
+
+def test_same_text_file_name_in_two_folders_gives_two_documents(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "a").mkdir()
+    (day_dir / "b").mkdir()
+    (day_dir / "a" / "notes.txt").write_text("first", encoding="utf-8")
+    (day_dir / "b" / "notes.txt").write_text("second", encoding="utf-8")
+    (day_dir / ".staging").mkdir()
+    (day_dir / ".staging" / "partial.txt").write_text("still being copied", encoding="utf-8")
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.quarantine.height == 0
+    assert sorted(result.docs["text"]) == ["first", "second"]
+    assert result.docs["doc_id"].n_unique() == 2
+
+
+def test_boolean_id_is_refused(landing: Path, day_dir: Path) -> None:
+    write_jsonl(day_dir / "x.jsonl", [{"id": True, "text": "hello"}])
+    result = read_landing_day(landing, DAY)
+    assert result.docs.height == 0
+    assert "field 'id'" in only_row(result.quarantine)["reason"]
