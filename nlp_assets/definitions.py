@@ -1,6 +1,7 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the pipeline."""
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -21,6 +22,9 @@ from resources.folders import DayFolder
 from resources.lake import LakeIOManager, LakeResource
 from resources.models import ModelResource
 from sensors.landing import landing_folder_sensor
+
+# Code references and a few APIs used here are marked beta; say so once, not on every load.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 STAGE_MODULES = [raw_text, cleaned_text, tokens, features, predictions, aggregates, reports]
 

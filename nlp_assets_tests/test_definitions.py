@@ -151,3 +151,14 @@ def test_resources_follow_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert landing.root == str(tmp_path / "landing")
     assert reports.root == str(tmp_path / "reports")
     assert not any(tmp_path.iterdir())  # building resources creates nothing
+
+
+@pytest.mark.parametrize("name", ASSETS)
+def test_transient_failures_are_retried(name: str) -> None:
+    policy = defs.resolve_assets_def(name).op.retry_policy
+    assert policy is not None and policy.max_retries >= 1
+
+
+@pytest.mark.parametrize("name", ["features", "predictions"])
+def test_model_steps_share_the_models_pool(name: str) -> None:
+    assert defs.resolve_assets_def(name).op.pool == "models"

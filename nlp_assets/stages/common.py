@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -17,15 +16,15 @@ from resources.lake import LakeResource, markdown_preview, run_part
 SCHEMA_CHECK = "schema"
 FAILURE_PREVIEW_ROWS = 10
 
-#: Errors worth a retry: the file system, the network, a model being fetched from a mount.
-#: Bad data never raises these: it is quarantined.
-TRANSIENT = (TimeoutError, ConnectionError, OSError)
-NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+#: Transient failures (the file system, a model read from a mount) are retried. Bad data never
+#: raises (it is quarantined) and a failed schema check is a blocking check result, so neither
+#: is retried.
+RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def stage_asset(name: str, *, group: str, kinds: set[str], description: str, **kwargs: Any):
     """`@asset` with what every stage shares: daily partitions, the lake IO manager, a
-    blocking schema check.
+    blocking schema check, retries of transient errors.
 
     Stage functions return `stage_result(...)` (a MaterializeResult carrying the value) and
     carry no return annotation: Dagster would read `-> MaterializeResult` as "no value".
@@ -45,6 +44,7 @@ def stage_asset(name: str, *, group: str, kinds: set[str], description: str, **k
                 description=f"{name} matches its pandera schema (nlp_assets.schemas)",
             )
         ],
+        retry_policy=RETRY_POLICY,
         **kwargs,
     )
 
@@ -110,14 +110,3 @@ def stage_result(
     return dg.MaterializeResult(
         value=frame, metadata=extra, check_results=[schema_check(frame, schema)]
     )
-
-
-@contextmanager
-def transient_retries(max_retries: int = 3, seconds_to_wait: float = 5.0) -> Iterator[None]:
-    """Retry the step on transient I/O errors; anything else fails the step at once."""
-    try:
-        yield
-    except NOT_TRANSIENT:
-        raise
-    except TRANSIENT as error:
-        raise dg.RetryRequested(max_retries=max_retries, seconds_to_wait=seconds_to_wait) from error

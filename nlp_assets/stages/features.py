@@ -5,7 +5,7 @@ import polars as pl
 
 from nlp_assets.kernels.features import build_features
 from nlp_assets.schemas import features_schema_for
-from nlp_assets.stages.common import stage_asset, stage_result, transient_retries
+from nlp_assets.stages.common import stage_asset, stage_result
 from resources.models import ModelResource
 
 
@@ -24,8 +24,7 @@ def features(
     tokens: pl.DataFrame,
 ):
     started = time.perf_counter()
-    with transient_retries():
-        embedder = models.embedder
+    embedder = models.embedder
     embed_started = time.perf_counter()
     frame = build_features(cleaned_text, tokens, embedder)
     return stage_result(

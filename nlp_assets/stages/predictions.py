@@ -7,7 +7,7 @@ from pydantic import Field
 from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.schemas import predictions_schema
-from nlp_assets.stages.common import stage_asset, stage_result, transient_retries
+from nlp_assets.stages.common import stage_asset, stage_result
 from resources.models import ModelResource
 
 SENTIMENT_MODEL_NAME = "minilm-logreg-sentiment"
@@ -46,8 +46,7 @@ def predictions(
             f"{head.embedding_model_version} but features use {embedder.name}@{embedder.version}:"
             " re-materialise sentiment_model"
         )
-    with transient_retries():
-        ner = models.entity_recognizer
+    ner = models.entity_recognizer
     frame = predict_documents(
         cleaned_text,
         features,

@@ -5,7 +5,7 @@ import dagster as dg
 
 from nlp_assets.kernels.ingest import read_landing_day
 from nlp_assets.schemas import raw_text_schema
-from nlp_assets.stages.common import stage_asset, stage_result, transient_retries
+from nlp_assets.stages.common import stage_asset, stage_result
 from resources.folders import DayFolder
 from resources.lake import LakeResource
 
@@ -19,8 +19,7 @@ from resources.lake import LakeResource
 )
 def raw_text(context: dg.AssetExecutionContext, landing: DayFolder, lake: LakeResource):
     started = time.perf_counter()
-    with transient_retries():
-        result = read_landing_day(landing.path, date.fromisoformat(context.partition_key))
+    result = read_landing_day(landing.path, date.fromisoformat(context.partition_key))
     docs = result.docs
     return stage_result(
         context,

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from nlp_assets.kernels.sentiment import train_sentiment_head
 from nlp_assets.settings import labelled_sentiment_path
-from nlp_assets.stages.common import transient_retries
+from nlp_assets.stages.common import RETRY_POLICY
 from resources.lake import markdown_preview
 from resources.models import ModelResource
 
@@ -29,6 +29,7 @@ class SentimentTrainingConfig(dg.Config):
     group_name="models",
     kinds={"scikitlearn", "parquet"},
     io_manager_key="lake_io_manager",
+    retry_policy=RETRY_POLICY,
     description="Logistic-regression sentiment head over the embedding model's sentence "
     "vectors, trained on labelled movie-review sentences and drug reviews; stored as a weight "
     "table (no pickle). Held-out accuracy and macro-F1 are in the metadata.",
@@ -45,9 +46,8 @@ def sentiment_model(
     context: dg.AssetExecutionContext, config: SentimentTrainingConfig, models: ModelResource
 ):
     started = time.perf_counter()
-    with transient_retries():
-        labelled = pl.read_parquet(config.labelled_path)
-        embedder = models.embedder
+    labelled = pl.read_parquet(config.labelled_path)
+    embedder = models.embedder
     embeddings = embedder.embed_texts(labelled["text"].to_list())
     result = train_sentiment_head(
         embeddings,

@@ -5,7 +5,7 @@ import polars as pl
 
 from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.schemas import tokens_schema
-from nlp_assets.stages.common import stage_asset, stage_result, transient_retries
+from nlp_assets.stages.common import stage_asset, stage_result
 from resources.models import ModelResource
 
 
@@ -18,8 +18,7 @@ from resources.models import ModelResource
 )
 def tokens(context: dg.AssetExecutionContext, models: ModelResource, cleaned_text: pl.DataFrame):
     started = time.perf_counter()
-    with transient_retries():
-        embedder = models.embedder
+    embedder = models.embedder
     frame = tokenize_documents(cleaned_text, embedder.tokenizer, embedder.max_length)
     return stage_result(
         context,
