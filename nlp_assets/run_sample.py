@@ -43,10 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: Step-by-step DEBUG events stay in the instance (the UI shows them); the terminal gets INFO.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, day: str | None) -> None:
     label = day or "unpartitioned"
     started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, partition_key=day, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance, partition_key=day, raise_on_error=False, run_config=QUIET
+    )
     status = "ok" if result.success else "FAILED"
     print(
         f"{job.name} [{label}]: {status} in {time.perf_counter() - started:.1f} s "

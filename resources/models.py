@@ -67,8 +67,10 @@ class SentenceEmbedder:
 
     def __init__(self, path: Path, name: str, device: str, max_length: int, batch_tokens: int):
         import torch
+        import transformers
         from transformers import AutoModel, AutoTokenizer
 
+        transformers.logging.disable_progress_bar()
         self.name = name
         self.path = path
         self.device = device

@@ -20,6 +20,8 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from nlp_assets.kernels.aggregate import NUMERIC_ENTITY_LABELS
+
 CHARTS = ("label_mix", "sentiment_distribution", "languages", "top_entities")
 
 #: Chart size: 6 x 3.5 in at 90 dpi gives 540 x 315 px PNGs of a few tens of KB.
@@ -100,13 +102,15 @@ def language_counts(predictions: pl.DataFrame, top: int = TOP_LANGUAGES) -> pl.D
 
 
 def entity_counts(predictions: pl.DataFrame, top: int = TOP_ENTITIES_CHART) -> pl.DataFrame:
-    """The `top` most frequent entities (text + label) over all of the day's documents."""
+    """The `top` most frequent named entities (text + label) over all of the day's documents;
+    numbers and dates are left out, as in the aggregates."""
     schema = {"text": pl.String(), "label": pl.String(), "count": pl.Int64()}
     entities = predictions.select("entities").explode("entities").drop_nulls()
     if entities.is_empty():
         return pl.DataFrame(schema=schema)
     return (
         entities.unnest("entities")
+        .filter(~pl.col("label").is_in(NUMERIC_ENTITY_LABELS))
         .group_by("text", "label")
         .len("count")
         .sort(["count", "text", "label"], descending=[True, False, False])

@@ -287,3 +287,16 @@ def test_markdown_preview(predictions: pl.DataFrame) -> None:
 def test_markdown_preview_of_empty_day(predictions: pl.DataFrame) -> None:
     preview = markdown_preview(DAY, predictions.clear(), b"")
     assert "0 docs" in preview
+
+
+def test_top_entities_count_named_things_not_numbers() -> None:
+    from nlp_assets.kernels.report import entity_counts
+
+    def ent(text: str, label: str) -> dict[str, object]:
+        return {"text": text, "label": label, "start_char": 0, "end_char": len(text)}
+
+    frame = pl.DataFrame(
+        {"entities": [[ent("one", "CARDINAL"), ent("Acme", "ORG")], [ent("Acme", "ORG")]]}
+    )
+    counts = entity_counts(frame)
+    assert counts.rows() == [("Acme", "ORG", 2)]
