@@ -39,12 +39,13 @@ def predictions(
 ):
     started = time.perf_counter()
     head = SentimentHead.from_frame(sentiment_model)
-    embedder = models.embedder
-    if head.embedding_model_version != embedder.version:
-        raise ValueError(
-            f"sentiment_model was trained on embeddings {head.embedding_model}@"
-            f"{head.embedding_model_version} but features use {embedder.name}@{embedder.version}:"
-            " re-materialise sentiment_model"
+    used = set(features["embedding_model_version"].unique())
+    if used - {head.embedding_model_version}:
+        raise dg.Failure(  # a retry cannot fix this: no retries
+            allow_retries=False,
+            description=f"sentiment_model was trained on {head.embedding_model}@"
+            f"{head.embedding_model_version} embeddings but features hold {sorted(used)}: "
+            "re-materialise sentiment_model (or features) with the same embedding model",
         )
     ner = models.entity_recognizer
     frame = predict_documents(
