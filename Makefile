@@ -13,7 +13,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export NLP_DATA_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup instance data run dev test lint constraints clean
+.PHONY: setup instance data run dev test lint bench constraints clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ lint: setup
 
 test: setup data lint
 	$(BIN)/pytest
+
+# Throughput of the stage kernels next to the notebook baseline (after `make run`).
+bench: setup
+	$(BIN)/python -m bench.pipeline
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \
