@@ -6,6 +6,9 @@ environment but touches no file, and the one test about paths builds the resourc
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -162,3 +165,26 @@ def test_transient_failures_are_retried(name: str) -> None:
 @pytest.mark.parametrize("name", ["features", "predictions"])
 def test_model_steps_share_the_models_pool(name: str) -> None:
     assert defs.resolve_assets_def(name).op.pool == "models"
+
+
+def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
+    """What a user runs: `dagster definitions validate -w workspace.yaml`."""
+    repo = Path(__file__).parents[1]
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NLP_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(repo / "workspace.yaml"),
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
