@@ -77,6 +77,18 @@ class SentimentHead:
         )
 
 
+def domain_weights(domains: np.ndarray) -> np.ndarray:
+    """Sample weights giving every domain the same total weight (mean weight 1).
+
+    The labelled set is 88% movie sentences; unweighted, the head fits movies and scores
+    below the majority class on drug reviews. Measured on the held-out split: drug reviews
+    0.67 -> 0.725 accuracy, movie sentences 0.767 -> 0.76, overall unchanged (0.756).
+    """
+    names, counts = np.unique(domains, return_counts=True)
+    per_domain = dict(zip(names, len(domains) / (len(names) * counts), strict=True))
+    return np.array([per_domain[d] for d in domains])
+
+
 @dataclass(frozen=True)
 class TrainResult:
     head: SentimentHead
@@ -94,13 +106,14 @@ def train_sentiment_head(
     test_size: float = 0.2,
     seed: int = 0,
 ) -> TrainResult:
-    """Fit on a stratified (label x domain) split; evaluate on the held-out part."""
+    """Fit on a stratified (label x domain) split, domains weighted equally; evaluate on the
+    held-out part."""
     strata = [f"{d}/{lab}" for d, lab in zip(domains, labels, strict=True)]
     index = np.arange(len(labels))
     train, test = train_test_split(index, test_size=test_size, random_state=seed, stratify=strata)
     y = np.asarray(labels)
     model = LogisticRegression(C=4.0, max_iter=2_000)
-    model.fit(embeddings[train], y[train])
+    model.fit(embeddings[train], y[train], sample_weight=domain_weights(np.asarray(domains)[train]))
     head = SentimentHead(
         labels=tuple(str(c) for c in model.classes_),
         coef=model.coef_.astype(np.float64),

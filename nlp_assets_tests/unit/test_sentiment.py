@@ -63,3 +63,12 @@ def test_multiclass_head_gives_probabilities_that_sum_to_one():
     assert SentimentHead.from_frame(head.to_frame()).predict_proba(np.eye(4)) == pytest.approx(
         head.predict_proba(np.eye(4))
     )
+
+
+def test_domain_weights_give_each_domain_the_same_total():
+    from nlp_assets.kernels.sentiment import domain_weights
+
+    domains = np.array(["movies"] * 9 + ["drugs"] * 3)
+    weights = domain_weights(domains)
+    assert weights[domains == "movies"].sum() == pytest.approx(weights[domains == "drugs"].sum())
+    assert weights.mean() == pytest.approx(1.0)
