@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"nothing landed under {settings.landing_dir()}: run `make data` first")
 
     started = time.perf_counter()
-    _execute(defs.get_job_def("train_sentiment_model"), instance, None)
-    pipeline = defs.get_job_def("daily_pipeline")
+    _execute(defs.resolve_job_def("train_sentiment_model"), instance, None)
+    pipeline = defs.resolve_job_def("daily_pipeline")
     for day in days:
         _execute(pipeline, instance, day)
     print(f"\nMaterialised {len(days)} day(s) in {time.perf_counter() - started:.0f} s.")
