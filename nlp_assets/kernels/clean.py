@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from dataclasses import dataclass
@@ -160,8 +161,6 @@ def clean_documents(raw: pl.DataFrame, day: date, config: CleanConfig | None = N
 
 
 def _sha256(texts: pl.Series) -> pl.Series:
-    import hashlib
-
     return texts.map_elements(
         lambda t: hashlib.sha256(t.encode("utf-8")).hexdigest(), return_dtype=pl.String
     )
