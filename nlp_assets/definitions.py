@@ -6,25 +6,49 @@ import warnings
 import dagster as dg
 
 from nlp_assets import settings
-from nlp_assets.jobs import daily_pipeline_job, train_sentiment_job
-from nlp_assets.schedules import daily_pipeline_schedule
+from nlp_assets.checks import all_checks
+from nlp_assets.downstream import sentiment_by_source
+from nlp_assets.executor import executor_from_env
+from nlp_assets.jobs import (
+    backfill_pipeline_spark_job,
+    daily_pipeline_job,
+    train_sentiment_job,
+    warehouse_load_job,
+)
+from nlp_assets.schedules import (
+    daily_pipeline_schedule,
+    daily_reports_schedule,
+    freshness_checks_schedule,
+)
 from nlp_assets.stages import (
     aggregates,
     cleaned_text,
     features,
+    kafka_topics,
+    ner_evaluation,
     predictions,
     raw_text,
     reports,
     sentiment_model,
     tokens,
 )
+from nlp_assets.warehouse.assets import warehouse_assets
 from resources.folders import DayFolder
+from resources.kafka import kafka_from_env
 from resources.lake import LakeIOManager, LakeResource
+from resources.model_cache import ModelCacheResource
 from resources.models import DEFAULT_NER_MODEL, ModelResource
+from resources.spark import spark_from_env
+from resources.warehouse import warehouse_from_env
+from sensors.alerts import run_failure_alert_sensor
+from sensors.kafka import kafka_sensors
 from sensors.landing import landing_folder_sensor
 
 # Code references and a few APIs used here are marked beta; say so once, not on every load.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+# Deliberate: the Spark-capable stages backfill a range in one run (BackfillPolicy.single_run),
+# raw text, aggregates and reports one day per run; daily_pipeline takes the per-day policy.
+warnings.filterwarnings("ignore", message="Asset job daily_pipeline materializes assets with")
 
 STAGE_MODULES = [raw_text, cleaned_text, tokens, features, predictions, aggregates, reports]
 
@@ -43,18 +67,37 @@ def build_resources(
             embedding_model_path=os.getenv("NLP_EMBEDDING_MODEL_PATH", ""),
             ner_model=os.getenv("NLP_NER_MODEL", DEFAULT_NER_MODEL),
             device=os.getenv("NLP_DEVICE", "auto"),
+            dtype=os.getenv("NLP_MODEL_DTYPE", "auto"),
         ),
+        # Redis URL and password are read from REDIS_URL / REDIS_PASSWORD at run time (never
+        # config); without REDIS_URL an in-process LRU caches model results.
+        "model_cache": ModelCacheResource(
+            namespace=os.getenv("NLP_CACHE_NAMESPACE", "nlp"),
+            ttl_seconds=int(os.getenv("NLP_CACHE_TTL_SECONDS", str(30 * 86_400))),
+        ),
+        # Postgres warehouse tables: DATABASE_URL (an EnvVar); unset, the lake alone.
+        "warehouse": warehouse_from_env(),
+        # KAFKA_* variables (README "Kafka"); nothing connects until a Kafka sensor or run.
+        "kafka": kafka_from_env(),
+        # NLP_SPARK_MASTER / NLP_SPARK_CONF; the session starts only when a stage uses Spark.
+        "spark": spark_from_env(),
     }
 
 
 all_assets = dg.with_source_code_references(
-    dg.load_assets_from_modules([*STAGE_MODULES, sentiment_model])
+    [
+        *dg.load_assets_from_modules([*STAGE_MODULES, sentiment_model, ner_evaluation]),
+        *warehouse_assets,
+        sentiment_by_source.sentiment_by_source_asset,
+    ]
 )
 
 defs = dg.Definitions(
-    assets=all_assets,
-    jobs=[daily_pipeline_job, train_sentiment_job],
-    schedules=[daily_pipeline_schedule],
-    sensors=[landing_folder_sensor],
+    assets=[*all_assets, *kafka_topics.topic_specs],  # topics: external, upstream of raw
+    jobs=[daily_pipeline_job, train_sentiment_job, warehouse_load_job, backfill_pipeline_spark_job],
+    asset_checks=all_checks,
+    schedules=[daily_pipeline_schedule, daily_reports_schedule, freshness_checks_schedule],
+    sensors=[landing_folder_sensor, run_failure_alert_sensor, *kafka_sensors],
     resources=build_resources(),
+    executor=executor_from_env(all_assets),  # NLP_EXECUTOR=k8s: one pod per step
 )

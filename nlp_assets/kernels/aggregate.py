@@ -20,6 +20,7 @@ AGGREGATES_SCHEMA: dict[str, pl.DataType] = {
 }
 
 GROUP = ["ingest_date", "lang", "sentiment_label"]
+TOP_ORDER = [*([False] * len(GROUP)), True, False]
 #: Numbers, dates and amounts are entities to spaCy but say little as "top entities".
 NUMERIC_ENTITY_LABELS = ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")
 
@@ -49,7 +50,7 @@ def aggregate_day(
         .agg(pl.len().cast(pl.Int64).alias("count"))
         .sort(
             [*GROUP, "count", "text"],
-            descending=[False, False, False, True, False],
+            descending=TOP_ORDER,
             nulls_last=True,
         )
         .group_by(GROUP, maintain_order=True)
@@ -65,7 +66,7 @@ def aggregate_day(
         .agg(pl.col("count").sum().cast(pl.Int64))
         .sort(
             [*GROUP, "count", "ngram"],
-            descending=[False, False, False, True, False],
+            descending=TOP_ORDER,
             nulls_last=True,
         )
         .group_by(GROUP, maintain_order=True)
@@ -81,4 +82,58 @@ def aggregate_day(
         .sort(GROUP, nulls_last=True)
         .select(list(AGGREGATES_SCHEMA))
         .cast(AGGREGATES_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+MODEL_VERSIONS_SCHEMA: dict[str, pl.DataType] = {
+    "task": pl.String(),
+    "model": pl.String(),
+    "version": pl.String(),
+    "n_docs": pl.Int64(),
+    "positive_share": pl.Float64(),
+    "mean_sentiment_score": pl.Float64(),
+    "entities_per_doc": pl.Float64(),
+}
+
+
+def model_version_figures(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Per model version that served documents (sentiment and entities): how many it served
+    and what it said, so the two sides of an A/B test can be compared. Skipped documents
+    (no prediction) are left out."""
+    served = predictions.filter(pl.col("skipped_reason").is_null())
+    sentiment = served.group_by("sentiment_model", "sentiment_model_version").agg(
+        pl.len().cast(pl.Int64).alias("n_docs"),
+        (pl.col("sentiment_label") == "positive").mean().alias("positive_share"),
+        pl.col("sentiment_score").mean().alias("mean_sentiment_score"),
+    )
+    entities = served.group_by("ner_model", "ner_model_version").agg(
+        pl.len().cast(pl.Int64).alias("n_docs"),
+        pl.col("entities").list.len().mean().cast(pl.Float64).alias("entities_per_doc"),
+    )
+    return (
+        pl.concat(
+            [
+                sentiment.select(
+                    pl.lit("sentiment").alias("task"),
+                    pl.col("sentiment_model").alias("model"),
+                    pl.col("sentiment_model_version").alias("version"),
+                    "n_docs",
+                    "positive_share",
+                    "mean_sentiment_score",
+                    pl.lit(None, dtype=pl.Float64).alias("entities_per_doc"),
+                ),
+                entities.select(
+                    pl.lit("entities").alias("task"),
+                    pl.col("ner_model").alias("model"),
+                    pl.col("ner_model_version").alias("version"),
+                    "n_docs",
+                    pl.lit(None, dtype=pl.Float64).alias("positive_share"),
+                    pl.lit(None, dtype=pl.Float64).alias("mean_sentiment_score"),
+                    "entities_per_doc",
+                ),
+            ],
+            how="vertical_relaxed",
+        )
+        .cast(MODEL_VERSIONS_SCHEMA)  # type: ignore[arg-type]
+        .sort("task", "model", "version")
     )

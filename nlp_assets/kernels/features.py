@@ -83,13 +83,27 @@ def long_ngram_frame(
     ).with_columns((pl.col("ngram").str.count_matches(" ") + 1).cast(pl.Int8).alias("n"))
 
 
-def tfidf_top_terms(long: pl.DataFrame, n_docs: int, top_k: int = 10) -> pl.DataFrame:
+def tfidf_terms(long: pl.DataFrame) -> pl.DataFrame:
+    """The (document, term) rows TF-IDF weighs: unigrams and bigrams."""
+    return long.filter(pl.col("n") <= 2)
+
+
+def document_frequencies(long: pl.DataFrame) -> pl.DataFrame:
+    """`ngram`, `df`: in how many documents each TF-IDF term occurs."""
+    return tfidf_terms(long).group_by("ngram").agg(pl.len().alias("df"))
+
+
+def tfidf_top_terms(
+    long: pl.DataFrame, n_docs: int, top_k: int = 10, doc_freq: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Per-document top TF-IDF terms (unigrams and bigrams), idf over this set of documents.
 
     Smooth idf as in scikit-learn: ln((1 + N) / (1 + df)) + 1, weights L2-normalised per document.
+    `doc_freq` and `n_docs` may describe a larger set than `long` (the whole day, when a
+    distributed engine hands this function one batch of it).
     """
-    terms = long.filter(pl.col("n") <= 2)
-    doc_freq = terms.group_by("ngram").agg(pl.len().alias("df"))
+    terms = tfidf_terms(long)
+    doc_freq = document_frequencies(long) if doc_freq is None else doc_freq
     return (
         terms.join(doc_freq, on="ngram")
         .with_columns(
@@ -117,8 +131,14 @@ def build_features(
     *,
     top_ngrams_k: int = 50,
     top_terms_k: int = 10,
+    doc_freq: pl.DataFrame | None = None,
+    n_docs: int | None = None,
 ) -> pl.DataFrame:
-    """One row per document of `tokens`, in its order."""
+    """One row per document of `tokens`, in its order.
+
+    TF-IDF's idf is over these documents unless `doc_freq` (`ngram`, `df`) and `n_docs` give
+    the statistics of the whole day they belong to.
+    """
     docs = tokens.select("doc_id", "ingest_date", "token_ids").join(
         cleaned.select("doc_id", "text", "lang"), on="doc_id", how="left", maintain_order="left"
     )
@@ -132,7 +152,7 @@ def build_features(
         docs.select("doc_id", "ingest_date")
         .join(top_ngrams(long, top_ngrams_k), on="doc_id", how="left", maintain_order="left")
         .join(
-            tfidf_top_terms(long, docs.height, top_terms_k),
+            tfidf_top_terms(long, docs.height if n_docs is None else n_docs, top_terms_k, doc_freq),
             on="doc_id",
             how="left",
             maintain_order="left",

@@ -3,10 +3,10 @@ import time
 import dagster as dg
 import polars as pl
 
-from nlp_assets.kernels.aggregate import aggregate_day
+from nlp_assets.kernels.aggregate import aggregate_day, model_version_figures
 from nlp_assets.schemas import aggregates_schema
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.lake import SCOPE_DAY
+from resources.lake import SCOPE_DAY, markdown_preview
 
 
 @stage_asset(
@@ -15,6 +15,7 @@ from resources.lake import SCOPE_DAY
     kinds={"polars", "parquet"},
     description="Per day x language x sentiment label: documents, duplicates, mean P(positive), "
     "top entities and top n-grams. Always recomputed over the whole day.",
+    metadata=SCOPE_DAY,  # computes the whole day: stored as the day, even in a micro-batch
     ins={
         "predictions": dg.AssetIn(metadata=SCOPE_DAY),
         "features": dg.AssetIn(metadata=SCOPE_DAY),
@@ -25,6 +26,15 @@ def aggregates(
 ):
     started = time.perf_counter()
     frame = aggregate_day(predictions, features)
+    versions = model_version_figures(predictions)  # per model version: A/B comparison
     return stage_result(
-        context, frame, aggregates_schema(), started=started, metadata={"groups": frame.height}
+        context,
+        frame,
+        aggregates_schema(),
+        started=started,
+        metadata={
+            "groups": frame.height,
+            "model_versions": dg.MetadataValue.md(markdown_preview(versions)),
+            "model_version_figures": dg.MetadataValue.json(versions.to_dicts()),
+        },
     )

@@ -1,17 +1,20 @@
 import time
-from datetime import date
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from nlp_assets.kernels.clean import CleanConfig, clean_documents
+from nlp_assets.engines import SPARK
+from nlp_assets.engines.local import clean_days
+from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days
+from nlp_assets.kernels.clean import CleanConfig
 from nlp_assets.schemas import cleaned_text_schema
 from nlp_assets.stages.common import stage_asset, stage_result
 from resources.lake import LakeResource
+from resources.spark import SparkResource
 
 
-class CleaningConfig(dg.Config):
+class CleaningConfig(EngineConfig):
     mask_urls: bool = Field(default=True, description="Replace URLs with [URL].")
     mask_emails: bool = Field(default=True, description="Replace e-mail addresses with [EMAIL].")
     mask_phones: bool = Field(default=True, description="Replace phone numbers with [PHONE].")
@@ -25,17 +28,24 @@ class CleaningConfig(dg.Config):
     kinds={"polars", "parquet"},
     description="NFKC, HTML stripped, whitespace normalised, URLs/e-mails/phones masked, exact "
     "duplicates marked, language detected offline; empty or over-long texts are quarantined.",
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def cleaned_text(
     context: dg.AssetExecutionContext,
     config: CleaningConfig,
     lake: LakeResource,
+    spark: SparkResource,
     raw_text: pl.DataFrame,
 ):
     started = time.perf_counter()
-    result = clean_documents(
-        raw_text, date.fromisoformat(context.partition_key), CleanConfig(**config.model_dump())
-    )
+    cleaning = CleanConfig(**config.model_dump(exclude=set(EngineConfig.model_fields)))
+    engine = choose_engine(context, config, raw_text.height)
+    if engine == SPARK:
+        from nlp_assets.engines.spark import clean_on_spark
+
+        result = clean_on_spark(spark.spark_session, raw_text, cleaning)
+    else:
+        result = clean_days(raw_text, run_days(context), cleaning)
     docs = result.docs
     return stage_result(
         context,
@@ -45,6 +55,7 @@ def cleaned_text(
         lake=lake,
         quarantine=result.quarantine,
         metadata={
+            "engine": engine,
             "duplicates": int(docs["is_duplicate"].sum()),
             "languages": dg.MetadataValue.json(
                 dict(docs.group_by("lang").len().sort("len", descending=True).head(15).iter_rows())

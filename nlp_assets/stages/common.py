@@ -10,6 +10,7 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from nlp_assets import metrics
 from nlp_assets.partitions import daily_partitions
 from resources.lake import LakeResource, markdown_preview, run_part
 
@@ -100,13 +101,24 @@ def stage_result(
     extra: dict[str, Any] = dict(metadata or {})
     if quarantine is not None and lake is not None:
         stage = context.asset_key.to_user_string()
-        path = lake.lake().write_quarantine(
-            stage, context.partition_key, quarantine, run_part(context)
-        )
+        if len(context.partition_keys) > 1:  # a single-run backfill of a range: per day
+            path = lake.lake().write_days(f"quarantine/{stage}", context.partition_keys, quarantine)
+        else:
+            path = lake.lake().write_quarantine(
+                stage, context.partition_key, quarantine, run_part(context)
+            )
         extra |= quarantine_metadata(quarantine) | {
             "quarantine_path": dg.MetadataValue.path(str(path))
         }
     extra["seconds"] = round(time.perf_counter() - started, 3)
+    metrics.export_stage_metrics(  # best effort: warns, never fails the run
+        job=metrics.job_of(context),
+        asset=context.asset_key.to_user_string(),
+        partition=context.partition_key if context.has_partition_key else None,
+        metadata=extra,
+        rows_out=frame.height,
+        warn=context.log.warning,
+    )
     return dg.MaterializeResult(
         value=frame, metadata=extra, check_results=[schema_check(frame, schema)]
     )

@@ -3,10 +3,22 @@ import time
 import dagster as dg
 import polars as pl
 
+from nlp_assets.engines import LOCAL, SPARK
+from nlp_assets.engines.local import by_day
+from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days
+from nlp_assets.engines.workers import model_config
 from nlp_assets.kernels.features import build_features
 from nlp_assets.schemas import features_schema_for
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.models import ModelResource
+from resources.model_cache import CacheStats, ModelCacheResource
+from resources.models import (
+    CachedEmbedder,
+    InferenceStats,
+    ModelResource,
+    gpu_op_tags,
+    step_metadata,
+)
+from resources.spark import SparkResource
 
 
 @stage_asset(
@@ -15,27 +27,63 @@ from resources.models import ModelResource
     kinds={"pytorch", "parquet"},
     description="Word n-grams (1-3) per document, top TF-IDF terms with idf over the day, and "
     "L2-normalised sentence embeddings from the model resource.",
-    pool="models",
+    pool="gpu",
+    op_tags=gpu_op_tags(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def features(
     context: dg.AssetExecutionContext,
+    config: EngineConfig,
     models: ModelResource,
+    spark: SparkResource,
+    model_cache: ModelCacheResource,
     cleaned_text: pl.DataFrame,
     tokens: pl.DataFrame,
 ):
     started = time.perf_counter()
-    embedder = models.embedder  # loaded once per process, then cached
+    if choose_engine(context, config, tokens.height) == SPARK:
+        from nlp_assets.engines.spark import features_on_spark
+
+        frame = features_on_spark(spark.spark_session, cleaned_text, tokens, model_config(models))
+        return stage_result(
+            context,
+            frame,
+            features_schema_for(frame.schema["embedding"].size),  # type: ignore[attr-defined]
+            started=started,
+            metadata={"engine": SPARK, "spark_master": spark.master},
+        )
+    served = models.serve("embedding")  # loaded once per process, then cached
     loaded = time.perf_counter()
-    frame = build_features(cleaned_text, tokens, embedder)
+    cache_stats, inference = CacheStats(), InferenceStats()
+
+    def one_day(day_tokens: pl.DataFrame) -> pl.DataFrame:  # TF-IDF's idf is over one day
+        texts = day_tokens.select("doc_id").join(
+            cleaned_text.select("doc_id", "text"), on="doc_id", how="left", maintain_order="left"
+        )["text"]
+        embedder = CachedEmbedder(
+            served.model,
+            texts.to_list(),
+            model_cache.backend(),
+            model_cache.namespace,
+            cache_stats,
+            inference,
+            warn=context.log.warning,
+        )
+        return build_features(cleaned_text, day_tokens, embedder)
+
+    days = run_days(context)
+    frame = pl.concat([one_day(part) for _, part in by_day(tokens, days)])
+    embedder = served.model
     return stage_result(
         context,
         frame,
         features_schema_for(embedder.dim),
         started=started,
         metadata={
+            "engine": LOCAL,
             "embedding_model": embedder.name,
             "embedding_model_version": embedder.version,
-            "device": embedder.device,
             "model_load_seconds": round(loaded - started, 3),
+            **step_metadata([served], cache_stats, inference),
         },
     )

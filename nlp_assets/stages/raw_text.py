@@ -4,9 +4,13 @@ from datetime import date
 import dagster as dg
 
 from nlp_assets.kernels.ingest import read_landing_day
+from nlp_assets.kernels.messages import OffsetRange
 from nlp_assets.schemas import raw_text_schema
+from nlp_assets.stages import kafka_topics
 from nlp_assets.stages.common import stage_asset, stage_result
+from nlp_assets.stages.kafka_raw import read_kafka_range
 from resources.folders import DayFolder
+from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 
 
@@ -15,10 +19,29 @@ from resources.lake import LakeResource
     group="ingest",
     kinds={"polars", "parquet"},
     description="Documents landed for the day (JSONL, CSV, Parquet, TXT under "
-    "<landing>/<day>/) with stable doc_ids; unparseable files and records are quarantined.",
+    "<landing>/<day>/) with stable doc_ids; unparseable files and records are quarantined. "
+    'A Kafka micro-batch run reads exactly its offset range instead (README "Kafka").',
+    deps=[spec.key for spec in kafka_topics.topic_specs],
 )
-def raw_text(context: dg.AssetExecutionContext, landing: DayFolder, lake: LakeResource):
+def raw_text(
+    context: dg.AssetExecutionContext,
+    landing: DayFolder,
+    lake: LakeResource,
+    kafka: KafkaResource,
+):
     started = time.perf_counter()
+    offsets = OffsetRange.from_tags(context.run.tags)
+    if offsets is not None:  # a micro-batch: this range only, landed first, then parsed
+        batch = read_kafka_range(context, offsets, kafka=kafka, landing=landing, lake=lake)
+        return stage_result(
+            context,
+            batch.docs,
+            raw_text_schema(),
+            started=started,
+            lake=lake,
+            quarantine=batch.quarantine,
+            metadata=batch.metadata,
+        )
     result = read_landing_day(landing.path, date.fromisoformat(context.partition_key))
     docs = result.docs
     return stage_result(

@@ -20,6 +20,7 @@ STAGES_WITH_QUARANTINE = ("raw_text", "cleaned_text")
     kinds={"html", "parquet"},
     description="A self-contained HTML report per day with charts, and exports of predictions "
     "and aggregates as JSON, CSV and Parquet. The value is the manifest of files written.",
+    metadata=SCOPE_DAY,  # computes the whole day: stored as the day, even in a micro-batch
     ins={
         "predictions": dg.AssetIn(metadata=SCOPE_DAY),
         "aggregates": dg.AssetIn(metadata=SCOPE_DAY),

@@ -11,9 +11,12 @@ from resources.lake import markdown_preview
 from resources.models import ModelResource
 
 ACCURACY_CHECK = "held_out_accuracy"
-#: Chance is 0.5 on this balanced set; published MiniLM + logistic regression reaches ~0.76 on
-#: the Pang & Lee sentences alone. Below 0.70 the head is not worth serving.
-ACCURACY_FLOOR = 0.70
+#: Measured on the held-out split (n=909): accuracy 0.756, macro-F1 0.755 (5-fold on the Pang &
+#: Lee sentences alone: 0.757). With n=909 the standard error is ~0.014, so floors of 0.72 sit
+#: about 2.5 standard errors below the measured figures: they trip on a worse head (another
+#: embedding model, broken labels), not on a different split. Chance is ~0.5.
+ACCURACY_FLOOR = 0.72
+MACRO_F1_FLOOR = 0.72
 
 
 class SentimentTrainingConfig(dg.Config):
@@ -38,7 +41,8 @@ class SentimentTrainingConfig(dg.Config):
             ACCURACY_CHECK,
             asset="sentiment_model",
             blocking=True,
-            description=f"Held-out accuracy is at least {ACCURACY_FLOOR}.",
+            description=f"Held-out accuracy >= {ACCURACY_FLOOR} and macro-F1 >= "
+            f"{MACRO_F1_FLOOR} (measured 0.756 / 0.755 on n=909; floors ~2.5 SE below).",
         )
     ],
 )
@@ -80,8 +84,13 @@ def sentiment_model(
         check_results=[
             dg.AssetCheckResult(
                 check_name=ACCURACY_CHECK,
-                passed=accuracy >= ACCURACY_FLOOR,
-                metadata={"accuracy": accuracy, "floor": ACCURACY_FLOOR},
+                passed=accuracy >= ACCURACY_FLOOR and result.metrics["macro_f1"] >= MACRO_F1_FLOOR,
+                metadata={
+                    "accuracy": accuracy,
+                    "floor": ACCURACY_FLOOR,
+                    "macro_f1": result.metrics["macro_f1"],
+                    "macro_f1_floor": MACRO_F1_FLOOR,
+                },
             )
         ],
     )

@@ -3,10 +3,14 @@ import time
 import dagster as dg
 import polars as pl
 
+from nlp_assets.engines import SPARK
+from nlp_assets.engines.switch import EngineConfig, choose_engine
+from nlp_assets.engines.workers import model_config
 from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.schemas import tokens_schema
 from nlp_assets.stages.common import stage_asset, stage_result
 from resources.models import ModelResource
+from resources.spark import SparkResource
 
 
 @stage_asset(
@@ -15,17 +19,31 @@ from resources.models import ModelResource
     kinds={"huggingface", "parquet"},
     description="Token ids from the embedding model's fast tokenizer, cut to the model's "
     "max length; n_tokens counts the whole text and `truncated` flags the cut.",
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
-def tokens(context: dg.AssetExecutionContext, models: ModelResource, cleaned_text: pl.DataFrame):
+def tokens(
+    context: dg.AssetExecutionContext,
+    config: EngineConfig,
+    models: ModelResource,
+    spark: SparkResource,
+    cleaned_text: pl.DataFrame,
+):
     started = time.perf_counter()
     embedder = models.embedder
-    frame = tokenize_documents(cleaned_text, embedder.tokenizer, embedder.max_length)
+    engine = choose_engine(context, config, cleaned_text.height)
+    if engine == SPARK:
+        from nlp_assets.engines.spark import tokenize_on_spark
+
+        frame = tokenize_on_spark(spark.spark_session, cleaned_text, model_config(models))
+    else:  # one tokenizer call per chunk: a range of days is one frame like one day
+        frame = tokenize_documents(cleaned_text, embedder.tokenizer, embedder.max_length)
     return stage_result(
         context,
         frame,
         tokens_schema(),
         started=started,
         metadata={
+            "engine": engine,
             "tokenizer": embedder.name,
             "max_length": embedder.max_length,
             "truncated": int(frame["truncated"].sum()),

@@ -13,6 +13,7 @@ from nlp_assets.kernels.features import (
     tfidf_top_terms,
 )
 from nlp_assets.kernels.tokenize import tokenize_documents
+from resources.models import MIN_COSINE
 
 DAY = date(2026, 11, 16)
 TEXTS = [
@@ -93,7 +94,8 @@ def test_batched_embeddings_equal_one_at_a_time(embedder):
     batched = embedder.embed_token_ids(ids)
     single = np.vstack([embedder.embed_token_ids([row]) for row in ids])
     cosine = np.sum(batched * single, axis=1)
-    assert cosine.min() > 0.99999
+    # bf16 autocast (the default on CPUs with bf16) rounds differently per batch shape
+    assert cosine.min() > (0.99999 if embedder.dtype == "float32" else MIN_COSINE)
 
 
 def test_empty_day_gives_an_empty_frame_with_the_schema(embedder):

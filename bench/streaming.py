@@ -1,0 +1,272 @@
+"""Streaming benchmark: Kafka messages to prediction rows, micro-batches against whole-day runs.
+
+A producer thread writes N messages (a sentence or two each, 1% malformed) at a set rate to a
+fresh topic on a Tansu broker started here (or `KAFKA_BOOTSTRAP_SERVERS`). Meanwhile the topic's
+sensor is ticked and its runs executed in this process, as the daemon would (one run at a time,
+the per-day limit of dagster.yaml):
+
+- micro-batch: each run processes only its offset range (raw text to predictions), aggregates
+  and report recompute the day (what the Kafka sensors do);
+- baseline: each run consumes its range the same way, then re-materialises the whole day from
+  cleaned text on (what a pipeline without part scopes does per micro-batch).
+
+Reported per mode: sustained messages/s through to predictions (valid messages / time from the
+first produce to the last prediction row) and p50/p95 latency from produce to the end of the run
+that wrote the message's prediction row. Models run on this machine's CPU (or NLP_DEVICE). The
+model result cache is on in both modes by default (a fresh namespace per mode): the baseline
+then re-reads model results of earlier messages from it; `--model-cache off` shows the cost
+without it.
+
+Run (uses the sentiment head `make run` trained, or trains one first):
+    python -m bench.streaming --messages 100000 --rate 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from nlp_assets import settings
+from nlp_assets.checks import all_checks
+from nlp_assets.definitions import all_assets, build_resources
+from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.kernels.ingest import doc_id_for
+from nlp_assets.kernels.messages import OffsetRange
+from nlp_assets.lake import Lake
+from nlp_assets.stages import kafka_topics
+from nlp_assets_tests.kafka_broker import Broker, tansu_broker
+from resources.kafka import KafkaResource
+from resources.lake import PART_TAG
+from resources.model_cache import ModelCacheResource
+from sensors.kafka import build_kafka_sensor
+from sensors.kafka_drain import tick_and_run
+
+DAY = "2026-11-25"
+#: Runs log warnings and errors only (the figures are the output).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+MODES = ("micro-batch", "baseline")
+
+
+def sentences() -> list[str]:
+    labelled = pl.read_parquet(settings.labelled_sentiment_path())
+    return labelled.filter(pl.col("domain") == "movie_sentences")["text"].to_list()
+
+
+def produce_at_rate(
+    broker: Broker, topic: str, n: int, rate: float, produced: dict[str, float]
+) -> threading.Thread:
+    """Start a thread producing n messages at `rate` per second; records doc_id -> time."""
+    texts = sentences()
+    from confluent_kafka import Producer
+
+    def work() -> None:
+        producer = Producer(broker.producer_config)
+        start = time.perf_counter()
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if i % 100 == 99:
+                value = b'{"id": "broken'  # 1% malformed: dead letters
+            else:
+                message = {
+                    "id": f"m{i}",
+                    "text": f"{texts[i % len(texts)]} {texts[(i * 7 + 3) % len(texts)]}",
+                }
+                value = json.dumps(message).encode()
+                produced[doc_id_for(topic, f"m{i}", "")] = time.perf_counter()
+            while True:
+                try:
+                    producer.produce(topic, value)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        producer.flush(60)
+
+    thread = threading.Thread(target=work, name="producer", daemon=True)
+    thread.start()
+    return thread
+
+
+def train_sentiment_head(lake_dir: Path) -> Path:
+    """The sentiment head, when `make run` has not trained one in the lake yet."""
+    from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
+
+    print(f"training the sentiment head into {lake_dir} (no trained head in the lake)")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            all_assets,
+            selection=["sentiment_model"],
+            instance=instance,
+            resources=build_resources(lake_dir=str(lake_dir)),
+            run_config=dg.RunConfig(
+                {
+                    "sentiment_model": SentimentTrainingConfig(
+                        labelled_path=settings.labelled_sentiment_path()
+                    )
+                }
+            ),
+        )
+    if not result.success:
+        raise RuntimeError("training the sentiment head failed")
+    return lake_dir / "sentiment_model" / "data.parquet"
+
+
+def run_mode(
+    mode: str, broker: Broker, args: argparse.Namespace, trained: Path, workdir: Path
+) -> dict[str, float]:
+    topic = broker.create_topic(f"bench-{mode}", partitions=args.partitions)
+    root = workdir / mode
+    (root / "lake" / "sentiment_model").mkdir(parents=True)
+    shutil.copy(trained, root / "lake" / "sentiment_model" / "data.parquet")
+    lake = Lake(root / "lake")
+    resources = {
+        **build_resources(
+            lake_dir=str(root / "lake"),
+            landing_dir=str(root / "landing"),
+            reports_dir=str(root / "reports"),
+        ),
+        "kafka": KafkaResource(bootstrap_servers=broker.bootstrap),
+        # a namespace per mode: the second mode must not find the first one's model results
+        "model_cache": ModelCacheResource(
+            namespace=f"bench-{mode}-{time.time_ns()}", enabled=args.model_cache == "on"
+        ),
+    }
+    assets = [*all_assets, *all_checks, kafka_topics.topic_spec(topic)]
+    sensor = build_kafka_sensor(
+        topic,
+        today=lambda: DAY,
+        max_messages_per_run=args.max_messages_per_run,
+        max_runs_per_tick=args.max_runs_per_tick,
+    )
+    definitions = dg.Definitions(
+        assets=assets, jobs=[daily_pipeline_job], sensors=[sensor], resources=resources
+    )
+    pipeline = daily_pipeline_job.selection
+    produced: dict[str, float] = {}
+    written: dict[str, float] = {}
+
+    with dg.instance_for_test() as instance:
+
+        def materialise(selection, partition: str, tags: dict[str, str]) -> bool:
+            result = dg.materialize(
+                assets,
+                selection=selection,
+                partition_key=partition,
+                instance=instance,
+                resources=resources,
+                tags=tags,
+                raise_on_error=False,
+                run_config=QUIET,
+            )
+            return result.success
+
+        def run(request: dg.RunRequest, tags: dict[str, str]) -> bool:
+            if mode == "micro-batch":
+                ok = materialise(pipeline, request.partition_key, tags)
+                ids = lake.read_part("predictions", DAY, tags[PART_TAG])["doc_id"]
+            else:
+                ok = materialise(dg.AssetSelection.assets("raw_text"), request.partition_key, tags)
+                whole_day = {k: v for k, v in tags.items() if not k.startswith("nlp/")}
+                whole_day.pop("dagster/run_key", None)
+                rest = pipeline - dg.AssetSelection.assets("raw_text")
+                ok = ok and materialise(rest, request.partition_key, whole_day)
+                ids = lake.read_day("predictions", DAY)["doc_id"]
+            now = time.perf_counter()
+            for doc_id in ids:
+                written.setdefault(doc_id, now)
+            if not ok:
+                raise RuntimeError(f"run {OffsetRange.from_tags(tags)} failed")
+            return ok
+
+        started = time.perf_counter()
+        producer = produce_at_rate(broker, topic, args.messages, args.rate, produced)
+        cursor, idle_ticks = None, 0
+        while producer.is_alive() or len(written) < len(produced):
+            outcome = tick_and_run(
+                sensor, instance=instance, cursor=cursor, definitions=definitions, runner=run
+            )
+            cursor = outcome.cursor
+            if outcome.requests:
+                idle_ticks = 0
+                continue
+            if not producer.is_alive():
+                idle_ticks += 1
+                if idle_ticks > 3:
+                    raise RuntimeError(
+                        f"{len(produced) - len(written)} produced messages never reached "
+                        "the predictions"
+                    )
+            time.sleep(args.tick_seconds)
+        finished = max(written.values())
+    latencies = sorted(written[d] - produced[d] for d in produced)
+    return {
+        "messages": args.messages,
+        "valid": len(produced),
+        "runs": len(lake.parts("raw_text", DAY)),
+        "seconds": finished - started,
+        "messages_per_s": len(produced) / (finished - started),
+        "p50_s": statistics.median(latencies),
+        "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="messages produced per second")
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--max-messages-per-run", type=int, default=5_000)
+    parser.add_argument("--max-runs-per-tick", type=int, default=10)
+    parser.add_argument("--tick-seconds", type=float, default=5.0, help="sensor interval")
+    parser.add_argument("--modes", default=",".join(MODES), help="micro-batch,baseline")
+    parser.add_argument(
+        "--model-cache",
+        choices=("on", "off"),
+        default="on",
+        help="the model result cache (in-process LRU, or Redis with REDIS_URL) in both modes",
+    )
+    args = parser.parse_args(argv)
+    results = {}
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
+        trained = Path(settings.lake_dir()) / "sentiment_model" / "data.parquet"
+        if not trained.exists():
+            trained = train_sentiment_head(Path(tmp) / "trained")
+        external = os.getenv("KAFKA_BOOTSTRAP_SERVERS")
+        if external:
+            broker = Broker(bootstrap=external, is_tansu=False)
+        else:
+            address, process = stack.enter_context(tansu_broker())
+            broker = Broker(bootstrap=address, is_tansu=True, process=process)
+        for mode in args.modes.split(","):
+            results[mode] = run_mode(mode, broker, args, trained, Path(tmp))
+            print(f"{mode}: {json.dumps({k: round(v, 2) for k, v in results[mode].items()})}")
+
+    print(
+        f"\n{args.messages} messages at {args.rate:g}/s, {args.partitions} partitions, "
+        f"<= {args.max_messages_per_run} messages a run, tick every {args.tick_seconds:g} s, "
+        f"model cache {args.model_cache}"
+    )
+    print(f"{'mode':<12} {'runs':>5} {'msg/s':>8} {'p50 s':>8} {'p95 s':>8}")
+    for mode, r in results.items():
+        print(
+            f"{mode:<12} {r['runs']:>5} {r['messages_per_s']:>8.1f} {r['p50_s']:>8.1f} "
+            f"{r['p95_s']:>8.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Examples of what a downstream team builds on the pipeline's assets (group `downstream`)."""

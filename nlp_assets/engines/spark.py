@@ -1,0 +1,320 @@
+"""The Spark engine: the stage kernels of `nlp_assets.kernels` run through `mapInArrow`.
+
+Every function here takes polars frames (what the lake IO manager loads), runs the SAME kernel
+function as the local stage on each Arrow batch in the Spark Python workers (`pl.from_arrow`),
+and returns polars frames in the stage's schema, ordered by (ingest_date, doc_id) like the
+local engine. A frame may hold several days (a single-run backfill of a range): whatever a
+kernel computes over a whole day is computed per `ingest_date`.
+
+Whole-day views:
+- duplicates (cleaned_text): the kernel marks duplicates within its batch; Spark then re-marks
+  them over the day with a window (first doc_id per (ingest_date, content_hash)), which is the
+  kernel's own rule (the smallest doc_id of equal cleaned texts is the original).
+- TF-IDF (features): document frequencies and document counts per day are a Spark
+  aggregation, collected and broadcast; each batch's kernel call weighs its terms with them.
+
+Models load once per Python worker (`nlp_assets.engines.workers`) from the model resource's
+plain config values.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from nlp_assets.engines import workers
+from nlp_assets.engines.arrow import from_spark_arrow, spark_schema, to_batches, to_spark_arrow
+from nlp_assets.kernels.clean import CLEANED_SCHEMA, CleanConfig, CleanResult, clean_documents
+from nlp_assets.kernels.features import (
+    build_features,
+    features_schema,
+    long_ngram_frame,
+    words,
+)
+from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA, predict_documents
+from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA
+from nlp_assets.kernels.sentiment import SentimentHead
+from nlp_assets.kernels.tokenize import TOKENS_SCHEMA, tokenize_documents
+
+#: Rows per Spark partition when a stage's input is spread over the cluster.
+ROWS_PER_PARTITION = 2_000
+ORDER = ["ingest_date", "doc_id"]
+
+Kernel = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+# moving frames in and out of Spark --------------------------------------------------------------
+def to_spark(spark: Any, frame: pl.DataFrame, *, rows_per_partition: int = ROWS_PER_PARTITION):
+    """A polars frame as a Spark DataFrame spread over at least every core of the cluster."""
+    sdf = spark.createDataFrame(to_spark_arrow(frame))
+    slices = max(
+        spark.sparkContext.defaultParallelism, math.ceil(frame.height / rows_per_partition)
+    )
+    return sdf.repartition(slices, "doc_id") if "doc_id" in frame.columns else sdf
+
+
+def collect(sdf: Any, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """A Spark DataFrame back on the driver in `schema`, ordered as the local engine orders."""
+    frame = from_spark_arrow(sdf.toArrow(), schema)
+    order = [c for c in ORDER if c in frame.columns]
+    return frame.sort(order) if order else frame
+
+
+def map_frames(
+    sdf: Any,
+    kernel: Kernel,
+    in_schema: Mapping[str, pl.DataType],
+    out_schema: Mapping[str, pl.DataType],
+):
+    """`mapInArrow` with a polars kernel: each batch arrives in `in_schema` (fixed-size arrays
+    and unsigned ints restored) and leaves in Spark's Arrow types."""
+    in_schema, out_schema = dict(in_schema), dict(out_schema)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                yield from to_batches(kernel(from_spark_arrow(batch, in_schema)), out_schema)
+
+    return sdf.select(*in_schema).mapInArrow(run, spark_schema(out_schema))
+
+
+def per_day(
+    frame: pl.DataFrame, kernel: Callable[[date, pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    """A kernel that works on one day at a time, applied to each day of the batch."""
+    return pl.concat(
+        [kernel(day, frame.filter(pl.col("ingest_date") == day)) for day in _days(frame)],
+        how="vertical",
+    )
+
+
+def _days(frame: pl.DataFrame) -> list[date]:
+    return sorted(frame["ingest_date"].unique().to_list())
+
+
+def _schema_of(frame: pl.DataFrame, columns: list[str]) -> dict[str, pl.DataType]:
+    return {c: frame.schema[c] for c in columns}
+
+
+def _ipc(frame: pl.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    frame.write_ipc(sink)
+    return sink.getvalue()
+
+
+def _from_ipc(data: bytes) -> pl.DataFrame:
+    return pl.read_ipc(io.BytesIO(data))
+
+
+def read_lake(spark: Any, root: str, asset: str, days: list[str]):
+    """Days of a stage from the lake as one Spark DataFrame: every part of every day, the same
+    rows `Lake.read_days` gives (for Spark jobs downstream of the pipeline). Object-store roots
+    need the URL scheme Spark's Hadoop file system knows (s3a://, gs://, abfss://)."""
+    from nlp_assets.lake import Lake
+
+    lake = Lake(root)
+    paths = [str(path) for day in days for path in lake.parts(asset, day)]
+    if not paths:
+        raise FileNotFoundError(f"{asset} has no parts for {days} under {lake.root}")
+    return spark.read.parquet(*paths)
+
+
+# cleaned_text -------------------------------------------------------------------------------------
+DOC = "doc"
+REFUSED = "refused"
+
+
+def clean_on_spark(spark: Any, raw: pl.DataFrame, config: CleanConfig) -> CleanResult:
+    """`clean_documents` on Spark; duplicates re-marked over each whole day."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    doc_struct = pl.Struct(CLEANED_SCHEMA)
+    refused_struct = pl.Struct(QUARANTINE_SCHEMA)
+    out_schema = {DOC: doc_struct, REFUSED: refused_struct}
+    in_cols = ["doc_id", "source", "ingest_date", "file", "text"]
+
+    def kernel(batch: pl.DataFrame) -> pl.DataFrame:
+        results = [
+            clean_documents(batch.filter(pl.col("ingest_date") == day), day, config)
+            for day in _days(batch)
+        ]
+        docs = pl.concat([r.docs for r in results])
+        refused = pl.concat([r.quarantine for r in results])
+        return pl.concat(
+            [
+                docs.select(
+                    pl.struct(pl.all()).alias(DOC), pl.lit(None, refused_struct).alias(REFUSED)
+                ),
+                refused.select(
+                    pl.lit(None, doc_struct).alias(DOC), pl.struct(pl.all()).alias(REFUSED)
+                ),
+            ]
+        )
+
+    if not raw.height:
+        return clean_documents(raw, date.today(), config)
+    mapped = map_frames(
+        to_spark(spark, raw), kernel, _schema_of(raw, in_cols), out_schema
+    ).persist()
+    try:
+        day_hash = Window.partitionBy("ingest_date", "content_hash")
+        docs = (
+            mapped.where(F.col(DOC).isNotNull())
+            .select(f"{DOC}.*")
+            .withColumn("first_doc", F.min("doc_id").over(day_hash))
+            .withColumn("is_duplicate", F.col("first_doc") != F.col("doc_id"))
+            .withColumn(
+                "duplicate_of",
+                F.when(F.col("is_duplicate"), F.col("first_doc")).otherwise(F.lit(None)),
+            )
+            .drop("first_doc")
+        )
+        refused = mapped.where(F.col(REFUSED).isNotNull()).select(f"{REFUSED}.*")
+        # The kernel keeps refused rows in input order (per day): so does this engine.
+        position = raw.select("doc_id").with_row_index("_position")
+        quarantine = (
+            collect(refused, QUARANTINE_SCHEMA)
+            .join(position, on="doc_id", how="left")
+            .sort("ingest_date", "_position")
+            .drop("_position")
+        )
+        return CleanResult(docs=collect(docs, CLEANED_SCHEMA), quarantine=quarantine)
+    finally:
+        mapped.unpersist()
+
+
+# tokens -------------------------------------------------------------------------------------------
+def tokenize_on_spark(spark: Any, cleaned: pl.DataFrame, model_config: dict[str, Any]):
+    """`tokenize_documents` with the embedding model's tokenizer, loaded once per worker."""
+
+    def kernel(batch: pl.DataFrame) -> pl.DataFrame:
+        embedder = workers.embedder(model_config)
+        return tokenize_documents(batch, embedder.tokenizer, embedder.max_length)
+
+    if not cleaned.height:
+        embedder = workers.embedder(model_config)
+        return tokenize_documents(cleaned, embedder.tokenizer, embedder.max_length)
+    in_cols = ["doc_id", "ingest_date", "text"]
+    mapped = map_frames(
+        to_spark(spark, cleaned), kernel, _schema_of(cleaned, in_cols), TOKENS_SCHEMA
+    )
+    return collect(mapped, TOKENS_SCHEMA)
+
+
+# features -----------------------------------------------------------------------------------------
+TERMS_SCHEMA = {"ingest_date": pl.Date(), "ngram": pl.String()}
+
+
+def document_terms(docs: pl.DataFrame) -> pl.DataFrame:
+    """(ingest_date, ngram) once per document and TF-IDF term: what document frequency counts."""
+    doc_words = docs.select(words(pl.col("text")).alias("w"))["w"].to_list()
+    long = long_ngram_frame(
+        docs["doc_id"].to_list(), [w or [] for w in doc_words], docs["lang"].to_list()
+    )
+    days = docs.select("doc_id", "ingest_date")
+    return (
+        long.filter(pl.col("n") <= 2).join(days, on="doc_id", how="left").select(list(TERMS_SCHEMA))
+    )
+
+
+def features_on_spark(
+    spark: Any, cleaned: pl.DataFrame, tokens: pl.DataFrame, model_config: dict[str, Any]
+) -> pl.DataFrame:
+    """`build_features` on Spark; TF-IDF statistics of each day aggregated and broadcast."""
+    from pyspark.sql import functions as F
+
+    if not tokens.height:
+        return build_features(cleaned, tokens, workers.embedder(model_config))
+    joined = tokens.select("doc_id", "ingest_date", "token_ids").join(
+        cleaned.select("doc_id", "text", "lang"), on="doc_id", how="left", maintain_order="left"
+    )
+    in_schema = dict(joined.schema)
+    docs = to_spark(spark, joined).persist()
+    try:
+        terms = map_frames(docs, document_terms, in_schema, TERMS_SCHEMA)
+        doc_freq = collect(
+            terms.groupBy("ingest_date", "ngram").agg(F.count(F.lit(1)).cast("long").alias("df")),
+            TERMS_SCHEMA | {"df": pl.Int64()},
+        )
+        counts = collect(
+            docs.groupBy("ingest_date").agg(F.count(F.lit(1)).cast("long").alias("n")),
+            {"ingest_date": pl.Date(), "n": pl.Int64()},
+        )
+        n_docs = dict(counts.iter_rows())
+        stats = spark.sparkContext.broadcast(_ipc(doc_freq))
+
+        def kernel(batch: pl.DataFrame) -> pl.DataFrame:
+            embedder = workers.embedder(model_config)
+            day_freq = _from_ipc(stats.value)
+
+            def one_day(day: date, part: pl.DataFrame) -> pl.DataFrame:
+                return build_features(
+                    part.select("doc_id", "text", "lang"),
+                    part.select("doc_id", "ingest_date", "token_ids"),
+                    embedder,
+                    doc_freq=day_freq.filter(pl.col("ingest_date") == day).select("ngram", "df"),
+                    n_docs=n_docs[day],
+                )
+
+            return per_day(batch, one_day)
+
+        # Spark has no fixed-size arrays: embeddings travel as lists, their width comes back
+        # from the data (the model's, whatever model the config names).
+        spark_out = features_schema(1) | {"embedding": pl.List(pl.Float32())}
+        frame = collect(map_frames(docs, kernel, in_schema, spark_out), spark_out)
+        stats.unpersist()
+        dim = frame["embedding"].list.len().max() if frame.height else 0
+        return frame.cast(features_schema(int(dim or 0)))  # type: ignore[arg-type]
+    finally:
+        docs.unpersist()
+
+
+# predictions --------------------------------------------------------------------------------------
+def predict_on_spark(
+    spark: Any,
+    cleaned: pl.DataFrame,
+    features: pl.DataFrame,
+    head: SentimentHead,
+    model_config: dict[str, Any],
+    *,
+    sentiment_model_name: str,
+    languages: list[str],
+) -> pl.DataFrame:
+    """`predict_documents` on Spark; the NER model loads once per worker, the sentiment head
+    (a small table) travels with the task."""
+    head_ipc = _ipc(head.to_frame())
+    languages = list(languages)
+
+    def kernel(batch: pl.DataFrame) -> pl.DataFrame:
+        return predict_documents(
+            batch.select("doc_id", "source", "lang", "is_duplicate", "text"),
+            batch.select("doc_id", "ingest_date", "embedding"),
+            SentimentHead.from_frame(_from_ipc(head_ipc)),
+            workers.entity_recognizer(model_config),
+            sentiment_model_name=sentiment_model_name,
+            languages=languages,
+        )
+
+    if not features.height:
+        return kernel(
+            features.select("doc_id", "ingest_date", "embedding").join(
+                cleaned.select("doc_id", "source", "lang", "is_duplicate", "text"),
+                on="doc_id",
+                how="left",
+            )
+        )
+    joined = features.select("doc_id", "ingest_date", "embedding").join(
+        cleaned.select("doc_id", "source", "lang", "is_duplicate", "text"),
+        on="doc_id",
+        how="left",
+        maintain_order="left",
+    )
+    mapped = map_frames(to_spark(spark, joined), kernel, dict(joined.schema), PREDICTIONS_SCHEMA)
+    return collect(mapped, PREDICTIONS_SCHEMA)

@@ -1,0 +1,61 @@
+"""The step executor: in-process/multiprocess by default, `k8s_job_executor` on Kubernetes.
+
+`NLP_EXECUTOR=k8s` makes every step a Kubernetes Job whose pod comes from
+`deploy/k8s/executor.yaml` (`NLP_K8S_EXECUTOR_CONFIG` points elsewhere): steps of the `gpu`
+pool request `nvidia.com/gpu`, steps of the `spark` pool a Spark driver's resources. Unset, the
+code location uses Dagster's default executor and never imports the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+DEFAULT_CONFIG = Path("deploy/k8s/executor.yaml")
+
+
+def load_k8s_profile(path: str | Path | None = None) -> dict[str, Any]:
+    path = Path(path or os.getenv("NLP_K8S_EXECUTOR_CONFIG") or DEFAULT_CONFIG)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"k8s executor config {path} not found: set NLP_K8S_EXECUTOR_CONFIG to the "
+            "deploy/k8s/executor.yaml shipped in the image"
+        )
+    profile = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(profile) - {"executor", "pools"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    return profile
+
+
+def k8s_executor_config(assets: Iterable[Any], profile: Mapping[str, Any]) -> dict[str, Any]:
+    """k8s_job_executor config with `per_step_k8s_config` for every asset in a listed pool."""
+    config = dict(profile.get("executor") or {})
+    pools: Mapping[str, Any] = profile.get("pools") or {}
+    per_step = dict(config.get("per_step_k8s_config") or {})
+    for asset in assets:
+        if not isinstance(asset, dg.AssetsDefinition) or not asset.is_executable:
+            continue  # external assets (AssetSpec, source assets) have no step
+        pool = asset.op.pool
+        if pool in pools:
+            per_step.setdefault(asset.op.name, pools[pool])
+    if per_step:
+        config["per_step_k8s_config"] = per_step
+    return config
+
+
+def executor_from_env(assets: Iterable[Any]) -> dg.ExecutorDefinition | None:
+    """The executor `NLP_EXECUTOR` asks for: None (Dagster's default) or the k8s job executor."""
+    choice = os.getenv("NLP_EXECUTOR", "default")
+    if choice == "default":
+        return None
+    if choice != "k8s":
+        raise ValueError(f"NLP_EXECUTOR={choice!r}: use 'default' or 'k8s'")
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(k8s_executor_config(assets, load_k8s_profile()))

@@ -1,0 +1,241 @@
+"""Prometheus metrics of stage materialisations and sensors (no Dagster import).
+
+Runs are batch jobs, so nothing is scraped from them: each materialisation fills a fresh
+`CollectorRegistry` and either pushes it to a Pushgateway (`PROMETHEUS_PUSHGATEWAY` set; one
+group per job, asset and partition, replaced by the next push of the same group) or writes it in
+the node-exporter textfile format (`NLP_METRICS_TEXTFILE_DIR`, default `$NLP_DATA_DIR/metrics`),
+one file per group. Exporting is best effort: `export_*` never raise, they log a warning, so a
+metrics outage never fails a run.
+
+Every series carries `job`, `asset` and `partition` (from the Pushgateway's grouping key or as
+labels in the textfile) and `device` where the stage reported one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, pushadd_to_gateway
+from prometheus_client.exposition import write_to_textfile
+
+from nlp_assets import settings
+
+log = logging.getLogger(__name__)
+
+PUSHGATEWAY_ENV = "PROMETHEUS_PUSHGATEWAY"
+TEXTFILE_DIR_ENV = "NLP_METRICS_TEXTFILE_DIR"
+PUSH_TIMEOUT_SECONDS = 5.0
+
+#: Numeric stage metadata (the contract between stages) -> (metric, help, scale to base unit).
+STAGE_METRICS: dict[str, tuple[str, str, float]] = {
+    "docs_in": ("nlp_stage_docs_in", "Documents the stage read.", 1.0),
+    "rows_out": ("nlp_stage_docs_out", "Rows the stage wrote.", 1.0),
+    "quarantined": ("nlp_stage_docs_quarantined", "Rows refused into quarantine.", 1.0),
+    "seconds": ("nlp_stage_duration_seconds", "Wall time of the stage.", 1.0),
+    "model_seconds": ("nlp_stage_model_seconds", "Time spent in model inference.", 1.0),
+    "tokens_per_second": ("nlp_stage_tokens_per_second", "Model throughput.", 1.0),
+    "batch_latency_ms": (
+        "nlp_stage_batch_latency_seconds",
+        "Median latency of one model batch.",
+        0.001,
+    ),
+    "cache_hits": ("nlp_stage_cache_hits", "Model results served from the cache.", 1.0),
+    "cache_misses": ("nlp_stage_cache_misses", "Model results computed (not cached).", 1.0),
+    "cache_errors": ("nlp_stage_cache_errors", "Cache reads or writes that failed.", 1.0),
+    "model_fallback": ("nlp_stage_model_fallback", "1 when a fallback model served.", 1.0),
+    "dlq_messages": ("nlp_stage_dlq_messages", "Messages sent to the dead-letter topic.", 1.0),
+}
+LAST_SUCCESS = "nlp_stage_last_success_timestamp_seconds"
+PARTITION_START = "nlp_stage_partition_start_timestamp_seconds"
+MODEL_INFO = "nlp_stage_model_info"
+FAILED = "nlp_stage_failed"
+LAST_FAILURE = "nlp_stage_last_failure_timestamp_seconds"
+CONSUMER_LAG = "nlp_kafka_consumer_lag"
+#: String metadata naming a model (`name@version`): exported as an info series.
+MODEL_KEY = re.compile(r"^(model|.+_model)$")
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric name this module can export (rules and dashboards may use only these)."""
+    stage = {metric for metric, _, _ in STAGE_METRICS.values()}
+    return stage | {LAST_SUCCESS, PARTITION_START, MODEL_INFO, FAILED, LAST_FAILURE, CONSUMER_LAG}
+
+
+def textfile_dir() -> Path:
+    return Path(os.getenv(TEXTFILE_DIR_ENV, str(settings.data_dir() / "metrics")))
+
+
+def _number(value: Any) -> float | None:
+    """The float of a metadata value (plain number or Dagster's IntMetadataValue etc.)."""
+    value = getattr(value, "value", value)
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _partition_start(partition: str) -> float | None:
+    try:
+        day = date.fromisoformat(partition)
+    except ValueError:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+class _Group:
+    """One push: a registry and the labels of its group (job, asset, partition)."""
+
+    def __init__(self, job: str, asset: str, partition: str, pushed: bool, **extra: str):
+        self.registry = CollectorRegistry()
+        self._gauges: dict[str, Gauge] = {}
+        self.grouping = {"asset": asset, "partition": partition}
+        self.job = job
+        # A Pushgateway adds job and the grouping key to every series; a textfile must carry them.
+        base = {} if pushed else {"job": job, **self.grouping}
+        self.labels = {**base, **{k: v for k, v in extra.items() if v}}
+
+    def gauge(self, name: str, help_text: str, value: float, **more: str) -> None:
+        """Set one sample; samples of one name (model info of two models) share a gauge."""
+        labels = {**self.labels, **more}
+        if name not in self._gauges:
+            self._gauges[name] = Gauge(name, help_text, sorted(labels), registry=self.registry)
+        gauge = self._gauges[name]
+        (gauge.labels(**labels) if labels else gauge).set(value)
+
+
+def stage_samples(
+    metadata: Mapping[str, Any], rows_out: int, *, now: float, partition: str
+) -> list[tuple[str, str, float, dict[str, str]]]:
+    """(metric, help, value, extra labels) for one stage materialisation's metadata."""
+    values = dict(metadata) | {"rows_out": rows_out}
+    samples = []
+    for key, (metric, help_text, scale) in STAGE_METRICS.items():
+        number = _number(values.get(key))
+        if number is not None:
+            samples.append((metric, help_text, number * scale, {}))
+    samples.append((LAST_SUCCESS, "When the stage last succeeded.", now, {}))
+    start = _partition_start(partition)
+    if start is not None:
+        samples.append((PARTITION_START, "Start of the materialised day partition.", start, {}))
+    for key, value in sorted(values.items()):
+        value = getattr(value, "value", value)
+        if MODEL_KEY.match(key) and isinstance(value, str):
+            samples.append(
+                (MODEL_INFO, "Model that served the stage.", 1.0, {"role": key, "model": value})
+            )
+    return samples
+
+
+def _export(group: _Group, *, replace: bool, file_suffix: str = "") -> str:
+    """Push the group or write its textfile; returns where it went."""
+    gateway = os.getenv(PUSHGATEWAY_ENV)
+    if gateway:
+        push = push_to_gateway if replace else pushadd_to_gateway
+        push(
+            gateway,
+            job=group.job,
+            registry=group.registry,
+            grouping_key=group.grouping,
+            timeout=PUSH_TIMEOUT_SECONDS,
+        )
+        return gateway
+    folder = textfile_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{textfile_name(group.job, **group.grouping)}{file_suffix}.prom"
+    write_to_textfile(str(path), group.registry)
+    return str(path)
+
+
+def job_of(context: Any) -> str:
+    """The run's job name; "direct" for a stage invoked outside a run (unit tests)."""
+    try:
+        return context.run.job_name
+    except Exception:
+        return "direct"
+
+
+def textfile_name(job: str, asset: str, partition: str) -> str:
+    return "__".join(_SAFE.sub("_", part) for part in (job, asset, partition))
+
+
+def export_stage_metrics(
+    *,
+    job: str,
+    asset: str,
+    partition: str | None,
+    metadata: Mapping[str, Any],
+    rows_out: int,
+    now: float | None = None,
+    warn: Callable[[str], Any] = log.warning,
+) -> str | None:
+    """Export one stage materialisation; returns where it went, None when it failed.
+
+    Replaces the group's previous push (and clears a failure recorded for it).
+    """
+    try:
+        partition = partition or "none"
+        device = getattr(metadata.get("device"), "value", metadata.get("device"))
+        pushed = bool(os.getenv(PUSHGATEWAY_ENV))
+        group = _Group(
+            job, asset, partition, pushed, device=device if isinstance(device, str) else ""
+        )
+        stamp = datetime.now(UTC).timestamp() if now is None else now
+        for metric, help_text, value, labels in stage_samples(
+            metadata, rows_out, now=stamp, partition=partition
+        ):
+            group.gauge(metric, help_text, value, **labels)
+        where = _export(group, replace=True)
+        if not pushed:
+            (textfile_dir() / f"{textfile_name(job, asset, partition)}.failed.prom").unlink(
+                missing_ok=True
+            )
+        return where
+    except Exception as error:  # best effort: metrics never fail a run
+        warn(f"metrics of {asset}/{partition} not exported ({type(error).__name__}: {error})")
+        return None
+
+
+def export_stage_failure(
+    *, job: str, assets: list[str], partition: str | None, now: float | None = None
+) -> list[str]:
+    """Record that a run failed in these assets (cleared by the next success of each)."""
+    where = []
+    stamp = datetime.now(UTC).timestamp() if now is None else now
+    pushed = bool(os.getenv(PUSHGATEWAY_ENV))
+    for asset in assets:
+        try:
+            group = _Group(job, asset, partition or "none", pushed)
+            group.gauge(FAILED, "1 when the last run of the stage failed.", 1.0)
+            group.gauge(LAST_FAILURE, "When the stage last failed.", stamp)
+            where.append(_export(group, replace=False, file_suffix=".failed"))
+        except Exception as error:
+            log.warning("failure metric of %s not exported: %s", asset, error)
+    return where
+
+
+def export_consumer_lag(
+    *,
+    topic: str,
+    lag: int,
+    asset: str,
+    job: str = "kafka_sensor",
+    warn: Callable[[str], Any] = log.warning,
+) -> str | None:
+    """Total consumer lag of a Kafka topic as a sensor tick observed it (label `topic`)."""
+    try:
+        pushed = bool(os.getenv(PUSHGATEWAY_ENV))
+        group = _Group(job, asset, "none", pushed)
+        group.gauge(CONSUMER_LAG, "Messages behind the end of the topic.", float(lag), topic=topic)
+        return _export(group, replace=True)
+    except Exception as error:  # best effort: metrics never fail a tick
+        warn(f"consumer lag of {topic} not exported ({type(error).__name__}: {error})")
+        return None

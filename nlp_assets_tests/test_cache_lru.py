@@ -1,0 +1,177 @@
+"""The model result cache's own logic: keys, codecs, LRU, degradation (no service needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resources.model_cache import (
+    CacheStats,
+    LruCache,
+    ModelCacheResource,
+    RedisCache,
+    cache_key,
+    cached_compute,
+    decode_json,
+    encode_json,
+    redact_url,
+    text_key,
+    vector_codec,
+)
+
+
+class Broken:
+    description = "broken backend"
+
+    def __init__(self):
+        self.calls = 0
+
+    def get_many(self, keys):
+        self.calls += 1
+        raise ConnectionError("redis://user:s3cret@cache:6379 refused")
+
+    def set_many(self, items):
+        self.calls += 1
+        raise ConnectionError("redis://user:s3cret@cache:6379 refused")
+
+
+def _compute_upper(texts, calls):
+    def compute(indices):
+        calls.append([texts[i] for i in indices])
+        return [texts[i].upper() for i in indices]
+
+    return compute
+
+
+def _run(texts, cache, stats, calls, warn=None, version="v1"):
+    return cached_compute(
+        texts,
+        _compute_upper(texts, calls),
+        cache=cache,
+        namespace="t",
+        model="m",
+        version=version,
+        encode=str.encode,
+        decode=bytes.decode,
+        stats=stats,
+        warn=warn,
+    )
+
+
+def test_second_pass_is_all_hits_and_computes_nothing():
+    cache, calls = LruCache(1 << 20), []
+    texts = ["a", "b", "a", "c"]
+    first, second = CacheStats(), CacheStats()
+    assert _run(texts, cache, first, calls) == ["A", "B", "A", "C"]
+    assert calls == [["a", "b", "c"]]  # a repeated text is computed once
+    assert (first.hits, first.misses) == (0, 4)
+    assert _run(texts, cache, second, calls) == ["A", "B", "A", "C"]
+    assert len(calls) == 1 and (second.hits, second.misses, second.errors) == (4, 0, 0)
+    assert second.model_seconds == 0
+
+
+def test_a_new_model_version_does_not_read_the_old_results():
+    cache, calls = LruCache(1 << 20), []
+    _run(["a"], cache, CacheStats(), calls, version="v1")
+    stats = CacheStats()
+    _run(["a"], cache, stats, calls, version="v2")
+    assert stats.misses == 1 and len(calls) == 2
+
+
+def test_failing_backend_computes_everything_warns_once_and_hides_the_password():
+    warnings, calls, stats = [], [], CacheStats()
+    backend = Broken()
+    assert _run(["x", "y"], backend, stats, calls, warn=warnings.append) == ["X", "Y"]
+    assert _run(["z"], backend, stats, calls, warn=warnings.append) == ["Z"]
+    assert (stats.hits, stats.misses) == (0, 3)
+    assert stats.errors == 4  # two reads and two writes failed
+    assert len(warnings) == 1 and "running uncached" in warnings[0]
+    assert "s3cret" not in warnings[0] and "***@cache:6379" in warnings[0]
+
+
+def test_undecodable_value_is_a_miss_and_is_recomputed():
+    cache, stats = LruCache(1 << 20), CacheStats()
+    encode, decode = vector_codec(3)
+    key = cache_key("t", "m", "v", text_key("a"))
+    cache.set_many({key: b"short"})
+    out = cached_compute(
+        ["a"],
+        lambda idx: [np.ones(3, dtype=np.float32)],
+        cache=cache,
+        namespace="t",
+        model="m",
+        version="v",
+        encode=encode,
+        decode=decode,
+        stats=stats,
+    )
+    assert stats.misses == 1 and out[0].tolist() == [1.0, 1.0, 1.0]
+    assert len(cache.get_many([key])[0]) == 12  # the good value replaced the bad one
+
+
+def test_codecs_round_trip_as_plain_bytes():
+    encode, decode = vector_codec(4)
+    vector = np.array([0.5, -1.0, 3.25, 1e-8], dtype=np.float32)
+    raw = encode(vector)
+    assert raw == vector.astype("<f4").tobytes() and np.array_equal(decode(raw), vector)
+    entities = [{"text": "Zürich", "label": "GPE", "start_char": 0, "end_char": 6}]
+    assert decode_json(encode_json(entities)) == entities
+
+
+def test_lru_evicts_the_least_recently_used_under_its_byte_budget():
+    cache = LruCache(max_bytes=25)  # an entry counts key + value: 10 bytes
+    cache.set_many({"k1": b"x" * 8, "k2": b"x" * 8})
+    cache.get_many(["k1"])  # k1 is now the most recent
+    cache.set_many({"k3": b"x" * 8})
+    assert cache.get_many(["k1", "k2", "k3"]) == [b"x" * 8, None, b"x" * 8]
+    assert len(cache) == 2
+
+
+def test_lru_ttl_expires_entries(monkeypatch: pytest.MonkeyPatch):
+    now = [1000.0]
+    monkeypatch.setattr("resources.model_cache.time.monotonic", lambda: now[0])
+    cache = LruCache(1 << 20, ttl_seconds=10)
+    cache.set_many({"k": b"v"})
+    now[0] += 9
+    assert cache.get_many(["k"]) == [b"v"]
+    now[0] += 2
+    assert cache.get_many(["k"]) == [None]
+
+
+@pytest.mark.parametrize(
+    ("url", "safe"),
+    [
+        ("redis://:pw@host:6379/2", "redis://***@host:6379/2"),
+        ("rediss://user:pw@host:6380/0", "rediss://***@host:6380/0"),
+        ("redis://host:6379/1", "redis://host:6379/1"),
+    ],
+)
+def test_redact_url(url: str, safe: str):
+    assert redact_url(url) == safe
+
+
+def test_resource_reads_url_and_password_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NLP_TEST_REDIS_URL", "rediss://cache.example:6380/3")
+    monkeypatch.setenv("NLP_TEST_REDIS_PASSWORD", "pw-from-env")
+    resource = ModelCacheResource(
+        url_env_var="NLP_TEST_REDIS_URL",
+        password_env_var="NLP_TEST_REDIS_PASSWORD",
+        ssl_ca_certs="/etc/ssl/certs/ca-certificates.crt",
+    )
+    backend = resource.backend()
+    assert isinstance(backend, RedisCache)
+    kwargs = backend.client.connection_pool.connection_kwargs
+    assert kwargs["password"] == "pw-from-env" and kwargs["db"] == 3
+    assert kwargs["ssl_ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert backend.client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert "pw-from-env" not in backend.description
+    # the resource's config (what Dagster shows and logs) holds names, not secrets
+    assert "pw-from-env" not in resource.model_dump_json()
+
+
+def test_without_a_url_the_resource_uses_one_lru_per_process(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("NLP_TEST_NO_URL", raising=False)
+    resource = ModelCacheResource(url_env_var="NLP_TEST_NO_URL")
+    assert isinstance(resource.backend(), LruCache)
+    assert resource.backend() is ModelCacheResource(url_env_var="NLP_TEST_NO_URL").backend()
+    assert ModelCacheResource(enabled=False).backend() is None

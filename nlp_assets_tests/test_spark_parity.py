@@ -1,0 +1,248 @@
+"""Both engines on the same documents give the same rows and values (real local Spark).
+
+Input: 190 documents of the sample corpus day 2026-11-16 (every source, news articles and
+reviews in four languages), plus planted rows: an exact duplicate whose original lands in
+another Spark partition, and a text that is empty after cleaning (quarantined). Each stage
+gets the same upstream frame on both engines, so a difference points at one stage. Spark runs
+`local[2]` with two partitions or more per stage, so whole-day views (duplicates, TF-IDF) are
+really split across tasks. Embeddings run in float32 here: parity within 1e-5 cosine; with
+bf16 autocast the batch composition (which differs between engines) moves values by ~1e-4.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from nlp_assets.engines import spark as spark_engine
+from nlp_assets.engines import workers
+from nlp_assets.kernels.clean import CleanConfig, clean_documents
+from nlp_assets.kernels.features import build_features
+from nlp_assets.kernels.ingest import read_landing_day
+from nlp_assets.kernels.predict import predict_documents
+from nlp_assets.kernels.sentiment import SentimentHead
+from nlp_assets.kernels.tokenize import tokenize_documents
+from nlp_assets.lake import Lake
+from resources.models import ModelResource
+from resources.spark import SparkResource
+
+pytestmark = pytest.mark.spark
+
+REPO = Path(__file__).parents[1]
+DAY = date(2026, 11, 16)
+PER_SOURCE = {
+    "bbc_news": 40,
+    "movie_reviews": 40,
+    "drug_reviews": 30,
+    "reviews_fr": 22,
+    "reviews_de": 21,
+    "reviews_nl": 19,
+    "text_files": 10,
+    "web_feedback": 8,
+}
+NAME = "minilm-logreg-sentiment"
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local[2] session for the module, stopped at the end."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    resource = SparkResource(master="local[2]", app_name="test-spark-parity")
+    session = resource.spark_session
+    assert session.sparkContext.defaultParallelism == 2
+    yield session
+    resource.stop()
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelResource:
+    return ModelResource(device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def raw() -> pl.DataFrame:
+    landing = REPO / "data" / "landing"
+    if not (landing / DAY.isoformat()).is_dir():
+        pytest.fail(f"no sample corpus under {landing}: run `make data` first")
+    docs = read_landing_day(landing, DAY).docs
+    picked = pl.concat(
+        [docs.filter(pl.col("source") == s).sort("doc_id").head(n) for s, n in PER_SOURCE.items()]
+    )
+    original = picked.sort("doc_id").row(0, named=True)  # the smallest doc_id: the original
+    planted = pl.DataFrame(
+        [
+            original | {"doc_id": "ffff_duplicate_of_first", "source_id": "dup"},
+            original | {"doc_id": "zzzz_empty_too", "text": "<script>x()</script>"},
+            original | {"doc_id": "ffff_empty_after_cleaning", "text": "<p> <br/> </p>"},
+        ],
+        schema=picked.schema,
+    )
+    return pl.concat([picked, planted])
+
+
+@pytest.fixture(scope="module")
+def cleaned(raw):
+    return clean_documents(raw, DAY, CleanConfig())
+
+
+@pytest.fixture(scope="module")
+def tokens(cleaned, models):
+    embedder = models.embedder
+    return tokenize_documents(cleaned.docs, embedder.tokenizer, embedder.max_length)
+
+
+@pytest.fixture(scope="module")
+def features(cleaned, tokens, models):
+    return build_features(cleaned.docs, tokens, models.embedder)
+
+
+@pytest.fixture(scope="module")
+def head(models) -> SentimentHead:
+    """A fixed head over the embeddings (its weights do not matter for parity)."""
+    rng = np.random.default_rng(7)
+    embedder = models.embedder
+    return SentimentHead(
+        ("negative", "positive"),
+        rng.normal(size=(1, embedder.dim)),
+        np.zeros(1),
+        embedder.name,
+        embedder.version,
+    )
+
+
+def test_cleaned_text_same_rows_duplicates_over_the_day_and_quarantine(spark, raw, cleaned):
+    on_spark = spark_engine.clean_on_spark(spark, raw, CleanConfig())
+    assert on_spark.docs.equals(cleaned.docs)
+    assert on_spark.quarantine.equals(cleaned.quarantine)
+    assert cleaned.docs.height + cleaned.quarantine.height == raw.height  # nothing lost
+    refused = cleaned.quarantine["doc_id"].to_list()
+    assert refused[-2:] == ["zzzz_empty_too", "ffff_empty_after_cleaning"]  # input order
+    planted = on_spark.docs.filter(pl.col("doc_id") == "ffff_duplicate_of_first").row(0, named=True)
+    assert planted["is_duplicate"] and planted["duplicate_of"] == raw["doc_id"].min()
+    # The original and its duplicate were cleaned in different Spark tasks: the day-wide
+    # window, not the kernel's batch-local rule, marked it.
+    partitions = (
+        spark_engine.to_spark(spark, raw)
+        .rdd.mapPartitionsWithIndex(lambda i, rows: [(i, r["doc_id"]) for r in rows])
+        .collect()
+    )
+    where = {doc_id: i for i, doc_id in partitions}
+    assert where["ffff_duplicate_of_first"] != where[raw["doc_id"].min()]
+
+
+def test_tokens_are_identical(spark, cleaned, tokens, models):
+    on_spark = spark_engine.tokenize_on_spark(spark, cleaned.docs, workers.model_config(models))
+    assert on_spark.height == cleaned.docs.height
+    assert on_spark.equals(tokens)
+
+
+def test_features_same_ngrams_tfidf_over_the_day_and_embeddings(
+    spark, cleaned, tokens, features, models
+):
+    on_spark = spark_engine.features_on_spark(
+        spark, cleaned.docs, tokens, workers.model_config(models)
+    )
+    assert on_spark.schema == features.schema
+    assert on_spark["doc_id"].to_list() == features["doc_id"].to_list()
+    for column in ("ingest_date", "ngrams", "embedding_model", "embedding_model_version"):
+        assert on_spark[column].equals(features[column]), column
+    local_terms = features["tfidf_terms"].to_list()
+    spark_terms = on_spark["tfidf_terms"].to_list()
+    for mine, theirs in zip(local_terms, spark_terms, strict=True):
+        assert [t["term"] for t in theirs] == [t["term"] for t in mine]
+        np.testing.assert_allclose(
+            [t["score"] for t in theirs], [t["score"] for t in mine], rtol=1e-12
+        )
+    cosine = np.sum(on_spark["embedding"].to_numpy() * features["embedding"].to_numpy(), axis=1)
+    assert cosine.min() >= 1 - 1e-5
+
+
+def test_tfidf_statistics_really_are_the_days(cleaned, tokens):
+    """What the broadcast buys: idf over half a day gives other terms than over the day."""
+
+    class Zeros:
+        name, version, dim = "zeros", "0", 2
+
+        def embed_token_ids(self, token_ids):
+            return np.zeros((len(token_ids), 2), dtype=np.float32)
+
+    whole = build_features(cleaned.docs, tokens, Zeros())
+    half = build_features(cleaned.docs, tokens.head(tokens.height // 2), Zeros())
+    joined = half.join(whole, on="doc_id", suffix="_day")
+    assert (joined["tfidf_terms"] != joined["tfidf_terms_day"]).any()
+
+
+def test_predictions_are_identical(spark, cleaned, features, head, models):
+    local = predict_documents(
+        cleaned.docs, features, head, models.entity_recognizer, sentiment_model_name=NAME
+    )
+    on_spark = spark_engine.predict_on_spark(
+        spark,
+        cleaned.docs,
+        features,
+        head,
+        workers.model_config(models),
+        sentiment_model_name=NAME,
+        languages=["en"],
+    )
+    assert on_spark.drop("sentiment_score").equals(local.drop("sentiment_score"))
+    np.testing.assert_allclose(
+        on_spark["sentiment_score"].fill_null(-1).to_numpy(),
+        local["sentiment_score"].fill_null(-1).to_numpy(),
+        rtol=1e-9,
+    )
+    assert local["entities"].list.len().sum() > 100  # real entities were compared
+    assert local["skipped_reason"].is_not_null().sum() >= 62  # fr/de/nl kept, not dropped
+
+
+def test_each_python_worker_loads_the_model_once(spark, models):
+    """Twelve tasks on two cores: the workers are reused and load the embedder once each."""
+    config = workers.model_config(models)
+
+    def probe(batches):
+        import os as _os
+
+        import pyarrow as pa
+
+        from nlp_assets.engines import workers as w
+
+        for batch in batches:
+            w.embedder(config)
+            loads = max(w.loads.values())
+            yield pa.RecordBatch.from_pylist(
+                [{"pid": _os.getpid(), "loads": loads, "rows": batch.num_rows}]
+            )
+
+    seen = (
+        spark.range(0, 1200, numPartitions=12)
+        .mapInArrow(probe, "pid long, loads long, rows long")
+        .toArrow()
+        .to_pylist()
+    )
+    assert sum(r["rows"] for r in seen) == 1200
+    assert len(seen) == 12
+    assert {r["loads"] for r in seen} == {1}
+    assert len({r["pid"] for r in seen}) < len(seen)  # workers served several tasks
+
+
+def test_spark_reads_the_lake_as_the_read_api_does(spark, cleaned, features, tmp_path):
+    """Parts written by the IO manager (two days, one with a micro-batch part) read by Spark."""
+    lake = Lake(tmp_path)
+    half = features.height // 2
+    lake.write("features", "2026-11-16", features.head(half))
+    lake.write("features", "2026-11-16", features.slice(half), "kafka-p0-0-99")
+    lake.write("features", "2026-11-17", features.head(3))
+    days = ["2026-11-16", "2026-11-17"]
+    on_spark = spark_engine.collect(
+        spark_engine.read_lake(spark, str(tmp_path), "features", days), features.schema
+    )
+    expected = lake.read_days("features", days).sort("ingest_date", "doc_id")
+    assert on_spark.height == features.height + 3
+    assert on_spark.equals(expected)
+    with pytest.raises(FileNotFoundError, match="no parts"):
+        spark_engine.read_lake(spark, str(tmp_path), "features", ["2026-11-18"])

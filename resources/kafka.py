@@ -1,0 +1,218 @@
+"""Kafka as a Dagster resource: watermarks for the sensor, exact ranges and dead letters for
+the raw stage. No consumer group and no committed offsets: the sensor cursor is the only
+position, and a run reads its range with assign + seek.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import dagster as dg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from pydantic import Field
+
+from nlp_assets.kernels.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    KafkaRecord,
+    OffsetRange,
+    dead_letter_headers,
+    dead_letter_key,
+)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be reached or did not answer in time."""
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """Connection settings come from the environment (see README "Kafka"); the SASL password
+    is a Dagster `EnvVar`, never a literal."""
+
+    bootstrap_servers: str = Field(description="host:port[,host:port...]")
+    security_protocol: str = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-512, ...")
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    extra_config: dict[str, str] = Field(
+        default_factory=dict, description="Any other librdkafka setting, passed as is."
+    )
+    timeout_s: float = Field(default=10.0, description="Broker requests and range reads.")
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES, description="Larger messages are dead letters."
+    )
+    dead_letter_suffix: str = Field(
+        default=".dlq", description="Dead letters of topic T go to T + this suffix."
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        config |= {k: v for k, v in optional.items() if v}
+        return config | dict(self.extra_config)
+
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            self.client_config()
+            | {
+                # never used to commit: required by the client, harmless with assign()
+                "group.id": "nlp-assets-range-reader",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "error",
+            }
+        )
+
+    def dead_letter_topic(self, topic: str) -> str:
+        return topic + self.dead_letter_suffix
+
+    # the sensor: watermarks only -------------------------------------------------------------
+    def watermarks(self, topic: str) -> dict[int, tuple[int, int]] | None:
+        """(low, high) per partition; None when the topic does not exist."""
+        consumer = self._consumer()
+        try:
+            metadata = consumer.list_topics(topic, timeout=self.timeout_s)
+            described = metadata.topics.get(topic)
+            if described is None or (
+                described.error is not None
+                and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            ):
+                return None
+            if described.error is not None:
+                raise KafkaUnavailable(f"metadata of {topic}: {described.error}")
+            return {
+                p: tuple(
+                    consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=self.timeout_s, cached=False
+                    )
+                )
+                for p in sorted(described.partitions)
+            }
+        except KafkaException as error:
+            raise KafkaUnavailable(f"{self.bootstrap_servers}: {error.args[0]}") from None
+        finally:
+            consumer.close()
+
+    # the raw stage: one exact range ----------------------------------------------------------
+    def read_range(self, offsets: OffsetRange) -> list[KafkaRecord]:
+        """Every message of [start, end) of one partition, in offset order.
+
+        Raises when the range cannot be read completely in time (the run fails and its retry
+        reads the same range again), never returns part of it.
+        """
+        consumer = self._consumer()
+        records: list[KafkaRecord] = []
+        next_offset = offsets.start
+        deadline = time.monotonic() + max(self.timeout_s, offsets.size / 2000)
+        try:
+            consumer.assign([TopicPartition(offsets.topic, offsets.partition, offsets.start)])
+            while next_offset < offsets.end:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(
+                        f"read {offsets.run_key}: stopped at offset {next_offset} after "
+                        f"{self.timeout_s}s without the rest of the range"
+                    )
+                for message in consumer.consume(num_messages=1000, timeout=1.0):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            # a gap (compaction, transaction markers) up to the end: done
+                            if message.offset() >= offsets.end:
+                                next_offset = offsets.end
+                            continue
+                        raise KafkaUnavailable(f"read {offsets.run_key}: {error}")
+                    offset = message.offset()
+                    if offset >= offsets.end:
+                        next_offset = offsets.end
+                        break
+                    if offset < next_offset:
+                        continue
+                    timestamp_type, timestamp = message.timestamp()
+                    records.append(
+                        KafkaRecord(
+                            topic=offsets.topic,
+                            partition=offsets.partition,
+                            offset=offset,
+                            value=message.value(),
+                            key=message.key(),
+                            timestamp_ms=timestamp if timestamp_type else None,
+                            headers=tuple((k, v or b"") for k, v in (message.headers() or [])),
+                        )
+                    )
+                    next_offset = offset + 1
+        except KafkaException as error:
+            raise KafkaUnavailable(f"read {offsets.run_key}: {error.args[0]}") from None
+        finally:
+            consumer.close()
+        return records
+
+    def send_dead_letters(self, dead_letters: list[tuple[KafkaRecord, str]]) -> int:
+        """Produce each (message, reason) to its topic's dead-letter topic; waits for delivery.
+
+        Keyed by the source coordinates, so a retried raw stage re-sends the same keys and a
+        reader de-duplicates on them (a compacted DLQ keeps one per key).
+        """
+        if not dead_letters:
+            return 0
+        producer = Producer(self.client_config() | {"enable.idempotence": True})
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:
+                failures.append(str(error))
+
+        for message, reason in dead_letters:
+            producer.produce(
+                self.dead_letter_topic(message.topic),
+                value=message.value,
+                key=dead_letter_key(message),
+                headers=dead_letter_headers(message, reason),
+                on_delivery=delivered,
+            )
+            producer.poll(0)
+        left = producer.flush(self.timeout_s)
+        if left or failures:
+            raise KafkaUnavailable(
+                f"dead letters not delivered: {left} pending, {len(failures)} failed "
+                f"({failures[:1]})"
+            )
+        return len(dead_letters)
+
+
+def kafka_from_env() -> KafkaResource:
+    """`KAFKA_*` variables (README "Kafka"); the password stays an `EnvVar` (not read here)."""
+    from nlp_assets import settings
+
+    def env(name: str) -> str | None:
+        return os.getenv(name) or None
+
+    return KafkaResource(
+        bootstrap_servers=os.getenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+        security_protocol=os.getenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        sasl_mechanism=env("KAFKA_SASL_MECHANISM"),
+        sasl_username=env("KAFKA_SASL_USERNAME"),
+        sasl_password=dg.EnvVar("KAFKA_SASL_PASSWORD") if env("KAFKA_SASL_PASSWORD") else None,
+        ssl_ca_location=env("KAFKA_SSL_CA_LOCATION"),
+        ssl_certificate_location=env("KAFKA_SSL_CERTIFICATE_LOCATION"),
+        ssl_key_location=env("KAFKA_SSL_KEY_LOCATION"),
+        extra_config=json.loads(os.getenv("KAFKA_EXTRA_CONFIG", "{}")),
+        max_message_bytes=settings.kafka_max_message_bytes(),
+    )

@@ -1,0 +1,349 @@
+"""Model results cached by (model name, version, sha256 of the input text).
+
+Redis when a URL is configured (shared by every run worker; TLS with `rediss://`, a password
+from the environment), an in-process LRU otherwise. Values are plain bytes this module defines
+(float32 vectors, UTF-8 JSON), never pickle. The cache is an optimisation only: when Redis is
+unreachable or fails mid-run, lookups count as misses, the model computes, the caller is warned
+once and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+T = TypeVar("T")
+
+#: Keys per MGET / pipeline round trip.
+CHUNK = 1_000
+
+
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]*@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the credentials of any URL in it replaced by '***': safe for logs."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_key(namespace: str, model: str, version: str, text_sha256: str) -> str:
+    return f"{namespace}:{model}:{version}:{text_sha256}"
+
+
+# -- value codecs: plain bytes, no pickle -------------------------------------------------------
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def vector_codec(dim: int) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
+    def decode(raw: bytes) -> np.ndarray:
+        if len(raw) != 4 * dim:
+            raise ValueError(f"cached vector has {len(raw)} bytes, expected {4 * dim}")
+        return np.frombuffer(raw, dtype="<f4").copy()
+
+    return encode_vector, decode
+
+
+def encode_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_json(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"))
+
+
+# -- backends -----------------------------------------------------------------------------------
+
+
+class ResultCache(Protocol):
+    description: str
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    def set_many(self, items: dict[str, bytes]) -> None: ...
+
+
+class LruCache:
+    """In-process LRU with a byte budget and a TTL; thread-safe."""
+
+    def __init__(self, max_bytes: int = 512 << 20, ttl_seconds: int | None = None):
+        self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+        self.description = f"in-process LRU ({max_bytes >> 20} MiB)"
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        out: list[bytes | None] = []
+        with self._lock:
+            for key in keys:
+                item = self._items.get(key)
+                if item is None or (item[0] and item[0] < now):
+                    if item is not None:
+                        self._drop(key)
+                    out.append(None)
+                    continue
+                self._items.move_to_end(key)
+                out.append(item[1])
+        return out
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        expires = time.monotonic() + self.ttl_seconds if self.ttl_seconds else 0.0
+        with self._lock:
+            for key, value in items.items():
+                if key in self._items:
+                    self._drop(key)
+                if len(value) > self.max_bytes:
+                    continue
+                self._items[key] = (expires, value)
+                self._bytes += len(value) + len(key)
+            while self._bytes > self.max_bytes and self._items:
+                self._drop(next(iter(self._items)))
+
+    def _drop(self, key: str) -> None:
+        _, value = self._items.pop(key)
+        self._bytes -= len(value) + len(key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class RedisCache:
+    """Redis (MGET / pipelined SET with TTL). Errors propagate to `cached_compute`, which
+    degrades to computing; after a failure the cache stays off for `retry_after_s`, so a dead
+    server does not cost a connect timeout per batch."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        ttl_seconds: int | None = None,
+        ssl_ca_certs: str | None = None,
+        timeout_s: float = 2.0,
+        retry_after_s: float = 30.0,
+    ):
+        import redis
+
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": timeout_s,
+            "socket_timeout": timeout_s,
+            "health_check_interval": 30,
+        }
+        if password:
+            kwargs["password"] = password
+        if url.startswith("rediss://") and ssl_ca_certs:
+            kwargs["ssl_ca_certs"] = ssl_ca_certs
+        self.client = redis.Redis.from_url(url, **kwargs)
+        self.ttl_seconds = ttl_seconds
+        self.retry_after_s = retry_after_s
+        self.description = f"redis {redact_url(url)}"
+        self._down_until = 0.0
+
+    def _check_up(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise CacheUnavailable(f"{self.description} failed recently; not retried yet")
+
+    def _failed(self) -> None:
+        self._down_until = time.monotonic() + self.retry_after_s
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._check_up()
+        out: list[bytes | None] = []
+        try:
+            for start in range(0, len(keys), CHUNK):
+                out.extend(self.client.mget(list(keys[start : start + CHUNK])))
+        except Exception:
+            self._failed()
+            raise
+        return out
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        self._check_up()
+        pairs = list(items.items())
+        try:
+            for start in range(0, len(pairs), CHUNK):
+                pipe = self.client.pipeline(transaction=False)
+                for key, value in pairs[start : start + CHUNK]:
+                    pipe.set(key, value, ex=self.ttl_seconds or None)
+                pipe.execute()
+        except Exception:
+            self._failed()
+            raise
+
+
+class CacheUnavailable(RuntimeError):
+    """The cache backend is in its back-off window after a failure."""
+
+
+# -- using a cache ------------------------------------------------------------------------------
+
+
+@dataclass
+class CacheStats:
+    """What one step's lookups did: the contract's `cache_hits`, `cache_misses`,
+    `cache_errors`, and the seconds the model itself ran."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    model_seconds: float = 0.0
+    warned: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, float | int]:
+        return {
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "cache_errors": self.errors,
+            "model_seconds": round(self.model_seconds, 3),
+        }
+
+
+def _warn_once(stats: CacheStats, warn: Callable[[str], None] | None, message: str) -> None:
+    stats.errors += 1
+    if not stats.warned:
+        stats.warned = True
+        stats.warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+
+def cached_compute(
+    texts: Sequence[str],
+    compute: Callable[[list[int]], Sequence[T]],
+    *,
+    cache: ResultCache | None,
+    namespace: str,
+    model: str,
+    version: str,
+    encode: Callable[[T], bytes],
+    decode: Callable[[bytes], T],
+    stats: CacheStats,
+    warn: Callable[[str], None] | None = None,
+) -> list[T]:
+    """Results for `texts` (in order): cached ones read, the rest computed once per distinct
+    text by `compute(indices)` (indices into `texts`) and written back.
+
+    The cache never fails the caller: a backend error counts in `stats.errors`, warns once,
+    and the lookups it covered are computed.
+    """
+    hashes = [text_key(t) for t in texts]
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    distinct = list(first)
+    keys = [cache_key(namespace, model, version, h) for h in distinct]
+    found: dict[str, T] = {}
+    if cache is not None and keys:
+        try:
+            raw = cache.get_many(keys)
+        except Exception as error:  # any backend failure: compute instead
+            raw = [None] * len(keys)
+            _warn_once(
+                stats,
+                warn,
+                f"model cache {cache.description} unavailable, running "
+                f"uncached: {type(error).__name__}: {redact_url(str(error))}",
+            )
+        for h, value in zip(distinct, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                found[h] = decode(value)
+            except (ValueError, UnicodeDecodeError):
+                continue  # a value this version cannot read is a miss, recomputed below
+    missing = [h for h in distinct if h not in found]
+    stats.hits += sum(1 for h in hashes if h in found)
+    stats.misses += sum(1 for h in hashes if h not in found)
+    if missing:
+        started = time.perf_counter()
+        computed = compute([first[h] for h in missing])
+        stats.model_seconds += time.perf_counter() - started
+        if len(computed) != len(missing):
+            raise ValueError(f"model returned {len(computed)} results for {len(missing)} texts")
+        new = dict(zip(missing, computed, strict=True))
+        found |= new
+        if cache is not None:
+            try:
+                cache.set_many(
+                    {cache_key(namespace, model, version, h): encode(v) for h, v in new.items()}
+                )
+            except Exception as error:
+                _warn_once(
+                    stats,
+                    warn,
+                    f"model cache {cache.description} write failed, "
+                    f"running uncached: {type(error).__name__}: {redact_url(str(error))}",
+                )
+    return [found[h] for h in hashes]
+
+
+# -- the Dagster resource -----------------------------------------------------------------------
+
+_backends: dict[tuple[Any, ...], ResultCache] = {}
+_backends_lock = threading.Lock()
+
+
+class ModelCacheResource(dg.ConfigurableResource):
+    """Where model results are cached. The Redis URL and password come from environment
+    variables named here (never from run config); without a URL, an in-process LRU serves."""
+
+    url_env_var: str = Field(
+        default="REDIS_URL",
+        description="Environment variable holding the Redis URL (redis:// or rediss:// for "
+        "TLS, optionally with a db number). Unset or empty: in-process LRU.",
+    )
+    password_env_var: str = Field(
+        default="REDIS_PASSWORD",
+        description="Environment variable holding the Redis password (if not in the URL).",
+    )
+    ssl_ca_certs: str = Field(default="", description="CA bundle for rediss:// (optional).")
+    namespace: str = Field(
+        default="nlp", description="Key prefix: one per deployment sharing a Redis."
+    )
+    ttl_seconds: int = Field(default=30 * 86_400, description="Entry lifetime; 0 = no expiry.")
+    lru_max_mb: int = Field(default=512, description="In-process LRU size when no Redis.")
+    enabled: bool = True
+
+    def backend(self) -> ResultCache | None:
+        """One backend per process and configuration (the LRU must outlive a step)."""
+        if not self.enabled:
+            return None
+        url = os.environ.get(self.url_env_var, "") if self.url_env_var else ""
+        password = os.environ.get(self.password_env_var, "") if self.password_env_var else ""
+        ttl = self.ttl_seconds or None
+        key = (url, hashlib.sha256(password.encode()).hexdigest(), ttl, self.lru_max_mb)
+        with _backends_lock:
+            if key not in _backends:
+                _backends[key] = (
+                    RedisCache(
+                        url,
+                        password=password or None,
+                        ttl_seconds=ttl,
+                        ssl_ca_certs=self.ssl_ca_certs or None,
+                    )
+                    if url
+                    else LruCache(self.lru_max_mb << 20, ttl)
+                )
+            return _backends[key]
