@@ -48,11 +48,14 @@ lint: setup
 test: setup data lint
 	$(BIN)/pytest
 
-# Throughput of the stage kernels next to the notebook baseline (after `make run`).
+# Benchmarks (README "Benchmarks"; after `make run`): kernels vs notebook, models, engines,
+# streaming. Each prints its figures beside the baseline a user would otherwise run.
 bench: setup
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.models
-	$(BIN)/python -m bench.engines
+	$(BIN)/python -m bench.engines --docs 100000 --stages cleaned,tokens
+	$(BIN)/python -m bench.engines --docs 400 --stages features,predictions --small 100
+	$(BIN)/python -m bench.streaming --messages 100000 --rate 500 --max-messages-per-run 10000
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \

@@ -1,7 +1,6 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the pipeline."""
 
 import os
-import warnings
 
 import dagster as dg
 
@@ -43,12 +42,6 @@ from resources.warehouse import warehouse_from_env
 from sensors.alerts import run_failure_alert_sensor
 from sensors.kafka import kafka_sensors
 from sensors.landing import landing_folder_sensor
-
-# Code references and a few APIs used here are marked beta; say so once, not on every load.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-# Deliberate: the Spark-capable stages backfill a range in one run (BackfillPolicy.single_run),
-# raw text, aggregates and reports one day per run; daily_pipeline takes the per-day policy.
-warnings.filterwarnings("ignore", message="Asset job daily_pipeline materializes assets with")
 
 STAGE_MODULES = [raw_text, cleaned_text, tokens, features, predictions, aggregates, reports]
 

@@ -78,6 +78,8 @@ def test_a_run_pushes_one_group_per_stage_with_the_materialised_values(tmp_path,
         assert meta["quarantined"] == quarantined
         [[value]] = [series(samples, "nlp_stage_docs_quarantined", **group).values()]
         assert value == quarantined, asset
+        [[docs_in]] = [series(samples, "nlp_stage_docs_in", **group).values()]
+        assert docs_in == rows + quarantined, asset  # in = out + quarantined: nothing lost
         [[seconds]] = [series(samples, "nlp_stage_duration_seconds", **group).values()]
         assert seconds == pytest.approx(meta["seconds"]), asset
         [[start]] = [series(samples, metrics.PARTITION_START, **group).values()]

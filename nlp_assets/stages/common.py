@@ -110,6 +110,8 @@ def stage_result(
         extra |= quarantine_metadata(quarantine) | {
             "quarantine_path": dg.MetadataValue.path(str(path))
         }
+    if quarantine is not None:  # every input row is in the output or in quarantine
+        extra.setdefault("docs_in", frame.height + quarantine.height)
     extra["seconds"] = round(time.perf_counter() - started, 3)
     metrics.export_stage_metrics(  # best effort: warns, never fails the run
         job=metrics.job_of(context),
