@@ -1,4 +1,5 @@
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -12,17 +13,31 @@ def yesterday(context: dg.ScheduleEvaluationContext) -> str:
     return (context.scheduled_execution_time.date() - timedelta(days=1)).isoformat()
 
 
+def yesterday_schedule(name: str, job: Any, cron: str, description: str) -> dg.ScheduleDefinition:
+    """A daily UTC schedule (off by default) that runs `job` for the day that just closed."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron,
+        job=job,
+        execution_timezone="UTC",
+        description=description,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = yesterday(context)
+        return dg.RunRequest(run_key=f"{job.name}:{day}", partition_key=day)
+
+    return _schedule
+
+
 #: After the UTC day has closed, recompute it whole: late files are in and the report is final.
-@dg.schedule(
-    cron_schedule="0 1 * * *",
-    job=daily_pipeline_job,
-    execution_timezone="UTC",
-    description="Materialises yesterday's partition (all seven stages) at 01:00 UTC.",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+daily_pipeline_schedule = yesterday_schedule(
+    "daily_pipeline_schedule",
+    daily_pipeline_job,
+    "0 1 * * *",
+    "Materialises yesterday's partition (all seven stages) at 01:00 UTC.",
 )
-def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    day = yesterday(context)
-    return dg.RunRequest(run_key=f"daily_pipeline:{day}", partition_key=day)
 
 
 daily_reports_job = dg.define_asset_job(
@@ -34,17 +49,13 @@ daily_reports_job = dg.define_asset_job(
 
 #: Micro-batches fill a day through its parts; once the day has closed its aggregates and
 #: report are recomputed from all of them, so the report is final.
-@dg.schedule(
-    cron_schedule="30 0 * * *",
-    job=daily_reports_job,
-    execution_timezone="UTC",
-    description="At 00:30 UTC, after the UTC day closed, materialises aggregates and reports "
-    "of yesterday's partition from every part the day received (files and Kafka micro-batches).",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+daily_reports_schedule = yesterday_schedule(
+    "daily_reports_schedule",
+    daily_reports_job,
+    "30 0 * * *",
+    "At 00:30 UTC, after the UTC day closed, materialises aggregates and reports of yesterday's "
+    "partition from every part the day received (files and Kafka micro-batches).",
 )
-def daily_reports_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    day = yesterday(context)
-    return dg.RunRequest(run_key=f"daily_reports:{day}", partition_key=day)
 
 
 freshness_checks_job = dg.define_asset_job(

@@ -238,12 +238,21 @@ class _TorchModel:
     model: Any
     pad_id: int
 
-    def _setup(self, spec: ModelSpec, model: Any) -> None:
+    def _load(self, spec: ModelSpec, path: Path, model_class: Any) -> None:
+        """Tokenizer and weights from a local checkpoint folder, on the spec's device, in fp32
+        (`_choose_dtype` may then pick bf16/fp16); the version defaults to a weights hash."""
         import torch
+        from transformers import AutoTokenizer
 
         self._torch = torch
+        self.name = spec.name
+        self.max_length = spec.max_length
+        self.batch_tokens = spec.batch_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.version = spec.version or fingerprint(Path(path))
         self.device = pick_device(spec.device)
-        self.model = model.to(self.device).eval()
+        self.model = model_class.from_pretrained(path).to(self.device).eval()
         self.dtype = "float32"
         self.dtype_note = ""
         self.memory_bytes = sum(
@@ -312,7 +321,7 @@ class SentenceEmbedder(_TorchModel):
         version: str = "",
     ):
         import transformers
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         transformers.logging.disable_progress_bar()
         spec = ModelSpec(
@@ -324,16 +333,11 @@ class SentenceEmbedder(_TorchModel):
             dtype=dtype,
             max_length=max_length,
             batch_tokens=batch_tokens,
+            version=version,
         )
-        self.name = name
         self.path = Path(path)
-        self.max_length = max_length
-        self.batch_tokens = batch_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self._setup(spec, AutoModel.from_pretrained(path))
+        self._load(spec, path, AutoModel)
         self.dim = int(self.model.config.hidden_size)
-        self.version = version or fingerprint(self.path)
         self._choose_dtype(spec, self._agree)
 
     @staticmethod
@@ -390,20 +394,14 @@ class SequenceClassifier(_TorchModel):
     task = "classifier"
 
     def __init__(self, spec: ModelSpec, path: Path):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        self.name = spec.name
-        self.max_length = spec.max_length
-        self.batch_tokens = spec.batch_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self._setup(spec, AutoModelForSequenceClassification.from_pretrained(path))
+        self._load(spec, path, AutoModelForSequenceClassification)
         id2label = self.model.config.id2label
         self.labels = tuple(
             spec.label_map.get(str(id2label[i]), str(id2label[i]).lower())
             for i in range(len(id2label))
         )
-        self.version = spec.version or fingerprint(path)
         self._choose_dtype(spec, self._agree)
 
     @staticmethod
@@ -449,19 +447,13 @@ class TokenClassifier(_TorchModel):
     task = "entities"
 
     def __init__(self, spec: ModelSpec, path: Path):
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        from transformers import AutoModelForTokenClassification
 
-        self.name = spec.name
-        self.max_length = spec.max_length
-        self.batch_tokens = spec.batch_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self._load(spec, path, AutoModelForTokenClassification)
         if not self.tokenizer.is_fast:
             raise ModelLoadError(f"{spec.name}: entity spans need a fast tokenizer (offsets)")
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self._setup(spec, AutoModelForTokenClassification.from_pretrained(path))
         id2label = self.model.config.id2label
         self.labels = tuple(str(id2label[i]) for i in range(len(id2label)))
-        self.version = spec.version or fingerprint(path)
         self._choose_dtype(spec, self._agree)
 
     @staticmethod
