@@ -14,7 +14,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export NLP_DATA_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup instance data run dev test lint bench constraints clean
+.PHONY: setup services instance data run dev api test lint bench constraints clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
+
+# Debian packages (Chromium, Prometheus tools, Java) and PostgreSQL/Redis for the tests.
+services:
+	bash .ci/services.sh
 
 instance:
 	mkdir -p $(DAGSTER_HOME)
@@ -41,11 +45,16 @@ run: setup instance data
 dev: setup instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# The HTTP API (docs/api.md) on the embedded default: keys in $(NLP_DATA_DIR)/api/keys.json,
+# documents to the landing folder. Create a key first: $(BIN)/nlp keys create --name me --role operator
+api: setup
+	$(BIN)/uvicorn nlp_assets.api.app:create_app --factory --host 127.0.0.1 --port 8080 --no-access-log
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup data lint
+test: services setup data lint
 	$(BIN)/pytest
 
 # Benchmarks (README "Benchmarks"; after `make run`): kernels vs notebook, models, engines,

@@ -48,6 +48,11 @@ STAGE_METRICS: dict[str, tuple[str, str, float]] = {
     "cache_hits": ("nlp_stage_cache_hits", "Model results served from the cache.", 1.0),
     "cache_misses": ("nlp_stage_cache_misses", "Model results computed (not cached).", 1.0),
     "cache_errors": ("nlp_stage_cache_errors", "Cache reads or writes that failed.", 1.0),
+    "cache_invalid": (
+        "nlp_stage_cache_invalid",
+        "Cached model results that failed validation (recomputed).",
+        1.0,
+    ),
     "model_fallback": ("nlp_stage_model_fallback", "1 when a fallback model served.", 1.0),
     "dlq_messages": ("nlp_stage_dlq_messages", "Messages sent to the dead-letter topic.", 1.0),
 }
@@ -57,6 +62,7 @@ MODEL_INFO = "nlp_stage_model_info"
 FAILED = "nlp_stage_failed"
 LAST_FAILURE = "nlp_stage_last_failure_timestamp_seconds"
 CONSUMER_LAG = "nlp_kafka_consumer_lag"
+FAILED_RANGES = "nlp_kafka_failed_ranges"
 #: String metadata naming a model (`name@version`): exported as an info series.
 MODEL_KEY = re.compile(r"^(model|.+_model)$")
 
@@ -66,7 +72,15 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 def exported_metric_names() -> set[str]:
     """Every metric name this module can export (rules and dashboards may use only these)."""
     stage = {metric for metric, _, _ in STAGE_METRICS.values()}
-    return stage | {LAST_SUCCESS, PARTITION_START, MODEL_INFO, FAILED, LAST_FAILURE, CONSUMER_LAG}
+    return stage | {
+        LAST_SUCCESS,
+        PARTITION_START,
+        MODEL_INFO,
+        FAILED,
+        LAST_FAILURE,
+        CONSUMER_LAG,
+        FAILED_RANGES,
+    }
 
 
 def textfile_dir() -> Path:
@@ -229,12 +243,20 @@ def export_consumer_lag(
     asset: str,
     job: str = "kafka_sensor",
     warn: Callable[[str], Any] = log.warning,
+    failed_ranges: int = 0,
 ) -> str | None:
-    """Total consumer lag of a Kafka topic as a sensor tick observed it (label `topic`)."""
+    """Consumer lag of a Kafka topic as a sensor tick observed it (label `topic`): messages not
+    yet requested plus those of ranges whose runs failed; and how many such ranges."""
     try:
         pushed = bool(os.getenv(PUSHGATEWAY_ENV))
         group = _Group(job, asset, "none", pushed)
         group.gauge(CONSUMER_LAG, "Messages behind the end of the topic.", float(lag), topic=topic)
+        group.gauge(
+            FAILED_RANGES,
+            "Offset ranges whose runs failed and have not succeeded since.",
+            float(failed_ranges),
+            topic=topic,
+        )
         return _export(group, replace=True)
     except Exception as error:  # best effort: metrics never fail a tick
         warn(f"consumer lag of {topic} not exported ({type(error).__name__}: {error})")

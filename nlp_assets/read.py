@@ -8,6 +8,10 @@
 Built on `nlp_assets.lake.Lake` (the lake's layout and its `read_days`); the lake root defaults
 to `NLP_LAKE_DIR` / `$NLP_DATA_DIR/lake`, as the pipeline writes it. A range with no data gives
 an empty frame with the stage's columns, so downstream code need not special-case it.
+
+Reading while the pipeline writes is safe: each day comes from one published generation of its
+manifest (the day before a write or after it, never a mix of the two), so no lock is needed. A
+range is read day by day, so two days may come from before and after a range run's writes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ READABLE: dict[str, dict[str, pl.DataType]] = {
     "predictions": PREDICTIONS_SCHEMA,
     "aggregates": AGGREGATES_SCHEMA,
 }
-#: A guard against an accidental decade-long scan (each day is a folder listing).
+#: A guard against an accidental decade-long scan (each day is a manifest look-up).
 MAX_DAYS = 3660
 
 
@@ -71,7 +75,7 @@ def read_asset(
     store = lake if isinstance(lake, Lake) else Lake(lake or settings.lake_dir())
     days = days_between(start, end)
     if strict:
-        missing = [day for day in days if not store.parts(asset, day)]
+        missing = [day for day in days if not store.part_names(asset, day)]
         if missing:
             raise FileNotFoundError(
                 f"{asset} has no data for {', '.join(missing)} under {store.root / asset}: "

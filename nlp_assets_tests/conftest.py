@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import settings
 
 from nlp_assets_tests.kafka_broker import kafka_broker  # noqa: F401 (the `kafka` tests' broker)
 from resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
+
+#: Rows per (domain, label) the shared sentiment head trains on: about a fifth of the labelled set,
+#: enough for its held-out accuracy check (see `trained_sentiment_head`).
+HEAD_ROWS_PER_CLASS = 250
+
+# Property tests: CI runs a bounded number of examples, with no example database (kept out of
+# git and of CI); locally hypothesis keeps its defaults and its .hypothesis/ folder.
+settings.register_profile("ci", max_examples=50, deadline=None, database=None)
+if os.getenv("CI") or os.getenv("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,6 +35,39 @@ def _metrics_stay_in_the_test(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def models() -> ModelResource:
     return ModelResource(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def trained_sentiment_head(tmp_path_factory: pytest.TempPathFactory, models: ModelResource) -> Path:
+    """The real sentiment head (`sentiment_model`, its blocking accuracy check included),
+    trained once per session on a stratified share of the labelled set, as a lake file that a
+    test copies into its own lake (`<lake>/sentiment_model/data.parquet`)."""
+    import dagster as dg
+    import polars as pl
+
+    from nlp_assets import settings as nlp_settings
+    from nlp_assets.definitions import all_assets, build_resources
+    from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
+
+    root = tmp_path_factory.mktemp("trained_head")
+    labelled = pl.read_parquet(nlp_settings.labelled_sentiment_path())
+    share = root / "labelled.parquet"
+    labelled.filter(
+        pl.int_range(pl.len()).shuffle(seed=0).over("domain", "label") < HEAD_ROWS_PER_CLASS
+    ).write_parquet(share)
+    resources = {**build_resources(lake_dir=str(root / "lake")), "models": models}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            all_assets,
+            selection=["sentiment_model"],
+            instance=instance,
+            resources=resources,
+            run_config=dg.RunConfig(
+                {"sentiment_model": SentimentTrainingConfig(labelled_path=str(share))}
+            ),
+        )
+    assert result.success
+    return root / "lake" / "sentiment_model" / "data.parquet"
 
 
 @pytest.fixture(scope="session")

@@ -123,11 +123,15 @@ def series(samples: dict, name: str, **labels: str) -> dict[frozenset, float]:
 
 
 class WebhookReceiver:
-    """A local HTTP server that records the JSON bodies POSTed to it."""
+    """A local HTTP server that records the JSON bodies POSTed to it and the status it
+    answered each with: `status`, or `fail_status` for the first `fail_first` posts."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(
+        self, status: int = 200, *, fail_first: int = 0, fail_status: int = 500, path: str = "/hook"
+    ) -> None:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
+        self.statuses: list[int] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,14 +139,16 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length", 0))
                 receiver.bodies.append(json.loads(self.rfile.read(length)))
                 receiver.headers.append(dict(self.headers))
-                self.send_response(status)
+                answer = fail_status if len(receiver.statuses) < fail_first else status
+                receiver.statuses.append(answer)
+                self.send_response(answer)
                 self.end_headers()
 
             def log_message(self, *args) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> WebhookReceiver:

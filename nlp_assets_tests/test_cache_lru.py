@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -14,10 +16,13 @@ from resources.model_cache import (
     cached_compute,
     decode_json,
     encode_json,
+    entities_codec,
+    probabilities_codec,
     redact_url,
     text_key,
     vector_codec,
 )
+from resources.models import MIN_COSINE, CachedEmbedder, InferenceStats
 
 
 class Broken:
@@ -175,3 +180,130 @@ def test_without_a_url_the_resource_uses_one_lru_per_process(monkeypatch: pytest
     assert isinstance(resource.backend(), LruCache)
     assert resource.backend() is ModelCacheResource(url_env_var="NLP_TEST_NO_URL").backend()
     assert ModelCacheResource(enabled=False).backend() is None
+
+
+# -- validation on read: a corrupted or foreign value is a counted miss, never a crash -------
+
+
+def _entity(text: str = "Berlin", label: str = "GPE") -> dict:
+    return {"text": text, "label": label, "start_char": 0, "end_char": len(text)}
+
+
+UNIT = np.array([0.6, 0.8, 0.0], dtype=np.float32)
+
+CORRUPT_VECTORS = {
+    "too short": b"short",
+    "NaN": np.array([np.nan, 1, 0], dtype="<f4").tobytes(),
+    "infinite": np.array([np.inf, 0, 0], dtype="<f4").tobytes(),
+    "not unit length": np.array([3.0, 4.0, 0.0], dtype="<f4").tobytes(),
+}
+CORRUPT_ENTITIES = {
+    "not JSON": b"\x80not json",
+    "a JSON string": b'"garbage"',
+    "an object, not a list": b'{"text": "Berlin"}',
+    "a list of strings": b'["Berlin"]',
+    "a missing key": b'[{"text": "Berlin", "label": "GPE", "start_char": 0}]',
+    "a text that is a number": b'[{"text": 1, "label": "GPE", "start_char": 0, "end_char": 6}]',
+    "an end before the start": b'[{"text": "B", "label": "GPE", "start_char": 5, "end_char": 2}]',
+    "a boolean offset": b'[{"text": "B", "label": "GPE", "start_char": true, "end_char": 2}]',
+}
+CORRUPT_PROBABILITIES = {
+    "one class of two": b"[1.0]",
+    "a string": b'[0.5, "x"]',
+    "NaN": b"[NaN, 0.5]",
+    "out of range": b"[1.5, -0.5]",
+    "not summing to one": b"[0.2, 0.2]",
+    "nested": b"[[0.5, 0.5]]",
+}
+
+
+def _cases():
+    vec_encode, vec_decode = vector_codec(3, unit_norm=True)
+    ent_encode, ent_decode = entities_codec()
+    pro_encode, pro_decode = probabilities_codec(2)
+    for name, raw in CORRUPT_VECTORS.items():
+        yield pytest.param(raw, vec_encode, vec_decode, UNIT, id=f"vector: {name}")
+    for name, raw in CORRUPT_ENTITIES.items():
+        yield pytest.param(raw, ent_encode, ent_decode, [_entity()], id=f"entities: {name}")
+    for name, raw in CORRUPT_PROBABILITIES.items():
+        yield pytest.param(raw, pro_encode, pro_decode, [0.25, 0.75], id=f"proba: {name}")
+
+
+@pytest.mark.parametrize(("corrupt", "encode", "decode", "good"), list(_cases()))
+def test_a_corrupted_cached_value_is_a_counted_miss_recomputed_and_replaced(
+    corrupt, encode, decode, good
+):
+    cache, stats, warnings, calls = LruCache(1 << 20), CacheStats(), [], []
+    key = cache_key("t", "m", "v", text_key("a"))
+    cache.set_many({key: corrupt})
+
+    def compute(indices):
+        calls.append(indices)
+        return [good for _ in indices]
+
+    out = cached_compute(
+        ["a", "b", "a"],
+        compute,
+        cache=cache,
+        namespace="t",
+        model="m",
+        version="v",
+        encode=encode,
+        decode=decode,
+        stats=stats,
+        warn=warnings.append,
+    )
+    assert [np.asarray(v).tolist() for v in out] == [np.asarray(good).tolist()] * 3
+    assert calls == [[0, 1]]  # the corrupted text was recomputed (once), with the other miss
+    assert (stats.hits, stats.misses, stats.invalid, stats.errors) == (0, 3, 1, 0)
+    assert stats.metadata()["cache_invalid"] == 1
+    assert len(warnings) == 1 and "failed validation" in warnings[0]
+    assert cache.get_many([key]) == [encode(good)]  # the good value replaced the bad one
+    again = CacheStats()
+    cached_compute(
+        ["a"],
+        compute,
+        cache=cache,
+        namespace="t",
+        model="m",
+        version="v",
+        encode=encode,
+        decode=decode,
+        stats=again,
+    )
+    assert (again.hits, again.invalid) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("encode", "decode", "value"),
+    [
+        (*vector_codec(3, unit_norm=True), UNIT),
+        (*entities_codec(), [_entity("Zürich"), _entity("Acme Corp", "ORG")]),
+        (*entities_codec(), []),
+        (*probabilities_codec(2), [0.25, 0.75]),
+    ],
+)
+def test_valid_values_round_trip_through_the_validating_codecs(encode, decode, value):
+    assert np.asarray(decode(encode(value))).tolist() == np.asarray(value).tolist()
+
+
+def test_an_embedder_with_another_max_length_misses_instead_of_serving_cut_vectors(embedder):
+    """The max_length a vector was computed with is part of its key: after a config change
+    no stale (differently truncated) vector is served."""
+    texts = ["The battery lasts two days. " * 20, "Short review."]
+    cache = LruCache(1 << 20)
+    first = CacheStats()
+    CachedEmbedder(embedder, texts, cache, "t", first, InferenceStats()).embed_token_ids(
+        embedder.tokenize(texts)
+    )
+    short = copy.copy(embedder)  # same weights and dtype, fewer positions read
+    short.max_length = 32
+    second = CacheStats()
+    out = CachedEmbedder(short, texts, cache, "t", second, InferenceStats()).embed_token_ids(
+        short.tokenize(texts)
+    )
+    assert (first.misses, second.hits, second.misses) == (2, 0, 2)
+    expected = short.embed_texts(texts)
+    assert np.sum(out * expected, axis=1).min() >= MIN_COSINE
+    full = embedder.embed_texts(texts[:1])[0]
+    assert float(out[0] @ full) < 0.999  # really a different vector for the long text

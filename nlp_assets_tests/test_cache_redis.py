@@ -6,6 +6,7 @@ these tests (it is never skipped).
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -168,3 +169,60 @@ def test_flush_and_dropped_connection_mid_run_still_give_correct_results(models,
     # the six computed after the flush were written back on a new connection
     assert (stats.hits, stats.misses, stats.errors) == (6, 6, 0)
     admin.close()
+
+
+def test_a_corrupted_value_in_redis_is_recomputed_and_counted_never_served(
+    lake_with_inputs, models, namespace, monkeypatch
+):
+    """Values written into Redis by someone else (a bug, another version, a person): the
+    step validates each value it reads, recomputes what fails and says so in `cache_invalid`."""
+    monkeypatch.setenv("NLP_TEST_REDIS_URL", REDIS_URL)
+    _materialize(lake_with_inputs, models, namespace, "NLP_TEST_REDIS_URL")
+    lake = Lake(lake_with_inputs)
+    before = {s: lake.read_day(s, DAY).sort("doc_id") for s in MODEL_STEPS}
+    client = redis.Redis.from_url(REDIS_URL)
+    embedder, ner = models.embedder, models.entity_recognizer
+    vector_keys = sorted(client.scan_iter(match=f"{namespace}:{embedder.name}:*"))
+    entity_keys = sorted(client.scan_iter(match=f"{namespace}:{ner.name}:*"))
+    assert len(vector_keys) >= 2 and entity_keys
+    client.set(vector_keys[0], np.full(embedder.dim, np.nan, dtype="<f4").tobytes())
+    client.set(vector_keys[1], b"not a vector")
+    client.set(entity_keys[0], b'{"text": "not a list of entities"}')
+
+    result = _materialize(lake_with_inputs, models, namespace, "NLP_TEST_REDIS_URL")
+
+    assert result.success
+    features, predictions = (step_metadata(result, s) for s in MODEL_STEPS)
+    assert features["cache_invalid"] == 2 and predictions["cache_invalid"] == 1
+    for meta in (features, predictions):
+        assert meta["cache_hits"] + meta["cache_misses"] == N_DOCS
+        assert meta["cache_misses"] >= meta["cache_invalid"] and meta["cache_errors"] == 0
+    assert any("failed validation" in m for m in result.logs)
+    after = {s: lake.read_day(s, DAY).sort("doc_id") for s in MODEL_STEPS}
+    cosine = np.sum(
+        after["features"]["embedding"].to_numpy() * before["features"]["embedding"].to_numpy(),
+        axis=1,
+    )
+    assert np.isfinite(cosine).all() and cosine.min() >= MIN_COSINE
+    assert after["predictions"]["entities"].equals(before["predictions"]["entities"])
+    # the recomputed values replaced the corrupted ones
+    repaired = np.frombuffer(client.get(vector_keys[0]), dtype="<f4")
+    assert np.isfinite(repaired).all() and abs(np.linalg.norm(repaired) - 1) < 1e-3
+    assert isinstance(json.loads(client.get(entity_keys[0])), list)
+    client.close()
+
+
+def test_a_max_length_change_misses_the_embedding_cache(tmp_path, models, namespace, monkeypatch):
+    monkeypatch.setenv("NLP_TEST_REDIS_URL", REDIS_URL)
+    lake_root = write_model_inputs(tmp_path, models)
+    _materialize(lake_root, models, namespace, "NLP_TEST_REDIS_URL")
+
+    shorter = ModelResource(device="cpu", max_length=64)
+    result = _materialize(lake_root, shorter, namespace, "NLP_TEST_REDIS_URL")
+
+    tokens = Lake(lake_root).read_day("tokens", DAY)
+    assert tokens["truncated"].any()  # some documents really read fewer tokens now
+    features, predictions = (step_metadata(result, s) for s in MODEL_STEPS)
+    assert (features["cache_hits"], features["cache_misses"]) == (0, N_DOCS)
+    assert features["cache_invalid"] == 0
+    assert predictions["cache_hits"] == N_DOCS  # entities do not depend on the embedder

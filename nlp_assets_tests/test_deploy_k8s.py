@@ -32,6 +32,7 @@ OUR_YAML = [
     DEPLOY / "dagster.yaml",
     DEPLOY / "helm" / "values.yaml",
     DEPLOY / "k8s" / "executor.yaml",
+    DEPLOY / "k8s" / "api.yaml",
     DEPLOY / "k8s" / "networkpolicy.yaml",
     DEPLOY / "oauth2-proxy" / "values-editors.yaml",
     DEPLOY / "oauth2-proxy" / "values-viewers.yaml",
@@ -44,6 +45,8 @@ CHART_KEYS = {
     "pythonLogs", "dagsterDaemon", "busybox", "migrate", "telemetry", "serviceAccount",
     "retention", "additionalInstanceConfig", "concurrency",
 }  # fmt: skip
+#: Our own top-level keys (the chart's schema allows extras): `api`, applied as deploy/k8s/api.yaml.
+OUR_KEYS = {"api"}
 #: How the chart's `dagsterYaml.runLauncher.k8s` template renders k8sRunLauncher values.
 LAUNCHER_KEYS = {
     "loadInclusterConfig": "load_incluster_config",
@@ -89,7 +92,7 @@ def test_yaml_parses_to_mappings(path: Path) -> None:
 
 
 def test_values_use_only_chart_keys_and_no_secret(values) -> None:
-    assert set(values) <= CHART_KEYS, set(values) - CHART_KEYS
+    assert set(values) <= CHART_KEYS | OUR_KEYS, set(values) - CHART_KEYS - OUR_KEYS
     assert values["postgresql"]["enabled"] is False
     assert values["postgresql"]["postgresqlPassword"] == ""
     assert values["generatePostgresqlPasswordSecret"] is False
@@ -326,3 +329,40 @@ def test_the_image_entry_command_serves_the_definitions(which: str, tmp_path: Pa
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_api_values_agree_with_the_api_manifest(values) -> None:
+    api = values["api"]
+    manifests = {
+        d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "api.yaml").read_text())
+    }
+    deployment = manifests["Deployment"]
+    assert deployment["spec"]["replicas"] == api["replicas"] == 2
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{api['image']['repository']}:{api['image']['tag']}"
+    assert str(api["port"]) in container["command"]
+    assert container["ports"][0]["containerPort"] == api["port"]
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain == api["env"]
+    secret = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    assert sorted(secret) == sorted(api["envFromSecret"]["keys"])
+    assert {ref["name"] for ref in secret.values()} == {api["envFromSecret"]["name"]}
+    assert all(ref["key"] == name for name, ref in secret.items())
+    assert container["resources"] == api["resources"]
+    probes = api["probes"]
+    readiness = " ".join(container["readinessProbe"]["exec"]["command"])
+    assert probes["readiness"]["path"] in readiness
+    assert probes["readiness"]["credential"] in readiness
+    assert container["readinessProbe"]["periodSeconds"] == probes["readiness"]["periodSeconds"]
+    assert container["livenessProbe"]["httpGet"]["path"] == probes["liveness"]["path"]
+    ingress = manifests["Ingress"]
+    assert ingress["spec"]["tls"] == [
+        {"hosts": [api["ingress"]["host"]], "secretName": api["ingress"]["tlsSecretName"]}
+    ]
+    body = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert body == api["ingress"]["maxBodySize"]
+    assert manifests["NetworkPolicy"]["spec"]["podSelector"] == deployment["spec"]["selector"]
+    text = (DEPLOY / "helm" / "values.yaml").read_text(encoding="utf-8")
+    assert "nlp_" not in text.split("\napi:", 1)[1], "an API key in the values"

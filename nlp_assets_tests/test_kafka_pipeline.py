@@ -23,10 +23,8 @@ from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.kernels.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
 from nlp_assets.lake import Lake
 from nlp_assets.stages import kafka_topics
-from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
 from nlp_assets_tests.kafka_broker import Broker
 from resources.kafka import KafkaResource
-from resources.models import ModelResource
 from sensors.kafka import build_kafka_sensor
 from sensors.kafka_drain import TickOutcome, materialize_runner, tick_and_run
 from sensors.landing import EMPTY_DAY, day_fingerprint
@@ -38,26 +36,9 @@ MAX_MESSAGE_BYTES = 4_000
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory: pytest.TempPathFactory, models: ModelResource) -> Path:
-    """The sentiment head, trained once, as a lake file each test copies into its own lake."""
-    lake_dir = tmp_path_factory.mktemp("trained")
-    resources = {**build_resources(lake_dir=str(lake_dir)), "models": models}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            all_assets,
-            selection=["sentiment_model"],
-            instance=instance,
-            resources=resources,
-            run_config=dg.RunConfig(
-                {
-                    "sentiment_model": SentimentTrainingConfig(
-                        labelled_path=settings.labelled_sentiment_path()
-                    )
-                }
-            ),
-        )
-    assert result.success
-    return lake_dir / "sentiment_model" / "data.parquet"
+def trained_model(trained_sentiment_head: Path) -> Path:
+    """The sentiment head, trained once per session (conftest), copied into each test's lake."""
+    return trained_sentiment_head
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ DOCS = [
     {"id": "a1", "source": "shop", "text": "The delivery was quick and the parcel intact."},
     {"id": "a2", "source": "shop", "text": "Terrible support, nobody answered my e-mail."},
     {"id": "a3", "source": "shop", "text": "Works as described."},
-    {"id": "a4", "source": "shop", "text": "   "},  # empty after cleaning: quarantined there
+    {"id": "a4", "source": "shop", "text": "<p>&nbsp;</p>"},  # empty once cleaned
 ]
 
 

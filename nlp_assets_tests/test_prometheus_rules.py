@@ -26,6 +26,7 @@ EXPECTED_ALERTS = {
     "NlpStageFailed",
     "NlpDeadLetterRateHigh",
     "NlpKafkaLagGrowing",
+    "NlpKafkaRangeFailed",
     "NlpCacheHitRatioCollapsed",
     "NlpModelFallbackInUse",
     "NlpPartitionFreshnessMissed",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -92,6 +94,70 @@ def test_bad_ranges_say_what_is_wrong(start, end, message: str) -> None:
 def test_only_known_assets_are_readable(lake: Lake) -> None:
     with pytest.raises(ValueError, match="cannot read 'tokens'"):
         read_asset("tokens", "2026-11-16", lake=lake)
+
+
+def test_days_written_before_manifests_read_like_the_others(tmp_path: Path) -> None:
+    folder = tmp_path / "lake" / "predictions" / "2026-11-16"  # the layout before manifests
+    folder.mkdir(parents=True)
+    predictions_frame(3, prefix="old", day="2026-11-16").write_parquet(folder / "day.parquet")
+    predictions_frame(2, prefix="mb", day="2026-11-16").write_parquet(folder / "t-0-1-2.parquet")
+    Lake(tmp_path / "lake").write(
+        "predictions", "2026-11-17", predictions_frame(4, prefix="new", day="2026-11-17")
+    )
+
+    both = read_predictions("2026-11-16", "2026-11-17", lake=tmp_path / "lake", strict=True)
+    assert both.height == 9 and both["doc_id"].is_unique().all()
+
+
+def test_a_read_racing_whole_day_rewrites_sees_the_old_or_the_new_day(lake: Lake) -> None:
+    """A downstream job reading while the 17th is rewritten again and again (a whole-day part,
+    then a micro-batch part beside it): every read is one generation of the day, never a mix
+    of two or a part short."""
+    day = "2026-11-17"
+    backfilled = predictions_frame(7, prefix="n", day=day)
+    old = sorted(read_predictions(day, lake=lake)["doc_id"])
+    new = sorted(backfilled["doc_id"])
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        try:
+            cycle()
+        except Exception as error:  # the writer must not fail either
+            errors.append(f"writer: {error!r}")
+
+    def cycle() -> None:
+        while not stop.is_set():
+            lake.write("predictions", day, backfilled)  # the whole day, replacing both parts
+            lake.write("predictions", day, predictions_frame(5, prefix="b", day=day))
+            lake.write("predictions", day, predictions_frame(2, prefix="k", day=day), "topic-0-7-8")
+
+    seen: list[list[str]] = []
+    errors: list[str] = []
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            try:
+                seen.append(
+                    sorted(read_predictions("2026-11-16", "2026-11-19", lake=lake)["doc_id"])
+                )
+            except FileNotFoundError as error:  # a part removed between listing and reading
+                errors.append(str(error))
+    finally:
+        stop.set()
+        writer.join()
+    others = sorted(read_predictions("2026-11-16", lake=lake)["doc_id"]) + sorted(
+        read_predictions("2026-11-19", lake=lake)["doc_id"]
+    )
+    day_part_only = sorted(predictions_frame(5, prefix="b", day=day)["doc_id"])
+    valid = [sorted(others + ids) for ids in (old, new, day_part_only)]  # the three generations
+    bad = [ids for ids in seen if ids not in valid]
+    assert errors == [] and bad == [], (
+        f"{len(errors) + len(bad)} of {len(seen) + len(errors)} reads saw a mix: {errors[:2]}"
+    )
+    assert len(seen) >= 20
+    assert sum(ids == valid[1] for ids in seen) and sum(ids == valid[0] for ids in seen)
 
 
 # -- downstream asset -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import ENGINE_STAGES, backfill_pipeline_spark_job
 from nlp_assets.kernels.sentiment import SentimentHead
-from nlp_assets.lake import Lake
+from nlp_assets.lake import DayLocks, Lake
 from resources.models import ModelResource
 from resources.spark import SparkResource
 
@@ -128,6 +128,15 @@ def test_one_run_materialised_every_day_of_every_stage_on_spark(backfill):
     assert {c.asset_key.to_user_string() for c in checks} == set(ENGINE_STAGES)
     assert all(c.passed for c in checks)
     assert backfill["session_left"] is None  # the run's resource stopped its session
+
+
+def test_the_range_run_held_the_lake_lock_of_each_of_its_days(backfill):
+    """A range run carries no dagster/partition tag; it takes each day's lake lease instead
+    (nlp_assets.lake.DayLocks), so no run of one of its days writes while it does."""
+    leases = DayLocks(backfill["spark_lake"].root, "a-reader")
+    # DAYS[0] was taken again afterwards by the `small` run; the others are still the range's
+    assert [leases.current(day).owner for day in DAYS[1:]] == [backfill["result"].run_id] * 2
+    assert leases.current(DAYS[0]).owner == backfill["small"].run_id
 
 
 def test_each_day_is_written_as_its_own_whole_day_part(backfill):

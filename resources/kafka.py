@@ -8,23 +8,39 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 from pydantic import Field
 
 from nlp_assets.kernels.messages import (
+    DEFAULT_DLQ_MAX_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     KafkaRecord,
     OffsetRange,
-    dead_letter_headers,
-    dead_letter_key,
+    dead_letter_message,
 )
 
 
 class KafkaUnavailable(RuntimeError):
     """The broker could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class DeadLetterDelivery:
+    sent: int  # delivery confirmed by the broker
+    unsent: int  # refused, undeliverable or not confirmed in time
+    errors: list[str]  # the first few, for the run's warning
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -51,6 +67,12 @@ class KafkaResource(dg.ConfigurableResource):
     dead_letter_suffix: str = Field(
         default=".dlq", description="Dead letters of topic T go to T + this suffix."
     )
+    dlq_max_bytes: int = Field(
+        default=DEFAULT_DLQ_MAX_BYTES,
+        description="A dead letter's DLQ copy (value, key, headers) stays under this: larger "
+        "values are cut and marked (the lake quarantine keeps them whole). Keep it under the "
+        "producer's and the topic's message.max.bytes (1,000,000 by default).",
+    )
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -60,7 +82,12 @@ class KafkaResource(dg.ConfigurableResource):
         optional = {
             "sasl.mechanism": self.sasl_mechanism,
             "sasl.username": self.sasl_username,
-            "sasl.password": self.sasl_password,
+            # outside Dagster (the API) the field still holds the EnvVar naming the password
+            "sasl.password": (
+                self.sasl_password.get_value()
+                if isinstance(self.sasl_password, dg.EnvVar)
+                else self.sasl_password
+            ),
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
@@ -110,6 +137,37 @@ class KafkaResource(dg.ConfigurableResource):
             raise KafkaUnavailable(f"{self.bootstrap_servers}: {error.args[0]}") from None
         finally:
             consumer.close()
+
+    def topic_id(self, topic: str) -> str | None:
+        """The topic's Kafka id (Metadata v10+, Kafka 2.8 and later): a deleted and recreated
+        topic gets a new one. None when the topic does not exist or the broker tells no id
+        (older brokers: the sensor then falls back to watermark checks). Read it before the
+        watermarks (see `plan_ranges`)."""
+        admin = AdminClient(self.client_config())
+        try:
+            futures = admin.describe_topics(
+                TopicCollection([topic]), request_timeout=self.timeout_s
+            )
+            described = futures[topic].result(timeout=self.timeout_s + 1)
+        except KafkaException as exception:
+            error = exception.args[0] if exception.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None
+            if code in (KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION):
+                return None
+            raise KafkaUnavailable(f"{self.bootstrap_servers}: {error}") from None
+        except TimeoutError:
+            raise KafkaUnavailable(
+                f"{self.bootstrap_servers}: no topic description of {topic} within "
+                f"{self.timeout_s} s"
+            ) from None
+        uuid = described.topic_id
+        if uuid is None or (
+            uuid.get_most_significant_bits() == 0 and uuid.get_least_significant_bits() == 0
+        ):
+            return None
+        return str(uuid)
 
     # the raw stage: one exact range ----------------------------------------------------------
     def read_range(self, offsets: OffsetRange) -> list[KafkaRecord]:
@@ -164,37 +222,64 @@ class KafkaResource(dg.ConfigurableResource):
             consumer.close()
         return records
 
-    def send_dead_letters(self, dead_letters: list[tuple[KafkaRecord, str]]) -> int:
-        """Produce each (message, reason) to its topic's dead-letter topic; waits for delivery.
+    def send_dead_letters(
+        self, dead_letters: list[tuple[KafkaRecord, str]], *, quarantine: str | None = None
+    ) -> DeadLetterDelivery:
+        """Produce a copy of each (message, reason) to its topic's dead-letter topic; waits for
+        delivery up to `timeout_s`.
 
+        Never raises: the caller keeps the full payloads in the lake quarantine first (named by
+        `quarantine`), so a DLQ the broker refuses or cannot be reached is reported (`unsent`,
+        `errors`), not a failed range. Each copy fits `dlq_max_bytes` (`dead_letter_message`).
         Keyed by the source coordinates, so a retried raw stage re-sends the same keys and a
         reader de-duplicates on them (a compacted DLQ keeps one per key).
         """
         if not dead_letters:
-            return 0
-        producer = Producer(self.client_config() | {"enable.idempotence": True})
-        failures: list[str] = []
+            return DeadLetterDelivery(sent=0, unsent=0, errors=[])
+        delivered: list[int] = []
+        errors: list[str] = []
 
-        def delivered(error: KafkaError | None, _message: Any) -> None:
-            if error is not None:
-                failures.append(str(error))
+        def on_delivery(error: KafkaError | None, _message: Any) -> None:
+            if error is None:
+                delivered.append(1)
+            else:
+                errors.append(str(error))
 
-        for message, reason in dead_letters:
-            producer.produce(
-                self.dead_letter_topic(message.topic),
-                value=message.value,
-                key=dead_letter_key(message),
-                headers=dead_letter_headers(message, reason),
-                on_delivery=delivered,
-            )
-            producer.poll(0)
-        left = producer.flush(self.timeout_s)
-        if left or failures:
-            raise KafkaUnavailable(
-                f"dead letters not delivered: {left} pending, {len(failures)} failed "
-                f"({failures[:1]})"
-            )
-        return len(dead_letters)
+        try:
+            producer = Producer(self.client_config() | {"enable.idempotence": True})
+            deadline = time.monotonic() + self.timeout_s
+            for message, reason in dead_letters:
+                copy = dead_letter_message(
+                    message, reason, max_bytes=self.dlq_max_bytes, quarantine=quarantine
+                )
+                while True:
+                    try:
+                        producer.produce(
+                            self.dead_letter_topic(message.topic),
+                            value=copy.value,
+                            key=copy.key,
+                            headers=copy.headers,
+                            on_delivery=on_delivery,
+                        )
+                        break
+                    except BufferError:  # the local queue is full: let it drain, in time
+                        if time.monotonic() > deadline:
+                            raise
+                        producer.poll(0.1)
+                    except KafkaException as error:  # this message only (e.g. too large)
+                        errors.append(str(error.args[0]))
+                        break
+                producer.poll(0)
+            left = producer.flush(self.timeout_s)
+            if left:
+                errors.append(f"{left} not delivered within {self.timeout_s} s")
+                producer.purge()
+                producer.flush(0)
+        except Exception as error:  # a config the client refuses, a queue that never drained
+            errors.append(f"{type(error).__name__}: {error}")
+        return DeadLetterDelivery(
+            sent=len(delivered), unsent=len(dead_letters) - len(delivered), errors=errors[:5]
+        )
 
 
 def kafka_from_env() -> KafkaResource:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Callable, Mapping
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
-from nlp_assets.lake import DAY_PART, Lake
+from nlp_assets.kernels.clean import mask_personal_data
+from nlp_assets.lake import DAY_PART, DayLocks, Lake
 
 #: Run tag naming the part a micro-batch run covers; runs without it work on whole days.
 PART_TAG = "nlp/part"
@@ -17,15 +22,123 @@ SCOPE_DAY = {"scope": "day"}
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 80
+#: Characters of a cell that are masked before it is cut to PREVIEW_CHARS (an address or a
+#: number is only recognised whole, so masking runs on more than is shown).
+PREVIEW_SCAN_CHARS = 4_096
+
+
+#: Run tags naming the days a run works on: one partition, or a single-run backfill's range.
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def run_days(tags: Mapping[str, str]) -> list[str]:
+    """The days a run works on, from its tags: its partition, or every day of its range (a
+    range run has no `dagster/partition` tag); none for a run that is not daily-partitioned."""
+    try:
+        if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+            first = date.fromisoformat(tags[RANGE_START_TAG])
+            last = date.fromisoformat(tags[RANGE_END_TAG])
+            return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        if PARTITION_TAG in tags:
+            return [date.fromisoformat(tags[PARTITION_TAG]).isoformat()]
+    except ValueError:  # not a day
+        pass
+    return []
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Root of the Parquet lake: a local folder or an fsspec URL (s3://, gs://, abfs://)."""
+    """Root of the Parquet lake: a local folder or an fsspec URL (s3://, gs://, abfs://).
+
+    In a run, it takes the lake's lease of every day the run works on (`run_days`) before the
+    run's first step, waiting with a log line while another run holds one, and every write of
+    a day checks the lease is still the run's (`nlp_assets.lake.DayLocks` says why this is a
+    lock in the lake: no Dagster concurrency setting makes a range run, such as a
+    `backfill_pipeline_spark` run, exclude the runs of its days). The lease is the run's until
+    the run finishes on the instance, or, for a waiter whose instance does not know the run,
+    until none of its processes has beaten its heartbeat for `lock_ttl_seconds`.
+    """
 
     root: str = Field(description="Lake root folder or URL.")
+    lock_wait_seconds: float = Field(
+        default=6 * 3600.0,
+        description="How long a run waits for another run's lease on one of its days before "
+        "it fails (and is retried).",
+    )
+    lock_ttl_seconds: float = Field(
+        default=60.0,
+        description="A lease whose run the instance does not know is free once no process of "
+        "that run has renewed its heartbeat for this long.",
+    )
+    _locks: DayLocks | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        if run is None:  # a sensor, a schedule, a unit test: no run, no lease
+            return
+        self._locks = _join_locks(self, run.run_id, context)
+        days = run_days(run.tags)
+        try:
+            self._locks.acquire(days)
+        except BaseException:
+            self.teardown_after_execution(context)
+            raise
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._locks is not None:
+            _leave_locks(self.root, self._locks.owner)
+            self._locks = None
 
     def lake(self) -> Lake:
-        return Lake(self.root)
+        """The lake; in a run, bound to the run's leases (writes of a day hold its lease)."""
+        return Lake(self.root, lease=self._locks)
+
+
+#: The leases this process holds, per (lake root, run id), with how many resources use them:
+#: the IO manager's lake and the assets' lake share one heartbeat.
+_LOCKS: dict[tuple[str, str], tuple[DayLocks, int]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _join_locks(resource: LakeResource, run_id: str, context: dg.InitResourceContext) -> DayLocks:
+    key = (resource.root, run_id)
+    with _LOCKS_GUARD:
+        locks, users = _LOCKS.get(key) or (
+            DayLocks(
+                resource.root,
+                run_id,
+                is_finished=_run_finished(context.instance),
+                ttl_seconds=resource.lock_ttl_seconds,
+                wait_seconds=resource.lock_wait_seconds,
+                log=context.log.info if context.log else None,
+            ),
+            0,
+        )
+        _LOCKS[key] = (locks, users + 1)
+    return locks
+
+
+def _leave_locks(root: str, run_id: str) -> None:
+    with _LOCKS_GUARD:
+        locks, users = _LOCKS.pop((root, run_id), (None, 0))
+        if locks is not None and users > 1:
+            _LOCKS[(root, run_id)] = (locks, users - 1)
+            return
+    if locks is not None:
+        locks.close()  # the last user in this process: its heartbeat stops
+
+
+def _run_finished(instance: dg.DagsterInstance | None) -> Callable[[str], bool | None] | None:
+    """Whether a lease owner's run has finished, per the instance (None: not a run it knows)."""
+    if instance is None:
+        return None
+
+    def finished(run_id: str) -> bool | None:
+        run = instance.get_run_by_id(run_id)
+        return None if run is None else run.is_finished
+
+    return finished
 
 
 def run_part(context: dg.InputContext | dg.OutputContext | dg.AssetExecutionContext) -> str:
@@ -45,19 +158,60 @@ def table_schema(frame: pl.DataFrame) -> dg.TableSchema:
 
 
 def markdown_preview(frame: pl.DataFrame) -> str:
-    """The first rows as a markdown table; long and nested values are shortened."""
+    """The first rows as a markdown table, safe for every viewer of the event log.
+
+    Every cell that can hold document text (strings, bytes, nested values) is masked with the
+    cleaning kernel's masks (e-mails, URLs, phone numbers; control and invisible characters
+    removed), cut to PREVIEW_CHARS and markdown-escaped, so no cell shows personal data,
+    breaks the table or injects markup.
+    """
     head = frame.head(PREVIEW_ROWS)
     if not head.width:
         return "_empty_"
-    cells = [[_short(value) for value in row] for row in head.iter_rows()]
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * head.width]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    plain = [name for name, dtype in head.schema.items() if _plain(dtype)]
+    columns = [head[name].to_list() for name in head.columns]
+    texts = [
+        [_as_text(v) for v in values] if name not in plain else None
+        for name, values in zip(head.columns, columns, strict=True)
+    ]
+    flat = [t for col in texts if col is not None for t in col]
+    masked = iter(mask_personal_data(flat))
+    cells = [
+        [_short(str(v)) for v in values] if col is None else [_short(next(masked)) for _ in col]
+        for values, col in zip(columns, texts, strict=True)
+    ]
+    lines = ["| " + " | ".join(_short(name) for name in head.columns) + " |"]
+    lines.append("|" + "---|" * head.width)
+    lines += ["| " + " | ".join(row) + " |" for row in zip(*cells, strict=True)]
     return "\n".join(lines)
 
 
+def _plain(dtype: pl.DataType) -> bool:
+    """Numbers, dates, times and booleans carry no document text (and must not be read as
+    phone numbers: 1234.5678)."""
+    return dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        value = bytes(value).decode("utf-8", errors="replace")
+    return str(value)[:PREVIEW_SCAN_CHARS]
+
+
+#: What could break a table cell or make live markup (a cell separator, a code span, a link or
+#: image, HTML), written so it shows as itself. Emphasis characters are left: cosmetic only.
+_MARKDOWN_ESCAPES = str.maketrans(
+    {c: "\\" + c for c in "\\|`[]"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+)
+
+
 def _short(value: Any) -> str:
-    text = str(value).replace("\n", " ").replace("|", "\\|")
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    """One cell: whitespace runs (line breaks included) as one space, cut, then escaped (an
+    escape is never cut in half)."""
+    text = re.sub(r"\s+", " ", str(value)).strip()
+    if len(text) > PREVIEW_CHARS:
+        text = text[: PREVIEW_CHARS - 1] + "…"
+    return text.translate(_MARKDOWN_ESCAPES)
 
 
 class LakeIOManager(dg.ConfigurableIOManager):

@@ -1,16 +1,23 @@
-"""Model results cached by (model name, version, sha256 of the input text).
+"""Model results cached by (model name, cache version, sha256 of the model's input).
+
+The cache version names everything besides the input that changes a result (weights version,
+dtype, max_length, pooling, labels: see `resources.models`), so a configuration change misses
+instead of serving results computed under the old one.
 
 Redis when a URL is configured (shared by every run worker; TLS with `rediss://`, a password
 from the environment), an in-process LRU otherwise. Values are plain bytes this module defines
-(float32 vectors, UTF-8 JSON), never pickle. The cache is an optimisation only: when Redis is
-unreachable or fails mid-run, lookups count as misses, the model computes, the caller is warned
-once and the run goes on.
+(float32 vectors, UTF-8 JSON), never pickle, and every value read is validated (length, type,
+finiteness, value range) before use: one that fails is a miss, counted in `cache_invalid`,
+recomputed and overwritten. The cache is an optimisation only: when Redis is unreachable or
+fails mid-run, lookups count as misses, the model computes, the caller is warned once and the
+run goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -42,22 +49,48 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def settings_key(settings: dict[str, Any]) -> str:
+    """A short digest of the settings that change a model's output (part of a cache version)."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
 def cache_key(namespace: str, model: str, version: str, text_sha256: str) -> str:
     return f"{namespace}:{model}:{version}:{text_sha256}"
 
 
-# -- value codecs: plain bytes, no pickle -------------------------------------------------------
+# -- value codecs: plain bytes, no pickle; decoders validate ------------------------------------
+
+#: How far a cached unit vector's norm may be from 1 (float32 round trip: about 1e-7).
+UNIT_NORM_TOLERANCE = 1e-3
+#: How far cached class probabilities may sum from 1.
+PROBABILITY_SUM_TOLERANCE = 1e-3
+ENTITY_KEYS = frozenset({"text", "label", "start_char", "end_char"})
+
+
+class InvalidCachedValue(ValueError):
+    """A cached value that is not what the model would return: treated as a miss."""
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
-def vector_codec(dim: int) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
+def vector_codec(
+    dim: int, *, unit_norm: bool = False
+) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
+    """float32 vectors of `dim` values; the decoder refuses a wrong length, non-finite values
+    and (with `unit_norm`, for L2-normalised embeddings) a norm away from 1."""
+
     def decode(raw: bytes) -> np.ndarray:
         if len(raw) != 4 * dim:
-            raise ValueError(f"cached vector has {len(raw)} bytes, expected {4 * dim}")
-        return np.frombuffer(raw, dtype="<f4").copy()
+            raise InvalidCachedValue(f"cached vector has {len(raw)} bytes, expected {4 * dim}")
+        vector = np.frombuffer(raw, dtype="<f4").copy()
+        if not np.isfinite(vector).all():
+            raise InvalidCachedValue("cached vector has non-finite values")
+        if unit_norm and abs(float(np.linalg.norm(vector)) - 1.0) > UNIT_NORM_TOLERANCE:
+            raise InvalidCachedValue("cached vector is not of unit length")
+        return vector
 
     return encode_vector, decode
 
@@ -67,7 +100,55 @@ def encode_json(value: Any) -> bytes:
 
 
 def decode_json(raw: bytes) -> Any:
-    return json.loads(raw.decode("utf-8"))
+    """Strict JSON (no NaN/Infinity); no shape check: use a validating codec for results."""
+    return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidCachedValue(f"cached JSON holds {name}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entities(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise InvalidCachedValue(f"cached entities are a {type(value).__name__}, not a list")
+    for entity in value:
+        if not isinstance(entity, dict) or set(entity) != ENTITY_KEYS:
+            raise InvalidCachedValue(f"cached entity is not a {sorted(ENTITY_KEYS)} object")
+        start, end = entity["start_char"], entity["end_char"]
+        if not (isinstance(entity["text"], str) and isinstance(entity["label"], str)):
+            raise InvalidCachedValue("cached entity text or label is not a string")
+        if not (_is_int(start) and _is_int(end) and 0 <= start <= end):
+            raise InvalidCachedValue(f"cached entity span {start!r}..{end!r} is invalid")
+    return value
+
+
+def entities_codec() -> tuple[Callable[[Any], bytes], Callable[[bytes], list[dict[str, Any]]]]:
+    """Entity lists (`text`, `label`, `start_char`, `end_char`) as JSON, validated on read."""
+    return encode_json, lambda raw: _entities(decode_json(raw))
+
+
+def probabilities_codec(
+    n_labels: int,
+) -> tuple[Callable[[Any], bytes], Callable[[bytes], list[float]]]:
+    """Class probabilities as JSON: `n_labels` finite numbers in [0, 1] summing to 1."""
+
+    def decode(raw: bytes) -> list[float]:
+        value = decode_json(raw)
+        if not isinstance(value, list) or len(value) != n_labels:
+            raise InvalidCachedValue(f"cached probabilities are not a list of {n_labels}")
+        if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in value):
+            raise InvalidCachedValue("cached probabilities are not all numbers")
+        if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in value):
+            raise InvalidCachedValue("cached probabilities are out of [0, 1]")
+        if abs(math.fsum(value) - 1.0) > PROBABILITY_SUM_TOLERANCE:
+            raise InvalidCachedValue("cached probabilities do not sum to 1")
+        return [float(p) for p in value]
+
+    return encode_json, decode
 
 
 # -- backends -----------------------------------------------------------------------------------
@@ -202,13 +283,16 @@ class CacheUnavailable(RuntimeError):
 @dataclass
 class CacheStats:
     """What one step's lookups did: the contract's `cache_hits`, `cache_misses`,
-    `cache_errors`, and the seconds the model itself ran."""
+    `cache_errors`, `cache_invalid` (cached values that failed validation: counted in the
+    misses too, recomputed and overwritten) and the seconds the model itself ran."""
 
     hits: int = 0
     misses: int = 0
     errors: int = 0
+    invalid: int = 0
     model_seconds: float = 0.0
     warned: bool = False
+    warned_invalid: bool = False
     warnings: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict[str, float | int]:
@@ -216,6 +300,7 @@ class CacheStats:
             "cache_hits": self.hits,
             "cache_misses": self.misses,
             "cache_errors": self.errors,
+            "cache_invalid": self.invalid,
             "model_seconds": round(self.model_seconds, 3),
         }
 
@@ -241,14 +326,22 @@ def cached_compute(
     decode: Callable[[bytes], T],
     stats: CacheStats,
     warn: Callable[[str], None] | None = None,
+    input_keys: Sequence[str] | None = None,
 ) -> list[T]:
     """Results for `texts` (in order): cached ones read, the rest computed once per distinct
-    text by `compute(indices)` (indices into `texts`) and written back.
+    input by `compute(indices)` (indices into `texts`) and written back.
+
+    An input is identified by sha256 of its text, or by `input_keys` (one digest per text)
+    when the model reads more than the text (the embedder: its token ids). `version` must name
+    every setting that changes a result.
 
     The cache never fails the caller: a backend error counts in `stats.errors`, warns once,
-    and the lookups it covered are computed.
+    and the lookups it covered are computed; a value `decode` refuses (any exception) counts
+    in `stats.invalid`, warns once, and is recomputed and overwritten.
     """
-    hashes = [text_key(t) for t in texts]
+    if input_keys is not None and len(input_keys) != len(texts):
+        raise ValueError(f"{len(input_keys)} input keys for {len(texts)} texts")
+    hashes = list(input_keys) if input_keys is not None else [text_key(t) for t in texts]
     first: dict[str, int] = {}
     for i, h in enumerate(hashes):
         first.setdefault(h, i)
@@ -271,8 +364,17 @@ def cached_compute(
                 continue
             try:
                 found[h] = decode(value)
-            except (ValueError, UnicodeDecodeError):
-                continue  # a value this version cannot read is a miss, recomputed below
+            except Exception as error:  # corrupted or foreign: a miss, recomputed below
+                stats.invalid += 1
+                if not stats.warned_invalid:
+                    stats.warned_invalid = True
+                    message = (
+                        f"model cache {cache.description}: a cached {model} result failed "
+                        f"validation ({type(error).__name__}: {str(error)[:200]}); recomputed"
+                    )
+                    stats.warnings.append(message)
+                    if warn is not None:
+                        warn(message)
     missing = [h for h in distinct if h not in found]
     stats.hits += sum(1 for h in hashes if h in found)
     stats.misses += sum(1 for h in hashes if h not in found)

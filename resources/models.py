@@ -34,8 +34,9 @@ from resources.model_cache import (
     CacheStats,
     ResultCache,
     cached_compute,
-    decode_json,
-    encode_json,
+    entities_codec,
+    probabilities_codec,
+    settings_key,
     vector_codec,
 )
 
@@ -259,11 +260,16 @@ class _TorchModel:
             t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()]
         )
 
+    def output_settings(self) -> dict[str, Any]:
+        """Settings besides weights and dtype that change this model's results."""
+        return {"max_length": self.max_length}
+
     @property
     def cache_version(self) -> str:
-        """The version results are cached under: bf16 and fp32 outputs differ (slightly), so a
-        float32 run never reads vectors a bf16 run computed, nor the other way round."""
-        return f"{self.version}:{self.dtype}"
+        """The version results are cached under: weights, dtype (bf16 and fp32 outputs differ
+        slightly, so a float32 run never reads vectors a bf16 run computed) and a digest of
+        `output_settings` (a max_length change must not serve vectors cut at the old one)."""
+        return f"{self.version}:{self.dtype}:{settings_key(self.output_settings())}"
 
     def _autocast(self):
         torch = self._torch
@@ -345,6 +351,9 @@ class SentenceEmbedder(_TorchModel):
         cosine = float(np.min(np.sum(a * b, axis=1)))
         return cosine >= MIN_COSINE, f"min cosine to float32 {cosine:.6f}"
 
+    def output_settings(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "pooling": "mean", "norm": "l2", "dim": self.dim}
+
     def warm_up(self) -> np.ndarray:
         out = self.embed_texts(WARMUP_TEXTS)
         norms = np.linalg.norm(out, axis=1)
@@ -404,6 +413,9 @@ class SequenceClassifier(_TorchModel):
         )
         self._choose_dtype(spec, self._agree)
 
+    def output_settings(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "labels": self.labels, "head": "softmax"}
+
     @staticmethod
     def _agree(a: np.ndarray, b: np.ndarray) -> tuple[bool, str]:
         same = bool(np.all(a.argmax(1) == b.argmax(1)))
@@ -455,6 +467,9 @@ class TokenClassifier(_TorchModel):
         id2label = self.model.config.id2label
         self.labels = tuple(str(id2label[i]) for i in range(len(id2label)))
         self._choose_dtype(spec, self._agree)
+
+    def output_settings(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "labels": self.labels, "spans": "bio"}
 
     @staticmethod
     def _agree(a: list, b: list) -> tuple[bool, str]:
@@ -529,13 +544,15 @@ class EntityRecognizer:
 
     task = "entities"
     device = "cpu"
+    PIPES = ("tok2vec", "ner")
 
     def __init__(self, package: str, batch_size: int = 64, *, version: str = ""):
         import spacy
 
-        self.nlp = spacy.load(package, enable=["tok2vec", "ner"])
+        self.nlp = spacy.load(package, enable=list(self.PIPES))
         self.name = f"{self.nlp.meta['lang']}_{self.nlp.meta['name']}"
         self.version = version or str(self.nlp.meta["version"])
+        self.cache_version = f"{self.version}:{settings_key({'pipes': self.PIPES})}"
         self.batch_size = batch_size
         path = Path(self.nlp.path) if getattr(self.nlp, "path", None) else None
         self.memory_bytes = (
@@ -718,13 +735,23 @@ _registries_lock = threading.Lock()
 
 def cache_version(model: Any) -> str:
     """The version a model's results are cached under: torch models add their dtype (bf16 and
-    fp32 outputs differ slightly); spaCy and test doubles have only a version."""
+    fp32 outputs differ slightly) and output settings (max_length, pooling, labels), spaCy its
+    enabled pipes; test doubles have only a version."""
     return getattr(model, "cache_version", model.version)
+
+
+def embedding_input_key(text: str, token_ids: Sequence[int]) -> str:
+    """sha256 of a text and the token ids the embedder reads for it: a vector is keyed on its
+    exact input, so token ids cut at another max_length never share a key."""
+    digest = hashlib.sha256(text.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(np.asarray(token_ids, dtype="<u4").tobytes())
+    return digest.hexdigest()
 
 
 class CachedEmbedder:
     """An embedder whose results are cached by sha256 of the text each token list came from
-    (`texts` aligned with the token lists the kernel passes)."""
+    and of the token list itself (`texts` aligned with the token lists the kernel passes)."""
 
     def __init__(
         self,
@@ -746,7 +773,7 @@ class CachedEmbedder:
                 f"{len(token_ids)} token lists for {len(self.texts)} texts (or a text is "
                 "missing): every tokenised document needs its cleaned text"
             )
-        encode, decode = vector_codec(self.dim)
+        encode, decode = vector_codec(self.dim, unit_norm=True)
         vectors = cached_compute(
             self.texts,
             lambda idx: list(
@@ -760,6 +787,10 @@ class CachedEmbedder:
             decode=decode,
             stats=self.stats,
             warn=self.warn,
+            input_keys=[
+                embedding_input_key(text, ids)
+                for text, ids in zip(self.texts, token_ids, strict=True)
+            ],
         )
         return np.vstack(vectors) if vectors else np.zeros((0, self.dim), dtype=np.float32)
 
@@ -781,6 +812,7 @@ class CachedEntities:
         self.name, self.version = model.name, model.version
 
     def entities(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        encode, decode = entities_codec()
         return cached_compute(
             list(texts),
             lambda idx: self.model.entities([texts[i] for i in idx], self.inference),
@@ -788,8 +820,8 @@ class CachedEntities:
             namespace=self.namespace,
             model=self.name,
             version=cache_version(self.model),
-            encode=encode_json,
-            decode=decode_json,
+            encode=encode,
+            decode=decode,
             stats=self.stats,
             warn=self.warn,
         )
@@ -812,6 +844,7 @@ class TextSentiment:
         self.name, self.version, self.labels = model.name, model.version, model.labels
 
     def predict_proba_texts(self, texts: Sequence[str]) -> np.ndarray:
+        encode, decode = probabilities_codec(len(self.labels))
         rows = cached_compute(
             list(texts),
             lambda idx: self.model.predict_proba_texts(
@@ -821,8 +854,8 @@ class TextSentiment:
             namespace=self.namespace,
             model=self.name,
             version=cache_version(self.model),
-            encode=encode_json,
-            decode=decode_json,
+            encode=encode,
+            decode=decode,
             stats=self.stats,
             warn=self.warn,
         )

@@ -1,32 +1,123 @@
 """One sensor per Kafka topic: new offsets become bounded micro-batch runs of the daily pipeline.
 
-A tick reads watermarks only (never payloads), plans ranges from its cursor
-(`nlp_assets.kernels.messages.plan_ranges`) and emits one RunRequest per range:
-run_key `topic:partition:start-end` (end exclusive), today's (UTC) partition, the range in
-tags, the topic's priority as `dagster/priority`. Dagster stores the new cursor only after the
-runs are submitted, and never starts two runs with the same run_key, so a range is requested
-once. When the broker cannot be reached, the tick is skipped and the cursor stays.
+A tick reads the topic's id and watermarks (never payloads), looks up the runs of the ranges it
+requested earlier (one bounded instance query by their part tags), and plans with
+`nlp_assets.kernels.messages.plan_tick`:
+
+- new ranges: one RunRequest each, run_key `topic:partition:start-end` (end exclusive), today's
+  (UTC) partition, the range in tags, attempt 1, the topic's priority as `dagster/priority`;
+- a range is done only when a run of it succeeded; until then the cursor keeps it (at most
+  `NLP_KAFKA_MAX_OUTSTANDING_RANGES`; past that no new ranges are requested). A range whose run
+  failed for good (no Dagster run retry pending) is requested again after a backoff
+  (`NLP_KAFKA_RANGE_RETRY_BACKOFF_SECONDS`, doubling) as attempt 2, 3... with run key
+  `...:a<attempt>` and the same part and day; past `NLP_KAFKA_RANGE_MAX_ATTEMPTS` in dead-letter
+  mode (TAG_MODE, TAG_FAILURE = the last run's error), where the raw stage sends every message
+  of the range to the dead-letter topic and the quarantine. Failed ranges count in the lag,
+  are listed in the observation (`failed_ranges`, with their runs) and logged as warnings.
+- a recreated topic (a new Kafka topic id, or offsets behind the cursor) starts a new
+  generation read from the low watermarks (policy "restart") or halts (policy "halt").
+
+Dagster stores the new cursor only after the runs are submitted, and never starts two runs with
+the same run_key, so a range attempt is requested once. When the broker cannot be reached, the
+tick is skipped and the cursor stays.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from nlp_assets import metrics, settings
 from nlp_assets.jobs import daily_pipeline_job
-from nlp_assets.kernels.messages import ResetPolicy, TopicCursor, plan_ranges
+from nlp_assets.kernels.messages import (
+    MODE_DEAD_LETTER,
+    TAG_ATTEMPT,
+    TAG_FAILURE,
+    TAG_MODE,
+    Outstanding,
+    RangeRun,
+    ResetPolicy,
+    TopicCursor,
+    failure_tag,
+    plan_tick,
+)
 from nlp_assets.stages.kafka_topics import topic_asset_key
 from resources.kafka import KafkaResource, KafkaUnavailable
 from resources.lake import PART_TAG
 
 TRIGGER_TAG = "nlp/trigger"
 PRIORITY_TAG = "dagster/priority"
+#: Runs read per outstanding range and tick (attempts x Dagster retries; newest first).
+RUNS_PER_RANGE = 16
 
 
 def sensor_name(topic: str) -> str:
     return "kafka_" + "".join(c if c.isalnum() else "_" for c in topic) + "_sensor"
+
+
+def range_runs(
+    instance: dg.DagsterInstance, outstanding: Iterable[Outstanding]
+) -> dict[str, list[RangeRun]]:
+    """The runs of each outstanding range, by part (Dagster's retries, re-executions and every
+    attempt carry the part tag): one query, bounded by RUNS_PER_RANGE per range."""
+    parts = sorted({entry.range.part for entry in outstanding})
+    if not parts:
+        return {}
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={PART_TAG: parts}), limit=len(parts) * RUNS_PER_RANGE
+    )
+    found: dict[str, list[RangeRun]] = {}
+    for record in records:
+        run = record.dagster_run
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            state = "succeeded"
+        elif run.status in NOT_FINISHED_STATUSES:
+            state = "running"
+        elif run.is_complete_and_waiting_to_retry:  # failed, `dagster/will_retry` and no retry yet
+            state = "retrying"
+        else:  # failed for good, or cancelled
+            state = "failed"
+        try:
+            attempt = int(run.tags.get(TAG_ATTEMPT, "1"))
+        except ValueError:
+            attempt = 1
+        found.setdefault(run.tags[PART_TAG], []).append(
+            RangeRun(
+                run_id=run.run_id,
+                state=state,
+                attempt=attempt,
+                created_at=record.create_timestamp.timestamp(),
+                ended_at=record.end_time,
+            )
+        )
+    return found
+
+
+def failure_reason(instance: dg.DagsterInstance, run_id: str | None) -> str:
+    """The error a run failed with: the innermost cause of its run failure (the exception the
+    step raised), else the failure message, else its status."""
+    if run_id is None:
+        return "no run of the range was found"
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1, ascending=False
+    ).records
+    if records:
+        entry = records[0].event_log_entry
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        error = getattr(data, "error", None)
+        if error is not None:
+            while error.cause is not None:
+                error = error.cause
+            return failure_tag(error.message)
+        if entry.message:
+            return failure_tag(entry.message)
+    run = instance.get_run_by_id(run_id)
+    status = run.status.value if run is not None else "deleted"
+    return failure_tag(f"run {run_id} ended {status} without an error message")
 
 
 def build_kafka_sensor(
@@ -35,14 +126,25 @@ def build_kafka_sensor(
     priority: int = 0,
     max_messages_per_run: int | None = None,
     max_runs_per_tick: int | None = None,
+    max_outstanding_ranges: int | None = None,
+    max_range_attempts: int | None = None,
+    range_retry_backoff_seconds: float | None = None,
     on_reset: ResetPolicy = "restart",
     minimum_interval_seconds: int = 30,
     job: dg.UnresolvedAssetJobDefinition = daily_pipeline_job,
-    today=lambda: datetime.now(UTC).date().isoformat(),
+    today: Callable[[], str] = lambda: datetime.now(UTC).date().isoformat(),
+    now: Callable[[], float] = time.time,
 ) -> dg.SensorDefinition:
     """A sensor for one topic; limits default to the `NLP_KAFKA_*` settings."""
     per_run = max_messages_per_run or settings.kafka_max_messages_per_run()
     per_tick = max_runs_per_tick or settings.kafka_max_runs_per_tick()
+    outstanding_limit = max_outstanding_ranges or settings.kafka_max_outstanding_ranges()
+    attempts = max_range_attempts or settings.kafka_range_max_attempts()
+    backoff = (
+        settings.kafka_range_retry_backoff_seconds()
+        if range_retry_backoff_seconds is None
+        else range_retry_backoff_seconds
+    )
 
     @dg.sensor(
         name=sensor_name(topic),
@@ -51,41 +153,58 @@ def build_kafka_sensor(
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=f"Kafka topic {topic}: new offsets become micro-batch runs of today's "
         f"partition, at most {per_run} messages a run and {per_tick} runs a tick (priority "
-        f"{priority}). Cursor: the next offset per partition. A recreated topic: "
-        f"policy '{on_reset}'.",
+        f"{priority}). Cursor: the next offset per partition and the ranges not yet known to "
+        f"have succeeded (at most {outstanding_limit}). A range whose runs failed is requested "
+        f"again after {backoff:g} s (doubling), {attempts} attempts, then once more in "
+        f"dead-letter mode. A recreated topic: policy '{on_reset}'.",
     )
     def kafka_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
         cursor = TopicCursor.from_json(context.cursor)
         try:
+            topic_id = kafka.topic_id(topic)  # before the watermarks (see plan_ranges)
             watermarks = kafka.watermarks(topic)
         except KafkaUnavailable as error:
             return dg.SkipReason(f"broker unreachable, cursor kept: {error}")
         if watermarks is None:
             return dg.SkipReason(f"topic {topic} does not exist (yet); cursor kept")
-        plan = plan_ranges(
+        day = today()
+        plan = plan_tick(
             topic,
             cursor,
             watermarks,
+            range_runs(context.instance, cursor.outstanding),
+            now=now(),
             max_messages_per_run=per_run,
             max_runs=per_tick,
+            max_outstanding=outstanding_limit,
+            max_attempts=attempts,
+            backoff_s=backoff,
             on_reset=on_reset,
+            topic_id=topic_id,
+            day=day,
         )
         for note in plan.notes:
             context.log.warning(note)
-        day = today()
-        requests = [
-            dg.RunRequest(
-                run_key=offsets.run_key,
-                partition_key=day,
-                tags={
-                    **offsets.tags(),
-                    PART_TAG: offsets.part,
-                    TRIGGER_TAG: "kafka",
-                    PRIORITY_TAG: str(priority),
-                },
+        for trouble in plan.troubled:
+            context.log.warning(
+                f"Kafka range {trouble.outstanding.run_key} ({trouble.outstanding.range.size} "
+                f"messages) of {topic}: {trouble.state}; last failed run {trouble.run_id}"
             )
-            for offsets in plan.ranges
-        ]
+        requests = []
+        for entry in plan.requests:
+            tags = {
+                **entry.range.tags(),
+                PART_TAG: entry.range.part,
+                TRIGGER_TAG: "kafka",
+                PRIORITY_TAG: str(priority),
+                TAG_ATTEMPT: str(entry.attempt),
+            }
+            if entry.dead_letter(attempts):
+                tags[TAG_MODE] = MODE_DEAD_LETTER
+                tags[TAG_FAILURE] = failure_reason(context.instance, entry.failed_run)
+            requests.append(
+                dg.RunRequest(run_key=entry.run_key, partition_key=entry.day or day, tags=tags)
+            )
         observation = dg.AssetObservation(
             asset_key=topic_asset_key(topic),
             metadata={
@@ -93,10 +212,16 @@ def build_kafka_sensor(
                 "consumer_lag_by_partition": dg.MetadataValue.json(
                     {str(p): lag for p, lag in sorted(plan.lag.items())}
                 ),
-                "requested_messages": sum(r.size for r in plan.ranges),
-                "requested_runs": len(plan.ranges),
+                "in_flight_messages": plan.in_flight,
+                "outstanding_ranges": len(plan.cursor.outstanding),
+                "failed_ranges": dg.MetadataValue.json(
+                    [trouble.as_metadata(attempts) for trouble in plan.troubled]
+                ),
+                "requested_messages": sum(r.range.size for r in plan.requests),
+                "requested_runs": len(plan.requests),
                 "partitions": len(watermarks),
                 "generation": plan.cursor.generation,
+                "topic_id": plan.cursor.topic_id or "unknown (the broker tells none)",
             },
         )
         metrics.export_consumer_lag(  # Prometheus: nlp_kafka_consumer_lag{topic}
@@ -105,6 +230,7 @@ def build_kafka_sensor(
             asset=topic_asset_key(topic).to_user_string(),
             job=sensor_name(topic),
             warn=context.log.warning,
+            failed_ranges=len(plan.troubled),
         )
         if plan.halted:
             return dg.SensorResult(
@@ -112,18 +238,32 @@ def build_kafka_sensor(
                 cursor=context.cursor,
                 asset_events=[observation],
             )
+        skip = None
+        if not requests:
+            skip = f"no new messages on {topic} (lag {plan.total_lag})"
+            if plan.troubled:
+                skip += "; failed: " + "; ".join(
+                    f"{t.outstanding.run_key} (run {t.run_id}) {t.state}"
+                    + (
+                        f" at {datetime.fromtimestamp(t.retry_at, UTC).isoformat()}"
+                        if t.retry_at
+                        else ""
+                    )
+                    for t in plan.troubled[:5]
+                )
         return dg.SensorResult(
             run_requests=requests,
             cursor=plan.cursor.to_json(),
             asset_events=[observation],
-            skip_reason=None
-            if requests
-            else dg.SkipReason(f"no new messages on {topic} (lag {plan.total_lag})"),
+            skip_reason=dg.SkipReason(skip) if skip else None,
         )
 
     return kafka_sensor
 
 
 kafka_sensors = [
-    build_kafka_sensor(name, priority=priority) for name, priority in settings.kafka_topics()
+    build_kafka_sensor(
+        name, priority=priority, minimum_interval_seconds=settings.kafka_sensor_interval_seconds()
+    )
+    for name, priority in settings.kafka_topics()
 ]

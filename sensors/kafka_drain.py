@@ -97,7 +97,9 @@ def tick_and_run(
     runner: Runner,
 ) -> TickOutcome:
     """One tick, then its runs one after another (one run per day at a time, as dagster.yaml
-    limits); a failed run is reported, not retried (the caller plays Dagster's run retry)."""
+    limits); a failed run is reported, not retried (the caller plays Dagster's run retry).
+    The sensor finds the failed run in the instance at a later tick and requests its range
+    again after the backoff (a new run key, `...:a2`), as under the daemon."""
     outcome = evaluate_tick(sensor, instance=instance, cursor=cursor, definitions=definitions)
     for request in outcome.requests:
         key = request.run_key or ""

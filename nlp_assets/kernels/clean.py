@@ -1,10 +1,15 @@
-"""Stage 2, cleaned text: normalise, strip markup, mask personal data, mark duplicates, language."""
+"""Stage 2, cleaned text: normalise, strip markup, mask personal data, mark duplicates, language.
+
+The personal-data masks (`mask_expr`, `mask_personal_data`) are the one place e-mails, URLs and
+phone numbers are recognised: metadata previews use them too.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -43,6 +48,20 @@ PHONE = (
 )
 INLINE_SPACE = r"[^\S\n]+"
 BLANK_LINES = r"\n\s*\n+"
+# C0/C1 control characters (NUL, ESC, DEL, CSI...) are dropped, except the whitespace ones
+# (\t \n \v \f \r and NEL), which become spaces or line breaks like other whitespace; the
+# information separators \x1c-\x1f (whitespace to Python, not to regex) become spaces.
+CONTROL = r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]"
+SEPARATOR_CONTROL = r"[\x1c-\x1f]"
+# Invisible format characters that split or glue words without showing: soft hyphen, zero
+# width space / non-joiner / joiner, word joiner, byte order mark (zero width no-break space).
+INVISIBLE = r"[\x{00AD}\x{200B}-\x{200D}\x{2060}\x{FEFF}]"
+# ...but a joiner between two pictographs is part of one emoji (a family, a profession): kept.
+EMOJI_JOIN = (
+    r"(\p{Extended_Pictographic}[\x{FE0F}\x{1F3FB}-\x{1F3FF}]?)\x{200D}(\p{Extended_Pictographic})"
+)
+#: Stands for a kept emoji joiner while INVISIBLE runs: NUL, which CONTROL removed before.
+_KEPT_JOINER = "\x00"
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,36 @@ class CleanConfig:
     max_chars: int = 100_000
 
 
+def strip_invisible_expr(text: pl.Expr) -> pl.Expr:
+    """`text` without control characters (whitespace ones aside) and invisible characters."""
+    text = text.str.replace_all(CONTROL, "").str.replace_all(SEPARATOR_CONTROL, " ")
+    for _ in range(2):  # matches cannot overlap: a second pass joins 👩‍👩‍👧's second pair
+        text = text.str.replace_all(EMOJI_JOIN, f"${{1}}{_KEPT_JOINER}${{2}}")
+    return text.str.replace_all(INVISIBLE, "").str.replace_all(_KEPT_JOINER, "\u200d", literal=True)
+
+
+def mask_expr(text: pl.Expr, config: CleanConfig | None = None) -> pl.Expr:
+    """E-mails, URLs and phone numbers in `text` replaced by [EMAIL], [URL], [PHONE] (each as
+    `config` says; all by default)."""
+    config = config or CleanConfig()
+    # e-mails before URLs, or "sam@www.example.com" would leave "sam@" behind
+    if config.mask_emails:
+        text = text.str.replace_all(EMAIL, "[EMAIL]")
+    if config.mask_urls:
+        text = text.str.replace_all(URL, "[URL]")
+    if config.mask_phones:
+        text = text.str.replace_all(PHONE, "[PHONE]")
+    return text
+
+
+def mask_personal_data(texts: Sequence[str]) -> list[str]:
+    """`texts` with every mask on and control/invisible characters removed: for text shown
+    outside the lake (metadata previews), whatever the cleaning configuration."""
+    series = pl.Series("text", list(texts), dtype=pl.String)
+    masked = series.to_frame().select(mask_expr(strip_invisible_expr(pl.col("text"))))
+    return masked["text"].to_list()
+
+
 def _unescape_html(texts: pl.Series) -> pl.Series:
     # Entities (&amp;, &#039;) decoded twice so double-escaped exports come out clean too.
     return texts.map_elements(lambda t: html.unescape(html.unescape(t)), return_dtype=pl.String)
@@ -61,8 +110,10 @@ def _unescape_html(texts: pl.Series) -> pl.Series:
 
 def clean_text_expr(column: str, config: CleanConfig) -> pl.Expr:
     """The whole text normalisation as one polars expression (vectorised, Spark-free)."""
+    # invisible characters go first (a NUL or zero width space inside "<scr\u200bipt>" must not
+    # hide a tag) and again after unescaping, which can produce them (&#8203;, &shy;)
     text = (
-        pl.col(column)
+        strip_invisible_expr(pl.col(column))
         .str.normalize("NFKC")
         .str.replace_all(SCRIPT_STYLE, " ")
         .str.replace_all(BLOCK_TAG, "\n")
@@ -71,13 +122,7 @@ def clean_text_expr(column: str, config: CleanConfig) -> pl.Expr:
         # unescaping can reveal tags that were escaped (&lt;b&gt;): strip those too
         .str.replace_all(TAG, " ")
     )
-    # e-mails before URLs, or "sam@www.example.com" would leave "sam@" behind
-    if config.mask_emails:
-        text = text.str.replace_all(EMAIL, "[EMAIL]")
-    if config.mask_urls:
-        text = text.str.replace_all(URL, "[URL]")
-    if config.mask_phones:
-        text = text.str.replace_all(PHONE, "[PHONE]")
+    text = mask_expr(strip_invisible_expr(text), config)
     return (
         text.str.replace_all(r"\r\n?", "\n")
         .str.replace_all(INLINE_SPACE, " ")

@@ -285,10 +285,32 @@ def _write_exports(frame: pl.DataFrame, folder: Path, name: str) -> list[tuple[s
     return paths
 
 
+#: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV
+#: injection"): `=`, `+`, `-`, `@`, tab, carriage return.
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
 def csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with every list/struct column encoded as a JSON string (null stays null)."""
+    """`frame` for a CSV export: every list/struct column encoded as a JSON string (null stays
+    null), and every text cell that a spreadsheet would run as a formula prefixed with `'`
+    (shown as text, the formula never runs). Numbers stay numbers; Parquet and JSON exports
+    are written from the frame itself and keep the exact values."""
     return frame.with_columns(
         _json_encode(name) for name, dtype in frame.schema.items() if dtype.is_nested()
+    ).with_columns(
+        _neutralise_formula(name)
+        for name, dtype in frame.schema.items()
+        if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+    )
+
+
+def _neutralise_formula(column: str) -> pl.Expr:
+    text = pl.col(column).cast(pl.String)
+    return (
+        pl.when(text.str.contains(FORMULA_START))
+        .then(pl.lit("'") + text)
+        .otherwise(text)
+        .alias(column)
     )
 
 

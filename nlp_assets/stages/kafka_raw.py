@@ -1,15 +1,20 @@
 """The Kafka path of the raw stage: one offset range in, one landed file and one part out.
 
 1. read exactly [start, end) of one partition (assign + seek; no consumer group);
-2. validate each message; dead letters go to `<topic>.dlq` (reason and source coordinates in
-   headers) and to the lake under `quarantine/kafka/<day>/<part>.parquet`;
+2. validate each message; dead letters go first to the lake under
+   `quarantine/kafka/<day>/<part>.parquet` (whole bytes in `raw`), then to `<topic>.dlq` as a
+   copy that fits the broker (reason, source coordinates and that quarantine row in headers;
+   cut and marked when too large). Dead letters never fail the range: a DLQ the broker refuses
+   or cannot be reached is a warning and `dlq_unsent` in the metadata;
 3. land the valid ones as `<landing>/<day>/kafka/<part>.jsonl` (atomic), so a backfill of the
    day reads them from the landing folder without the broker;
 4. parse that file with the landing reader (same doc_ids as a backfill), and quarantine
    doc_ids already present in another part of the day (a producer re-sent the message).
 
 A retried run repeats every step for the same range: the file, the part and the quarantine
-part are overwritten, not added to.
+part are overwritten, not added to. In dead-letter mode (`TAG_MODE`, a range whose runs kept
+failing) every message of the range is a dead letter with the failure as its reason and the
+landed file is empty, so the run's later stages process an empty part.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from nlp_assets.kernels.messages import (
     DLQ_STAGE,
     KAFKA_LANDING_DIR,
     OffsetRange,
+    SplitMessages,
     dead_letter_frame,
+    dead_letter_mode_reason,
     landing_jsonl,
     split_messages,
 )
-from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA
+from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA, quarantine_docs
+from nlp_assets.lake import QUARANTINE
 from resources.folders import DayFolder
 from resources.kafka import KafkaResource
 from resources.lake import PART_TAG, LakeResource
@@ -75,35 +83,50 @@ def read_kafka_range(
             f"Kafka range {offsets.run_key} writes part {offsets.part!r}",
         )
     messages = kafka.read_range(offsets)
-    split = split_messages(messages, max_bytes=kafka.max_message_bytes)
+    dlq_topic = kafka.dead_letter_topic(offsets.topic)
+    failed_range = dead_letter_mode_reason(context.run.tags)
+    if failed_range is None:
+        split = split_messages(messages, max_bytes=kafka.max_message_bytes)
+    else:
+        split = SplitMessages(records=[], dead_letters=[(m, failed_range) for m in messages])
+        context.log.warning(
+            f"{offsets.run_key}: dead-letter mode, all {len(messages)} messages go to "
+            f"{dlq_topic} and the lake quarantine: {failed_range}"
+        )
 
     landing_file = landing.day_dir(day_key) / KAFKA_LANDING_DIR / f"{offsets.part}.jsonl"
     relative = landing_file.relative_to(landing.path).as_posix()
-    sent = kafka.send_dead_letters(split.dead_letters)
     the_lake = lake.lake()
     dead = dead_letter_frame(split.dead_letters, day=day, landing_file=relative)
-    the_lake.write_quarantine(DLQ_STAGE, day_key, dead, offsets.part)
+    the_lake.write_quarantine(DLQ_STAGE, day_key, dead, offsets.part)  # first: whole bytes
+    # the lake part (not its current file, which a retry replaces): Lake.read_part reads it
+    kept = the_lake.day_dir(f"{QUARANTINE}/{DLQ_STAGE}", day_key) / offsets.part
+    delivery = kafka.send_dead_letters(split.dead_letters, quarantine=str(kept))
+    if delivery.unsent:
+        context.log.warning(
+            f"{offsets.run_key}: {delivery.unsent} of {len(split.dead_letters)} dead letters "
+            f"not sent to {dlq_topic} (the lake quarantine {kept} holds them): "
+            + "; ".join(delivery.errors)
+        )
     _write_atomic(landing_file, landing_jsonl(split.records))
 
     parsed = read_landing_files([landing_file], day=day, root=landing.path)
-    other_ids: set[str] = set()
-    for path in the_lake.parts(RAW_ASSET, day_key):
-        if path.stem != offsets.part:
-            with path.open("rb") as handle:
-                other_ids |= set(pl.read_parquet(handle, columns=["doc_id"])["doc_id"])
+    other_ids: set[str] = set()  # one generation of the day (Lake.read_parts), never a mix
+    for part, frame in the_lake.read_parts(RAW_ASSET, day_key, columns=["doc_id"]).items():
+        if part != offsets.part:
+            other_ids |= set(frame["doc_id"])
     repeated = cross_part_duplicates(parsed.docs, other_ids)
     docs = parsed.docs.filter(~repeated)
-    duplicates = parsed.docs.filter(repeated).select(
-        pl.lit(RAW_ASSET).alias("stage"),
-        pl.col("ingest_date"),
-        pl.col("doc_id"),
-        pl.col("file"),
-        pl.lit(None, pl.String).alias("location"),
-        pl.lit("duplicate doc_id: already in another part of the day").alias("reason"),
-        pl.col("text").alias("payload"),
+    duplicates = quarantine_docs(
+        parsed.docs.filter(repeated),
+        stage=RAW_ASSET,
+        day=day,
+        reason="duplicate doc_id: already in another part of the day",
     )
-    quarantine = pl.concat(
-        [parsed.quarantine.cast(QUARANTINE_SCHEMA), duplicates.cast(QUARANTINE_SCHEMA)]  # type: ignore[arg-type]
+    quarantine = (
+        pl.concat([parsed.quarantine, duplicates], how="diagonal_relaxed")
+        .select(list(QUARANTINE_SCHEMA))
+        .cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
     )
     if len(messages) != offsets.size:
         context.log.info(
@@ -116,8 +139,11 @@ def read_kafka_range(
         metadata={
             "kafka_range": offsets.run_key,
             "messages": len(messages),
-            "dlq_messages": sent,
-            "dlq_topic": kafka.dead_letter_topic(offsets.topic),
+            "dead_letters": len(split.dead_letters),
+            "dlq_messages": delivery.sent,
+            "dlq_unsent": delivery.unsent,
+            "dlq_topic": dlq_topic,
+            "dead_letter_mode": failed_range is not None,
             "duplicates_across_parts": duplicates.height,
             "landing_file": dg.MetadataValue.path(str(landing_file)),
         },

@@ -44,13 +44,12 @@ def _load(
         for day in days:  # one transaction per day (or part)
             common = {"day": day, "run_id": context.run.run_id, "schema": warehouse.schema_name}
             if part == DAY_PART:
-                parts = {path.stem: path for path in lake.parts(spec.asset, day)}
-                if not parts:
+                frames = lake.read_parts(spec.asset, day)  # one generation of the day
+                if not frames:
                     raise dg.Failure(
                         f"{spec.asset} has no data for {day} in the lake: materialise it first",
                         allow_retries=False,
                     )
-                frames = {name: lake.read_part(spec.asset, day, name) for name in parts}
                 rows += replace_day(conn, spec, frames, **common)
             else:
                 frame = lake.read_part(spec.asset, day, part)

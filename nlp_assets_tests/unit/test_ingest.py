@@ -452,14 +452,14 @@ def test_file_failing_part_way_is_quarantined_whole_without_its_earlier_records(
 ) -> None:
     write_jsonl(day_dir / "flaky.jsonl", [{"id": "1", "text": "read before the failure"}])
     write_jsonl(day_dir / "steady.jsonl", [{"id": "2", "text": "unaffected"}])
-    real_file_records = ingest._file_records
+    real_file_items = ingest._file_items
 
-    def failing_after_first_record(path: Path, relative: str):
-        yield from real_file_records(path, relative)
+    def failing_after_first_record(handle, path: Path, relative: str, caps):
+        yield from real_file_items(handle, path, relative, caps)
         if path.name == "flaky.jsonl":
             raise OSError("disk went away")
 
-    monkeypatch.setattr(ingest, "_file_records", failing_after_first_record)
+    monkeypatch.setattr(ingest, "_file_items", failing_after_first_record)
 
     result = read_landing_day(landing, DAY)
 
@@ -500,15 +500,6 @@ def test_upper_case_suffixes_are_read_as_their_format(landing: Path, day_dir: Pa
         "from an upper-case CSV",
         "from an upper-case Parquet",
     ]
-
-
-def test_read_landing_files_names_files_outside_the_root_by_full_path(tmp_path: Path) -> None:
-    elsewhere = write_jsonl(tmp_path / "loose.jsonl", [{"id": "1", "text": "loose"}])
-
-    result = read_landing_files([elsewhere], day=DAY, root=tmp_path / "landing")
-
-    assert result.docs["file"].to_list() == [str(elsewhere)]
-    assert result.docs["ingest_date"].to_list() == [DAY]
 
 
 # --- text encodings -------------------------------------------------------------------------
@@ -666,3 +657,462 @@ def test_boolean_id_is_refused(landing: Path, day_dir: Path) -> None:
     result = read_landing_day(landing, DAY)
     assert result.docs.height == 0
     assert "field 'id'" in only_row(result.quarantine)["reason"]
+
+
+# --- issue 11: hostile landing files --------------------------------------------------------
+
+
+def test_csv_row_with_an_unterminated_quote_is_one_quarantined_row_and_the_rest_loads(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "survey.csv").write_bytes(
+        b"id,text\n"
+        b"1,before the broken row\n"
+        b'2,"the quote is never closed\n'
+        b"3,after the broken row\n"
+        b'4,"quoted, with a comma"\n'
+        b'5,"two\nlines"\n'
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert dict(zip(result.docs["source_id"], result.docs["text"], strict=True)) == {
+        "1": "before the broken row",
+        "3": "after the broken row",
+        "4": "quoted, with a comma",
+        "5": "two\nlines",
+    }
+    row = only_row(result.quarantine)
+    assert (row["file"], row["location"]) == ("2024-05-01/survey.csv", "line 3")
+    assert row["reason"].startswith("malformed CSV row: unterminated quote")
+    assert row["raw"] == b'2,"the quote is never closed'
+    assert row["raw_size"] == len(row["raw"])
+    assert row["payload"] == '2,"the quote is never closed'
+
+
+def test_csv_quote_left_open_at_the_end_of_the_file_keeps_every_earlier_row(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "tail.csv").write_bytes(b'id,text\n1,one\n2,two\n3,"open to the end\n4,four\n')
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["source_id"].to_list() == ["1", "2", "4"]
+    row = only_row(result.quarantine)
+    assert row["location"] == "line 4"
+    assert "unterminated quote" in row["reason"]
+    assert row["raw"] == b'3,"open to the end'
+
+
+def test_csv_row_with_a_wrong_number_of_fields_is_one_quarantined_row(
+    landing: Path, day_dir: Path
+) -> None:
+    (day_dir / "wide.csv").write_bytes(b"id,text\n1,fine\n2,too,many,fields\n3\n4,also fine\n")
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["source_id"].to_list() == ["1", "4"]
+    rows = result.quarantine.sort("location").iter_rows(named=True)
+    assert [(r["location"], r["reason"], r["raw"]) for r in rows] == [
+        ("line 3", "row has 4 fields, the header has 2", b"2,too,many,fields"),
+        ("line 4", "row has 1 fields, the header has 2", b"3"),
+    ]
+
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"id": "d", "text": "t", "metadata": {"deep": ' + DEEP + "}}", "RecursionError"),
+        ('{"id": "n", "text": "t", "count": ' + "9" * 5_000 + "}", "ValueError"),
+        ('{"id": "o", "text": "t", "timestamp": ' + "9" * 400 + "}", "invalid timestamp"),
+        ('{"id": "s", "text": "lone \\ud800 surrogate"}', "field 'text' is not valid Unicode"),
+        ('{"id": "\\udfff", "text": "t"}', "field 'id' is not valid Unicode"),
+        ('{"id": "k", "text": "t", "source": "\\ud83d"}', "field 'source' is not valid Unicode"),
+    ],
+    ids=["deep", "5,000 digits", "overflow", "surrogate", "surrogate id", "surrogate source"],
+)
+def test_a_jsonl_record_that_blows_up_the_parser_is_quarantined_alone(
+    landing: Path, day_dir: Path, line: str, reason: str
+) -> None:
+    write_jsonl(day_dir / "a.jsonl", [{"id": "ok", "text": "fine"}, line])
+    (day_dir / "b.csv").write_text("id,text\nc,the next file loads too\n", encoding="utf-8")
+
+    result = read_landing_day(landing, DAY)
+
+    assert sorted(result.docs["source_id"].to_list()) == ["c", "ok"]
+    row = only_row(result.quarantine)
+    assert reason in row["reason"]
+    assert row["location"] == "line 2"
+    assert row["raw"] == line.encode()  # the bytes as they arrived
+    assert len(row["reason"]) <= 500
+
+
+def test_nul_bytes_and_odd_encodings_in_a_csv_are_per_row(landing: Path, day_dir: Path) -> None:
+    (day_dir / "odd.csv").write_bytes(
+        b"id,text\n1,with a \x00 NUL\n2,caf\xe9 in Latin-1\n3,\xef\xbb\xbfplain\n"
+    )
+
+    result = read_landing_day(landing, DAY)
+
+    assert dict(zip(result.docs["source_id"], result.docs["text"], strict=True)) == {
+        "1": "with a \x00 NUL",  # kept as it came: the cleaning stage decides about NUL
+        "3": "\ufeffplain",
+    }
+    row = only_row(result.quarantine)
+    assert (row["location"], row["reason"]) == ("line 3", "row is not valid UTF-8")
+    assert row["raw"] == b"2,caf\xe9 in Latin-1"
+
+
+def test_a_parquet_row_python_cannot_hold_is_quarantined_alone(
+    landing: Path, day_dir: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "text": ["before", "year 11,476", "after"],
+            # 300 billion seconds: year 11476, past what a Python datetime holds
+            "timestamp": pa.array([1_714_557_600, 300_000_000_000, None], pa.timestamp("s")),
+        }
+    )
+    pq.write_table(table, day_dir / "far.parquet")
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["source_id"].to_list() == ["a", "c"]
+    assert result.docs["event_time"].to_list() == [MAY_1_10H, None]
+    row = only_row(result.quarantine)
+    assert row["location"] == "row 2"
+    assert row["reason"].startswith("cannot parse record: ")
+
+
+def test_symbolic_links_are_refused_and_their_targets_never_read(
+    tmp_path: Path, landing: Path, day_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NLP_TEST_SECRET", "hunter2-secret")
+    secret = tmp_path / "outside" / "secret.jsonl"
+    secret.parent.mkdir()
+    write_jsonl(secret, [{"id": "s", "text": "hunter2-secret from outside"}])
+    (day_dir / "environ.txt").symlink_to("/proc/self/environ")
+    (day_dir / "secret.jsonl").symlink_to(secret)
+    (day_dir / "linked_folder").symlink_to(secret.parent, target_is_directory=True)
+    (day_dir / "real").mkdir()
+    write_jsonl(day_dir / "real" / "ok.jsonl", [{"id": "1", "text": "a real file"}])
+    (day_dir / "real" / "inside.jsonl").symlink_to(day_dir / "real" / "ok.jsonl")
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["text"].to_list() == ["a real file"]
+    refused = {row["file"]: row for row in result.quarantine.iter_rows(named=True)}
+    assert set(refused) == {
+        "2024-05-01/environ.txt",
+        "2024-05-01/secret.jsonl",
+        "2024-05-01/linked_folder",
+        "2024-05-01/real/inside.jsonl",
+    }
+    assert (
+        "symbolic link to '/proc/self/environ': not followed"
+        in (refused["2024-05-01/environ.txt"]["reason"])
+    )
+    for row in refused.values():
+        assert row["reason"].startswith("symbolic link to "), row
+        assert (row["location"], row["payload"], row["raw"]) == ("file", None, None)
+    assert "hunter2" not in str(result.docs.to_dicts()) + str(result.quarantine.to_dicts())
+
+
+def test_a_fifo_is_refused_without_blocking_and_a_file_outside_the_day_is_not_read(
+    tmp_path: Path, landing: Path, day_dir: Path
+) -> None:
+    os.mkfifo(day_dir / "pipe.jsonl")
+    elsewhere = write_jsonl(tmp_path / "loose.jsonl", [{"id": "1", "text": "loose"}])
+    sneaky = day_dir / ".." / ".." / "loose.jsonl"
+
+    result = read_landing_files([day_dir / "pipe.jsonl", elsewhere, sneaky], day=DAY, root=landing)
+
+    assert result.docs.height == 0
+    assert result.files_read == 0
+    reasons = dict(zip(result.quarantine["file"], result.quarantine["reason"], strict=True))
+    assert reasons == {
+        "2024-05-01/pipe.jsonl": "not a regular file (fifo): not read",
+        str(elsewhere): "outside the day folder 2024-05-01: not read",
+        str(sneaky): "outside the day folder 2024-05-01: not read",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1722082021420", datetime(2024, 7, 27, 12, 7, 1, 420_000, tzinfo=UTC)),  # not 1722-08-20
+        ("20240501", datetime(1970, 8, 23, 6, 21, 41, tzinfo=UTC)),  # epoch seconds, not ISO
+        (" 1714557600.5 ", MAY_1_10H + timedelta(milliseconds=500)),
+    ],
+)
+def test_digit_only_timestamps_are_epochs_never_iso(value: str, expected: datetime) -> None:
+    assert parse_event_time(value) == expected
+
+
+def test_epoch_milliseconds_in_a_csv_are_not_read_as_a_year(landing: Path, day_dir: Path) -> None:
+    (day_dir / "export.csv").write_text("id,text,timestamp\n1,t,1722082021420\n")
+
+    doc = only_row(read_landing_day(landing, DAY).docs)
+
+    assert doc["event_time"] == datetime(2024, 7, 27, 12, 7, 1, 420_000, tzinfo=UTC)
+
+
+# --- size caps, before parsing ---------------------------------------------------------------
+
+
+@pytest.fixture
+def small_caps() -> ingest.IngestCaps:
+    return ingest.IngestCaps(file_bytes=10_000, record_bytes=100)
+
+
+def test_a_jsonl_line_over_the_cap_is_quarantined_cut_to_the_cap(
+    landing: Path, day_dir: Path, small_caps: ingest.IngestCaps
+) -> None:
+    long_line = json.dumps({"id": "big", "text": "x" * 500})
+    write_jsonl(
+        day_dir / "a.jsonl", [{"id": "1", "text": "short"}, long_line, {"id": "3", "text": "ok"}]
+    )
+
+    result = read_landing_day(landing, DAY, caps=small_caps)
+
+    assert result.docs["source_id"].to_list() == ["1", "3"]
+    row = only_row(result.quarantine)
+    assert row["location"] == "line 2"
+    assert row["reason"] == f"line of {len(long_line)} bytes is over the cap of 100 bytes"
+    assert row["raw"] == long_line.encode()[:100]
+    assert row["raw_size"] == len(long_line)
+
+
+def test_caps_come_from_the_environment(
+    landing: Path, day_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NLP_INGEST_MAX_RECORD_BYTES", "64")
+    monkeypatch.setenv("NLP_INGEST_MAX_FILE_BYTES", "1000")
+    line = json.dumps({"id": "1", "text": "y" * 100})
+    write_jsonl(day_dir / "a.jsonl", [line])
+    (day_dir / "b.txt").write_text("z" * 2_000)
+
+    reasons = sorted(read_landing_day(landing, DAY).quarantine["reason"])
+
+    assert reasons == [
+        "file of 2000 bytes is over the cap of 1000 bytes",
+        f"line of {len(line)} bytes is over the cap of 64 bytes",
+    ]
+
+
+def test_files_over_the_file_cap_are_one_quarantine_row_each_whatever_the_format(
+    landing: Path, day_dir: Path
+) -> None:
+    caps = ingest.IngestCaps(file_bytes=2_000, record_bytes=1_000)
+    write_jsonl(day_dir / "a.jsonl", [{"id": str(n), "text": "t" * 50} for n in range(100)])
+    (day_dir / "b.csv").write_text("id,text\n" + "".join(f"{n},{'c' * 50}\n" for n in range(100)))
+    pl.DataFrame(
+        {"id": list(range(1000)), "text": [f"row {n}" for n in range(1000)]}
+    ).write_parquet(day_dir / "c.parquet", compression="uncompressed")
+    (day_dir / "d.txt").write_text("fits")
+
+    result = read_landing_day(landing, DAY, caps=caps)
+
+    assert result.docs["text"].to_list() == ["fits"]
+    assert result.quarantine["location"].to_list() == ["file"] * 3
+    for row in result.quarantine.iter_rows(named=True):
+        size = (landing / row["file"]).stat().st_size
+        assert row["reason"] == f"file of {size} bytes is over the cap of 2000 bytes"
+        assert row["raw_size"] == size
+        assert row["raw"] == (landing / row["file"]).read_bytes()[:1_000]
+
+
+def test_csv_rows_parquet_cells_and_txt_files_over_the_record_cap_are_quarantined(
+    landing: Path, day_dir: Path, small_caps: ingest.IngestCaps
+) -> None:
+    (day_dir / "a.csv").write_text(f'id,text\n1,ok\n2,"{"w" * 300}"\n3,ok too\n')
+    pl.DataFrame({"id": ["p1", "p2"], "text": ["ok", "v" * 300]}).write_parquet(
+        day_dir / "b.parquet"
+    )
+    (day_dir / "c.txt").write_text("u" * 300)
+
+    result = read_landing_day(landing, DAY, caps=small_caps)
+
+    assert sorted(result.docs["source_id"].to_list()) == ["1", "3", "p1"]
+    rows = {row["file"]: row for row in result.quarantine.iter_rows(named=True)}
+    csv_row = rows["2024-05-01/a.csv"]
+    assert (csv_row["location"], csv_row["raw_size"]) == ("line 3", 304)
+    assert csv_row["reason"] == "line of 304 bytes is over the cap of 100 bytes"
+    assert csv_row["raw"] == f'2,"{"w" * 300}"'.encode()[:100]
+    cell = rows["2024-05-01/b.parquet"]
+    assert (cell["location"], cell["reason"]) == (
+        "row 2",
+        "cell 'text' of 300 bytes is over the cap of 100 bytes",
+    )
+    assert (cell["raw"], cell["raw_size"]) == (b"v" * 100, 300)
+    txt = rows["2024-05-01/c.txt"]
+    assert (txt["location"], txt["reason"]) == (
+        "file",
+        "file of 300 bytes is over the cap of 100 bytes",
+    )
+
+
+def test_memory_for_a_huge_line_is_bounded_by_the_cap(landing: Path, day_dir: Path) -> None:
+    import tracemalloc
+
+    huge = 40 * 1024 * 1024
+    with (day_dir / "huge.jsonl").open("wb") as handle:
+        handle.write(b'{"id": "1", "text": "small"}\n{"id": "2", "text": "')
+        handle.write(b"h" * huge)
+        handle.write(b'"}\n{"id": "3", "text": "small too"}\n')
+    caps = ingest.IngestCaps(file_bytes=100 * 1024 * 1024, record_bytes=1024 * 1024)
+
+    tracemalloc.start()
+    try:
+        result = read_landing_day(landing, DAY, caps=caps)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result.docs["source_id"].to_list() == ["1", "3"]
+    assert only_row(result.quarantine)["raw_size"] == huge + len('{"id": "2", "text": "') + 2
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a 1 MiB cap"
+
+
+# --- one contract for blank text ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   ", " \t\n\r ", "\u3000\u00a0\u2028", "\u200b\u200d\ufeff\u00ad", "\x00 \x00"]
+)
+def test_normalise_record_refuses_empty_whitespace_or_invisible_text(text: str) -> None:
+    with pytest.raises(RecordError, match=r"^field 'text' is empty or whitespace only$"):
+        ingest.normalise_record({"id": "1", "text": text}, default_source="s")
+
+
+def test_blank_texts_are_quarantined_in_every_format(landing: Path, day_dir: Path) -> None:
+    write_jsonl(day_dir / "a.jsonl", [{"id": "j", "text": " \u200b "}, {"id": "ok", "text": "x"}])
+    (day_dir / "b.csv").write_text('id,text\nc,"  "\n', encoding="utf-8")
+    pl.DataFrame({"id": ["p"], "text": ["\t"]}).write_parquet(day_dir / "c.parquet")
+    (day_dir / "d.txt").write_text("\n\n  \n")
+
+    result = read_landing_day(landing, DAY)
+
+    assert result.docs["source_id"].to_list() == ["ok"]
+    assert result.quarantine.height == 4
+    assert set(result.quarantine["reason"]) == {"field 'text' is empty or whitespace only"}
+
+
+def test_a_quoted_csv_cell_of_many_lines_over_the_cap_is_one_row_not_many(
+    landing: Path, day_dir: Path, small_caps: ingest.IngestCaps
+) -> None:
+    cell = "\n".join(['a line of a long quoted cell, with ""quotes"" inside'] * 10)
+    row = f'2,"{cell}"'
+    (day_dir / "long.csv").write_text(f"id,text\n1,ok\n{row}\n3,ok too\n")
+
+    result = read_landing_day(landing, DAY, caps=small_caps)
+
+    assert result.docs["source_id"].to_list() == ["1", "3"]
+    quarantined = only_row(result.quarantine)
+    assert quarantined["location"] == "line 3"
+    assert quarantined["reason"] == f"row of {len(row)} bytes is over the cap of 100 bytes"
+    assert (quarantined["raw"], quarantined["raw_size"]) == (row.encode()[:100], len(row))
+
+
+def test_an_unterminated_quote_followed_by_more_than_the_cap_loses_only_its_line(
+    landing: Path, day_dir: Path, small_caps: ingest.IngestCaps
+) -> None:
+    plain = "".join(f"{n},plain row number {n} without any quote\n" for n in range(2, 9))
+    (day_dir / "late.csv").write_text(
+        f'id,text\n1,"broken\n{plain}9,"multi\nline"\n10,ok\n', encoding="utf-8"
+    )
+
+    result = read_landing_day(landing, DAY, caps=small_caps)
+
+    assert result.docs["source_id"].to_list() == [str(n) for n in range(2, 11)]
+    assert result.docs.filter(pl.col("source_id") == "9")["text"].item() == "multi\nline"
+    row = only_row(result.quarantine)
+    assert (row["location"], row["raw"]) == ("line 2", b'1,"broken')
+    assert row["reason"].startswith("malformed CSV row: unterminated quote")
+
+
+def test_an_unterminated_quote_whose_row_passes_the_cap_on_a_quoted_line_loses_only_its_line(
+    landing: Path, day_dir: Path, small_caps: ingest.IngestCaps
+) -> None:
+    """Found by the property suite: the line that passes the cap opens a quoted cell; the open
+    quote before it must not be taken as closed there."""
+    quoted = "3,\"a quoted cell long enough to pass the cap of this test's CSV rows"
+    (day_dir / "q.csv").write_text(
+        f'id,text\n1,"broken\n2,{"p" * 50}\n{quoted}\non two lines"\n', encoding="utf-8"
+    )
+
+    result = read_landing_day(landing, DAY, caps=small_caps)
+
+    assert result.docs["source_id"].to_list() == ["2", "3"]
+    assert result.docs["text"][1] == quoted[3:] + "\non two lines"
+    row = only_row(result.quarantine)
+    assert (row["location"], row["raw"]) == ("line 2", b'1,"broken')
+
+
+def test_an_unterminated_quote_before_a_quoted_cell_past_the_cut_of_a_long_line(
+    landing: Path, day_dir: Path, small_caps: ingest.IngestCaps
+) -> None:
+    """Found by the property suite: the quote that shows the broken row is broken lies past the
+    cap on an over-long line, so the check reads it from the whole line, not the cut."""
+    (day_dir / "q.csv").write_text(
+        f'id,text\n1,"broken\n2,{"é" * 150},"x\nstill the cell"\n3,ok\n', encoding="utf-8"
+    )
+
+    result = read_landing_day(landing, DAY, caps=small_caps)
+
+    assert result.docs["source_id"].to_list() == ["3"]
+    assert result.quarantine.sort("location")[["location", "reason"]].rows() == [
+        ("line 2", "malformed CSV row: unterminated quote (the row passes the cap of 100 bytes)"),
+        ("line 3", "row of 321 bytes is over the cap of 100 bytes"),
+    ]
+
+
+def test_a_parquet_row_group_over_the_file_cap_is_not_read_and_each_row_is_quarantined(
+    landing: Path, day_dir: Path
+) -> None:
+    """A small file can hold a huge row group (compression): its size uncompressed counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["1", "2", "3", "4"], "text": ["a", "b", "x" * 3_000, "y" * 3_000]})
+    pq.write_table(
+        table, day_dir / "zip.parquet", row_group_size=2, compression="zstd", write_statistics=False
+    )
+    caps = ingest.IngestCaps(file_bytes=5_000, record_bytes=4_000)
+    assert (day_dir / "zip.parquet").stat().st_size < caps.file_bytes
+
+    result = read_landing_day(landing, DAY, caps=caps)
+
+    assert result.docs["source_id"].to_list() == ["1", "2"]
+    assert result.quarantine["location"].to_list() == ["row 3", "row 4"]
+    for reason in result.quarantine["reason"]:
+        assert reason.startswith("row group 1 of ")
+        assert reason.endswith(" bytes is over the cap of 5000 bytes")
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [({"n": 10**5_000}, "ValueError"), ({"deep": _nested(100_000)}, "RecursionError")],
+    ids=["5,000-digit integer", "nested 100,000 deep"],
+)
+def test_normalise_record_refuses_metadata_json_cannot_write_with_a_record_error(
+    metadata: dict, error: str
+) -> None:
+    """What json.dumps raises for one record's metadata is that record's RecordError (the one
+    exception Kafka validation and the landing reader catch), never anything else."""
+    with pytest.raises(RecordError, match=f"^invalid record: {error}: "):
+        ingest.normalise_record({"id": "1", "text": "t", "metadata": metadata}, default_source="s")

@@ -300,3 +300,49 @@ def test_top_entities_count_named_things_not_numbers() -> None:
     )
     counts = entity_counts(frame)
     assert counts.rows() == [("Acme", "ORG", 2)]
+
+
+# --- CSV formula injection (OWASP "CSV injection") ------------------------------------------
+
+HOSTILE = [
+    '=HYPERLINK("http://evil.example","click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised(
+    tmp_path: Path, predictions: pl.DataFrame, aggregates: pl.DataFrame
+) -> None:
+    hostile = predictions.head(len(HOSTILE)).with_columns(
+        pl.Series("source", HOSTILE),
+        pl.Series("doc_id", [f"={i}" for i in range(len(HOSTILE))]),
+        pl.Series("entities", [[entity(text, "ORG")] for text in HOSTILE]),
+        pl.Series("sentiment_score", [-0.5] * len(HOSTILE)),  # a number stays a number
+    )
+    write_report(DAY, hostile, aggregates, tmp_path)
+    exports = tmp_path / "exports"
+
+    csv = pl.read_csv(exports / "predictions.csv", infer_schema=False)
+    assert csv["source"].to_list() == [f"'{text}" for text in HOSTILE]
+    assert csv["doc_id"].to_list() == [f"'={i}" for i in range(len(HOSTILE))]
+    text_columns = [name for name, dtype in hostile.schema.items() if dtype == pl.String]
+    for column in text_columns:  # no text cell of any column starts like a formula
+        assert not any(cell and cell[0] in "=+-@\t\r" for cell in csv[column] if cell), column
+    assert csv["sentiment_score"].to_list() == ["-0.5"] * len(HOSTILE)
+    # nested values stay JSON (a JSON array never starts like a formula) and round-trip
+    assert [json.loads(cell) for cell in csv["entities"]] == hostile["entities"].to_list()
+    # Parquet and JSON exports keep the exact values
+    assert pl.read_parquet(exports / "predictions.parquet").equals(hostile)
+    records = json.loads((exports / "predictions.json").read_text(encoding="utf-8"))
+    assert [r["source"] for r in records] == HOSTILE
+
+
+def test_csv_leaves_ordinary_text_alone() -> None:
+    from nlp_assets.kernels.report import csv_ready
+
+    frame = pl.DataFrame({"text": ["plain", "a=b", "x-1", "'quoted", "", None, " =1"]})
+    assert csv_ready(frame)["text"].to_list() == frame["text"].to_list()

@@ -1,0 +1,127 @@
+"""Who is calling: an API key or a JWT bearer from the organisation's OIDC provider.
+
+Both arrive as ``Authorization: Bearer <token>`` (an API key may also come as ``X-API-Key``).
+Tokens shaped like our keys (``nlp_...``) are looked up in the key store; anything else is
+verified as a JWT (signature by JWKS URL or PEM public key, ``exp``, ``iss``, ``aud``).
+
+Roles are ranked: reader < submitter < operator; an endpoint names the least role it needs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from nlp_assets.api.config import ROLES, ApiSettings
+from nlp_assets.api.keys import TOKEN_PREFIX, KeyStore
+
+RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+
+class AuthError(Exception):
+    """401: no credential, or one that is not valid (the message says which)."""
+
+
+class Forbidden(Exception):
+    """403: a valid credential whose role does not reach the endpoint."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str  # "key:<key id>" or "jwt:<sub>": the rate-limit bucket and the log name
+    role: str
+    kind: str  # "key" or "jwt"
+
+
+def require(principal: Principal, role: str) -> None:
+    if RANK[principal.role] < RANK[role]:
+        raise Forbidden(
+            f"this endpoint needs role '{role}' or above; your credential has '{principal.role}'"
+        )
+
+
+class Authenticator:
+    def __init__(self, config: ApiSettings, keys: KeyStore):
+        self.config = config
+        self.keys = keys
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+        self._jwks = jwt.PyJWKClient(config.jwt_jwks_url) if config.jwt_jwks_url else None
+
+    def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        token = api_key
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise AuthError("Authorization must be 'Bearer <API key or JWT>'")
+            token = value.strip()
+        if not token:
+            raise AuthError(
+                "no credential: send 'Authorization: Bearer <API key or JWT>' "
+                "(create a key with `nlp keys create`)"
+            )
+        if token.startswith(TOKEN_PREFIX):
+            return self._api_key(token)
+        return self._jwt(token)
+
+    def _api_key(self, token: str) -> Principal:
+        now = time.monotonic()
+        ttl = self.config.key_cache_seconds
+        if ttl > 0:
+            with self._lock:
+                hit = self._cache.get(token)
+            if hit is not None and now - hit[0] < ttl:
+                principal = hit[1]
+                if principal is None:
+                    raise AuthError("invalid or revoked API key")
+                return principal
+        key = self.keys.verify(token)
+        principal = Principal(f"key:{key.key_id}", key.role, "key") if key and key.active else None
+        if ttl > 0:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[token] = (now, principal)
+        if principal is None:
+            raise AuthError("invalid or revoked API key")
+        return principal
+
+    def _jwt(self, token: str) -> Principal:
+        config = self.config
+        if not config.jwt_configured:
+            raise AuthError("not an API key, and JWT bearers are not configured on this server")
+        try:
+            if self._jwks is not None:
+                key = self._jwks.get_signing_key_from_jwt(token).key
+            else:
+                key = config.jwt_public_key
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(config.jwt_algorithms),
+                audience=config.jwt_audience,
+                issuer=config.jwt_issuer,
+                options={"require": ["exp", "sub"]},
+                leeway=30,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("JWT expired: get a new token from your identity provider") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(f"JWT audience is not {config.jwt_audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(f"JWT issuer is not {config.jwt_issuer!r}") from None
+        except (jwt.PyJWTError, ValueError) as error:
+            raise AuthError(f"invalid JWT: {error}") from None
+        granted = claims.get(config.jwt_roles_claim) or []
+        if isinstance(granted, str):
+            granted = granted.split()
+        known = [role for role in granted if role in RANK] if isinstance(granted, list) else []
+        if not known:
+            raise Forbidden(
+                f"JWT has no role in claim {config.jwt_roles_claim!r} (one of {', '.join(ROLES)})"
+            )
+        role = max(known, key=RANK.__getitem__)
+        return Principal(f"jwt:{claims['sub']}", role, "jwt")

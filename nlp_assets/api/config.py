@@ -1,0 +1,123 @@
+"""The API's settings, read once from environment variables (docs/api.md lists them).
+
+Secrets (DATABASE_URL, REDIS_URL, a JWT public key) come only from the environment; nothing
+here is ever logged or returned by an endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlp_assets import settings
+
+ROLES = ("reader", "submitter", "operator")
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.getenv(name)
+    try:
+        return int(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.getenv(name)
+    try:
+        return float(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env(name: str) -> str | None:
+    return os.getenv(name) or None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    # caps (413 past them); one record is capped by the raw stage's own Kafka message limit
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch: int = 1_000
+    max_record_bytes: int = field(default_factory=settings.kafka_max_message_bytes)
+    max_page_size: int = 1_000
+    default_source: str = "api"
+    # where accepted documents go
+    landing_dir: str = field(default_factory=settings.landing_dir)
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "nlp-documents"
+    # where results are read
+    lake_dir: str = field(default_factory=settings.lake_dir)
+    reports_dir: str = field(default_factory=settings.reports_dir)
+    database_url: str | None = None
+    warehouse_schema: str = "nlp"
+    lookup_days: int = 7
+    # security
+    keys_schema: str = "nlp_api"
+    keys_file: str = field(default_factory=lambda: str(settings.data_dir() / "api" / "keys.json"))
+    key_cache_seconds: float = 5.0
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    jwt_roles_claim: str = "roles"
+    # rate limits: a token bucket per key (Redis when REDIS_URL is set, else per process)
+    redis_url: str | None = None
+    redis_prefix: str = "nlp:api"
+    rate_per_second: float = 20.0
+    rate_burst: int = 40
+    # backfills
+    dagster_graphql_url: str | None = None
+    dagster_job: str = "daily_pipeline"
+    readiness_timeout_s: float = 2.0
+
+    @property
+    def jwt_configured(self) -> bool:
+        return bool(self.jwt_jwks_url or self.jwt_public_key)
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        public_key = _env("NLP_JWT_PUBLIC_KEY")
+        key_file = _env("NLP_JWT_PUBLIC_KEY_FILE")
+        if key_file and not public_key:
+            public_key = Path(key_file).read_text(encoding="utf-8")
+        topics = settings.kafka_topics()
+        return cls(
+            max_body_bytes=_int("NLP_API_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_batch=_int("NLP_API_MAX_BATCH", cls.max_batch),
+            max_record_bytes=settings.kafka_max_message_bytes(),
+            max_page_size=_int("NLP_API_MAX_PAGE_SIZE", cls.max_page_size),
+            default_source=os.getenv("NLP_API_DEFAULT_SOURCE", cls.default_source),
+            landing_dir=settings.landing_dir(),
+            kafka_bootstrap=_env("KAFKA_BOOTSTRAP_SERVERS"),
+            kafka_topic=os.getenv("NLP_API_KAFKA_TOPIC", topics[0][0] if topics else "nlp"),
+            lake_dir=settings.lake_dir(),
+            reports_dir=settings.reports_dir(),
+            database_url=_env("DATABASE_URL"),
+            warehouse_schema=os.getenv("NLP_WAREHOUSE_SCHEMA", cls.warehouse_schema),
+            lookup_days=_int("NLP_API_LOOKUP_DAYS", cls.lookup_days),
+            keys_schema=os.getenv("NLP_API_KEYS_SCHEMA", cls.keys_schema),
+            keys_file=os.getenv(
+                "NLP_API_KEYS_FILE", str(settings.data_dir() / "api" / "keys.json")
+            ),
+            key_cache_seconds=_float("NLP_API_KEY_CACHE_SECONDS", cls.key_cache_seconds),
+            jwt_issuer=_env("NLP_JWT_ISSUER"),
+            jwt_audience=_env("NLP_JWT_AUDIENCE"),
+            jwt_jwks_url=_env("NLP_JWT_JWKS_URL"),
+            jwt_public_key=public_key,
+            jwt_algorithms=tuple(
+                a.strip()
+                for a in os.getenv("NLP_JWT_ALGORITHMS", "RS256,ES256").split(",")
+                if a.strip()
+            ),
+            jwt_roles_claim=os.getenv("NLP_JWT_ROLES_CLAIM", cls.jwt_roles_claim),
+            redis_url=_env("REDIS_URL"),
+            redis_prefix=os.getenv("NLP_API_REDIS_PREFIX", cls.redis_prefix),
+            rate_per_second=_float("NLP_API_RATE_PER_SECOND", cls.rate_per_second),
+            rate_burst=_int("NLP_API_RATE_BURST", cls.rate_burst),
+            dagster_graphql_url=_env("NLP_DAGSTER_GRAPHQL_URL"),
+            dagster_job=os.getenv("NLP_API_BACKFILL_JOB", cls.dagster_job),
+            readiness_timeout_s=_float("NLP_API_READINESS_TIMEOUT_S", cls.readiness_timeout_s),
+        )

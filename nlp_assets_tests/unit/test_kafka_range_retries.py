@@ -1,0 +1,181 @@
+"""The sensor's bookkeeping of requested ranges as a plain function (`plan_tick`): a range is
+done only when a run of it succeeded; failed ranges are re-requested with backoff, then
+dead-lettered; a recreated topic (new topic id) starts a new generation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nlp_assets.kernels.messages import (
+    FAILURE_TAG_MAX_CHARS,
+    MAX_RETRY_BACKOFF_SECONDS,
+    NO_RUN_GRACE_SECONDS,
+    RETRY_PENDING_GRACE_SECONDS,
+    OffsetRange,
+    Outstanding,
+    RangeRun,
+    TopicCursor,
+    failure_tag,
+    plan_tick,
+    retry_backoff,
+)
+
+TOPIC = "docs"
+T0 = 1_800_000_000.0
+RANGE = OffsetRange(TOPIC, 0, 0, 10)
+
+
+def _tick(cursor: TopicCursor, runs=None, *, now: float, watermarks=None, **kwargs):
+    options = {
+        "max_messages_per_run": 10,
+        "max_runs": 5,
+        "max_outstanding": 10,
+        "max_attempts": 2,
+        "backoff_s": 60.0,
+    } | kwargs
+    return plan_tick(
+        TOPIC, cursor, watermarks or {0: (0, 10)}, runs or {}, now=now, day="2026-11-25", **options
+    )
+
+
+def _cursor(*entries: Outstanding, topic_id: str | None = "id-1") -> TopicCursor:
+    return TopicCursor({0: 10}, 0, topic_id, entries)
+
+
+def _run(run_id: str, state: str, *, attempt: int = 1, ended: float = T0 + 10) -> RangeRun:
+    return RangeRun(run_id, state, attempt, created_at=ended - 5, ended_at=ended)  # type: ignore[arg-type]
+
+
+def test_an_old_cursor_loads_and_the_new_one_round_trips():
+    old = TopicCursor.from_json(json.dumps({"generation": 2, "offsets": {"0": 7}}))
+    assert old == TopicCursor({0: 7}, generation=2)
+    assert old.outstanding == () and old.topic_id is None
+    new = _cursor(Outstanding(RANGE, 3, T0, "run-2", day="2026-11-25"))
+    assert TopicCursor.from_json(new.to_json()) == new
+
+
+def test_new_ranges_are_outstanding_until_a_run_of_them_succeeds():
+    first = _tick(TopicCursor(), now=T0)
+    assert [o.run_key for o in first.requests] == ["docs:0:0-10"]
+    assert first.cursor.outstanding == (Outstanding(RANGE, 1, T0, day="2026-11-25"),)
+    assert first.total_lag == 0 and first.in_flight == 10
+    running = _tick(first.cursor, {RANGE.part: [_run("r1", "running")]}, now=T0 + 9999)
+    assert running.requests == [] and running.cursor.outstanding == first.cursor.outstanding
+    done = _tick(first.cursor, {RANGE.part: [_run("r1", "succeeded")]}, now=T0 + 20)
+    assert done.cursor.outstanding == () and done.in_flight == 0 and done.troubled == []
+
+
+def test_a_failed_range_waits_its_backoff_then_is_requested_as_the_next_attempt():
+    cursor = _cursor(Outstanding(RANGE, 1, T0, day="2026-11-24"))
+    runs = {RANGE.part: [_run("r1", "failed", ended=T0 + 10)]}
+    waiting = _tick(cursor, runs, now=T0 + 69)
+    assert waiting.requests == [] and waiting.total_lag == 10 and waiting.in_flight == 0
+    [trouble] = waiting.troubled
+    assert (trouble.run_id, trouble.failed_at, trouble.retry_at) == ("r1", T0 + 10, T0 + 70)
+    again = _tick(cursor, runs, now=T0 + 70)
+    [request] = again.requests
+    assert request == Outstanding(RANGE, 2, T0 + 70, "r1", day="2026-11-24")  # same day
+    assert request.run_key == "docs:0:0-10:a2" and not request.dead_letter(2)
+    assert again.total_lag == 10  # a range that failed counts until it succeeds
+
+
+def test_past_the_bound_the_range_is_dead_lettered_until_that_succeeds():
+    cursor = _cursor(Outstanding(RANGE, 2, T0, "r1"))
+    runs = {RANGE.part: [_run("r1", "failed", ended=T0 - 50), _run("r2", "failed", attempt=2)]}
+    assert _tick(cursor, runs, now=T0 + 10 + 119).requests == []  # backoff doubled: 120 s
+    [dead] = _tick(cursor, runs, now=T0 + 10 + 120).requests
+    assert dead.attempt == 3 and dead.dead_letter(2) and dead.failed_run == "r2"
+    # a dead-letter run that fails (broker down) is requested again in dead-letter mode
+    runs[RANGE.part].append(_run("r3", "failed", attempt=3, ended=T0 + 500))
+    [again] = _tick(_cursor(dead), runs, now=T0 + 500 + 240).requests
+    assert again.attempt == 4 and again.dead_letter(2) and again.run_key.endswith(":a4")
+
+
+def test_the_backoff_doubles_up_to_its_cap():
+    assert [retry_backoff(a, 60) for a in (1, 2, 3)] == [60, 120, 240]
+    assert retry_backoff(20, 60) == MAX_RETRY_BACKOFF_SECONDS
+
+
+def test_runs_of_an_earlier_attempt_do_not_decide_the_current_one():
+    cursor = _cursor(Outstanding(RANGE, 2, T0 + 100, "r1"))
+    runs = {RANGE.part: [_run("r1", "failed", attempt=1, ended=T0)]}
+    plan = _tick(cursor, runs, now=T0 + 200)  # attempt 2 has no run yet (within the grace)
+    assert plan.requests == [] and plan.cursor.outstanding == cursor.outstanding
+    succeeded_earlier = {RANGE.part: [*runs[RANGE.part], _run("m", "succeeded", attempt=1)]}
+    assert _tick(cursor, succeeded_earlier, now=T0 + 200).cursor.outstanding == ()
+
+
+def test_a_failed_run_dagster_will_retry_is_waited_for_within_a_grace():
+    cursor = _cursor(Outstanding(RANGE, 1, T0))
+    runs = {RANGE.part: [_run("r1", "retrying", ended=T0 + 10)]}
+    pending = _tick(cursor, runs, now=T0 + 10 + RETRY_PENDING_GRACE_SECONDS - 1)
+    assert pending.requests == [] and pending.troubled == [] and pending.total_lag == 0
+    # the retry never came (run retries daemon off): failed for good
+    [request] = _tick(cursor, runs, now=T0 + 10 + RETRY_PENDING_GRACE_SECONDS).requests
+    assert request.attempt == 2
+
+
+def test_a_request_that_never_became_a_run_is_requested_again_under_its_key():
+    cursor = _cursor(Outstanding(RANGE, 1, T0, day="2026-11-24"))
+    assert _tick(cursor, now=T0 + NO_RUN_GRACE_SECONDS - 1).requests == []
+    lost = _tick(cursor, now=T0 + NO_RUN_GRACE_SECONDS)
+    [request] = lost.requests
+    assert request.run_key == "docs:0:0-10" and request.day == "2026-11-24"
+    assert lost.total_lag == 10 and "no run found" in lost.troubled[0].state
+
+
+def test_outstanding_ranges_are_bounded_and_requests_share_the_tick_budget():
+    entries = [Outstanding(OffsetRange(TOPIC, 0, i * 10, i * 10 + 10), 1, T0) for i in range(3)]
+    cursor = TopicCursor({0: 30}, 0, "id-1", tuple(entries))
+    watermarks = {0: (0, 100)}
+    full = _tick(cursor, now=T0 + 1, watermarks=watermarks, max_outstanding=3)
+    assert full.requests == [] and full.total_lag == 70
+    assert any("outstanding (limit 3)" in note for note in full.notes)
+    runs = {e.range.part: [_run(f"r{i}", "failed", ended=T0)] for i, e in enumerate(entries)}
+    plan = _tick(cursor, runs, now=T0 + 60, watermarks=watermarks, max_runs=4)
+    assert [o.run_key for o in plan.requests] == [
+        "docs:0:0-10:a2",
+        "docs:0:10-20:a2",
+        "docs:0:20-30:a2",
+        "docs:0:30-40",
+    ]
+
+
+def test_a_new_topic_id_starts_a_new_generation_and_drops_the_old_ranges():
+    cursor = _cursor(Outstanding(RANGE, 1, T0), topic_id="id-1")
+    runs = {RANGE.part: [_run("r1", "failed")]}
+    # the new topic already holds more messages than the old cursor (10)
+    plan = _tick(cursor, runs, now=T0 + 999, watermarks={0: (0, 25)}, topic_id="id-2")
+    assert [o.run_key for o in plan.requests] == [
+        "docs:0:0-10:g1",
+        "docs:0:10-20:g1",
+        "docs:0:20-25:g1",
+    ]
+    assert (plan.cursor.generation, plan.cursor.topic_id, plan.cursor.offsets) == (
+        1,
+        "id-2",
+        {0: 25},
+    )
+    assert all(o.range.generation == 1 for o in plan.cursor.outstanding)
+    assert plan.troubled == [] and any("dropped" in note for note in plan.notes)
+    halted = _tick(cursor, now=T0, watermarks={0: (0, 25)}, topic_id="id-2", on_reset="halt")
+    assert halted.halted and halted.requests == [] and halted.cursor == cursor
+    # no id known yet (an old cursor) or none told (an old broker): adopted, no reset
+    adopted = _tick(_cursor(topic_id=None), now=T0, watermarks={0: (0, 12)}, topic_id="id-9")
+    assert adopted.cursor.topic_id == "id-9" and adopted.cursor.generation == 0
+    kept = _tick(cursor, now=T0 + 1, watermarks={0: (0, 12)}, topic_id=None)
+    assert kept.cursor.topic_id == "id-1" and kept.cursor.generation == 0
+
+
+def test_the_failure_tag_is_the_first_line_cut_to_its_limit():
+    assert failure_tag("\n  ValueError: bad offset\n  at line 2\n") == "ValueError: bad offset"
+    long = failure_tag("x" * 2000)
+    assert len(long) == FAILURE_TAG_MAX_CHARS and long.endswith("...")
+    assert failure_tag("") == "unknown error"
+
+
+def test_invalid_limits_are_refused():
+    with pytest.raises(ValueError):
+        _tick(TopicCursor(), now=T0, max_attempts=0)
