@@ -59,3 +59,14 @@ def executor_from_env(assets: Iterable[Any]) -> dg.ExecutorDefinition | None:
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(k8s_executor_config(assets, load_k8s_profile()))
+
+
+def micro_batch_run_config() -> dict[str, Any]:
+    """Run config of a Kafka micro-batch: one process for the whole run with Dagster's default
+    executor. A run of a few thousand messages is mostly start-up otherwise: each of its nine
+    steps would start a process that imports the code location and loads its models again
+    (10-20 s each, measured with the daemon in `test_chaos_streaming.py`). On Kubernetes
+    (`NLP_EXECUTOR=k8s`) steps stay pods and the executor's own config applies."""
+    if os.getenv("NLP_EXECUTOR", "default") != "default":
+        return {}
+    return {"execution": {"config": {"in_process": {}}}}

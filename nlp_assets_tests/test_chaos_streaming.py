@@ -85,6 +85,10 @@ def test_twenty_thousand_messages_with_hostile_ones_survive_a_killed_run_a_pause
         assert accounting.duplicated_doc_ids == 0, report
         assert accounting.hostile_unaccounted == [], report
         assert accounting.hostile_without_reason == [], report
+        # the lake quarantine holds every one; the DLQ copies wait out the 20 s broker pause
+        # (dlq_delivery_timeout_s), so none is missing there either
+        assert accounting.hostile_in_quarantine == accounting.hostile_sent, report
+        assert accounting.hostile_in_dlq == accounting.hostile_sent, report
         assert accounting.valid_in_dlq == [], report
         assert accounting.unsettled == [], report
         assert (accounting.gpu_claimed, accounting.gpu_pending) == (0, 0), report

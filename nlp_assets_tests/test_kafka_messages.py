@@ -250,7 +250,9 @@ def test_a_dead_letter_copy_fits_the_broker_and_points_at_the_quarantine_row():
 
 
 def test_dead_letters_to_an_unreachable_broker_are_reported_not_raised():
-    kafka = KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}", timeout_s=1)
+    kafka = KafkaResource(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", timeout_s=1, dlq_delivery_timeout_s=1
+    )
     delivery = kafka.send_dead_letters(
         [(_msg(b"oops", offset=1), "invalid JSON"), (_msg(None, offset=2), "empty message")],
         quarantine="/lake/q.parquet",
@@ -481,7 +483,10 @@ def test_a_dead_letter_topic_that_refuses_never_fails_the_range(
     offsets = OffsetRange(topic, 0, 0, 3)
     # the DLQ name is one the broker refuses (invalid characters): every send fails
     kafka = KafkaResource(
-        bootstrap_servers=kafka_broker.bootstrap, dead_letter_suffix="/dlq?", timeout_s=3
+        bootstrap_servers=kafka_broker.bootstrap,
+        dead_letter_suffix="/dlq?",
+        timeout_s=3,
+        dlq_delivery_timeout_s=3,
     )
 
     result = _run_raw_text(tmp_path, kafka, offsets)

@@ -73,6 +73,12 @@ class KafkaResource(dg.ConfigurableResource):
         "values are cut and marked (the lake quarantine keeps them whole). Keep it under the "
         "producer's and the topic's message.max.bytes (1,000,000 by default).",
     )
+    dlq_delivery_timeout_s: float = Field(
+        default=120.0,
+        description="How long the raw stage waits for the broker to take its dead letters: a "
+        "broker outage shorter than this loses no DLQ copy; past it the copies not taken are "
+        "reported (`dlq_unsent`) and the range still succeeds (the lake quarantine has them).",
+    )
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -226,7 +232,7 @@ class KafkaResource(dg.ConfigurableResource):
         self, dead_letters: list[tuple[KafkaRecord, str]], *, quarantine: str | None = None
     ) -> DeadLetterDelivery:
         """Produce a copy of each (message, reason) to its topic's dead-letter topic; waits for
-        delivery up to `timeout_s`.
+        delivery up to `dlq_delivery_timeout_s`.
 
         Never raises: the caller keeps the full payloads in the lake quarantine first (named by
         `quarantine`), so a DLQ the broker refuses or cannot be reached is reported (`unsent`,
@@ -247,7 +253,7 @@ class KafkaResource(dg.ConfigurableResource):
 
         try:
             producer = Producer(self.client_config() | {"enable.idempotence": True})
-            deadline = time.monotonic() + self.timeout_s
+            deadline = time.monotonic() + self.dlq_delivery_timeout_s
             for message, reason in dead_letters:
                 copy = dead_letter_message(
                     message, reason, max_bytes=self.dlq_max_bytes, quarantine=quarantine
@@ -270,9 +276,9 @@ class KafkaResource(dg.ConfigurableResource):
                         errors.append(str(error.args[0]))
                         break
                 producer.poll(0)
-            left = producer.flush(self.timeout_s)
+            left = producer.flush(max(0.0, deadline - time.monotonic()))
             if left:
-                errors.append(f"{left} not delivered within {self.timeout_s} s")
+                errors.append(f"{left} not delivered within {self.dlq_delivery_timeout_s} s")
                 producer.purge()
                 producer.flush(0)
         except Exception as error:  # a config the client refuses, a queue that never drained

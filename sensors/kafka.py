@@ -32,6 +32,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from nlp_assets import metrics, settings
+from nlp_assets.executor import micro_batch_run_config
 from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kernels.messages import (
     MODE_DEAD_LETTER,
@@ -203,7 +204,12 @@ def build_kafka_sensor(
                 tags[TAG_MODE] = MODE_DEAD_LETTER
                 tags[TAG_FAILURE] = failure_reason(context.instance, entry.failed_run)
             requests.append(
-                dg.RunRequest(run_key=entry.run_key, partition_key=entry.day or day, tags=tags)
+                dg.RunRequest(
+                    run_key=entry.run_key,
+                    partition_key=entry.day or day,
+                    tags=tags,
+                    run_config=micro_batch_run_config(),
+                )
             )
         observation = dg.AssetObservation(
             asset_key=topic_asset_key(topic),
