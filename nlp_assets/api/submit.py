@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nlp_assets.atomic import write_atomic
 from nlp_assets.kernels.ingest import doc_id_for, normalise_record
 from nlp_assets.kernels.messages import landing_jsonl, validate_message
 
@@ -150,16 +151,9 @@ class LandingSink:
         day = datetime.now(UTC).date().isoformat()
         folder = self.root / day / API_LANDING_DIR
         name = f"{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl"
-        tmp = folder / f".{name}.tmp"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as handle:
-                handle.write(landing_jsonl(records))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, folder / name)
+            write_atomic(folder / name, landing_jsonl(records), fsync=True)
         except OSError as error:
-            tmp.unlink(missing_ok=True)
             raise SinkUnavailable(f"landing folder not writable: {error.strerror}") from None
         return f"landing:{day}/{API_LANDING_DIR}/{name}"
 

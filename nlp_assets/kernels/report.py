@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -20,6 +19,7 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from nlp_assets.atomic import write_atomic
 from nlp_assets.kernels.aggregate import NUMERIC_ENTITY_LABELS
 
 CHARTS = ("label_mix", "sentiment_distribution", "languages", "top_entities")
@@ -254,7 +254,7 @@ def write_report(
     charts = render_charts(predictions)
     for name, png in charts.items():
         path = out_dir / "charts" / f"{name}.png"
-        _write_atomic(path, lambda tmp, png=png: tmp.write_bytes(png))
+        write_atomic(path, lambda tmp, png=png: tmp.write_bytes(png))
         record(f"chart_{name}", path, "png")
 
     for table_name, frame in (("predictions", predictions), ("aggregates", aggregates)):
@@ -263,7 +263,7 @@ def write_report(
 
     page = render_html(day, predictions, aggregates, charts, quarantine_counts)
     path = out_dir / "report.html"
-    _write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     record("report_html", path, "html")
 
     _remove_stale(out_dir, keep={Path(row["path"]) for row in written})
@@ -280,7 +280,7 @@ def _write_exports(frame: pl.DataFrame, folder: Path, name: str) -> list[tuple[s
     paths = []
     for fmt in EXPORT_FORMATS:
         path = folder / f"{name}.{fmt}"
-        _write_atomic(path, writers[fmt])
+        write_atomic(path, writers[fmt])
         paths.append((fmt, path))
     return paths
 
@@ -320,17 +320,6 @@ def _json_encode(column: str) -> pl.Expr:
     wrapped = pl.struct(pl.col(column).alias("v")).struct.json_encode()
     encoded = wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
     return pl.when(pl.col(column).is_not_null()).then(encoded).alias(column)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write` on a temporary file next to `path`, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale(out_dir: Path, keep: set[Path]) -> None:

@@ -19,7 +19,6 @@ landed file is empty, so the run's later stages process an empty part.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from nlp_assets.atomic import write_atomic
 from nlp_assets.kernels.ingest import read_landing_files
 from nlp_assets.kernels.messages import (
     DLQ_STAGE,
@@ -52,13 +52,6 @@ class KafkaBatch:
     docs: pl.DataFrame
     quarantine: pl.DataFrame
     metadata: dict[str, Any]
-
-
-def _write_atomic(path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def cross_part_duplicates(docs: pl.DataFrame, other_ids: set[str]) -> pl.Series:
@@ -108,7 +101,7 @@ def read_kafka_range(
             f"not sent to {dlq_topic} (the lake quarantine {kept} holds them): "
             + "; ".join(delivery.errors)
         )
-    _write_atomic(landing_file, landing_jsonl(split.records))
+    write_atomic(landing_file, landing_jsonl(split.records))
 
     parsed = read_landing_files([landing_file], day=day, root=landing.path)
     other_ids: set[str] = set()  # one generation of the day (Lake.read_parts), never a mix
