@@ -4,6 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .venv-tools
 # torch first, from this machine's disk (CPU build); see README "GPU" for a CUDA torch.
 TORCH ?= torch==2.13.0
 # Packages whose metadata would pull an unpinned torch or network-bound extras: no deps.
@@ -16,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: setup services instance data run dev api test lint bench constraints clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(TOOLS)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
+	touch $@
+
+# checkov and kubernetes-validate (deploy/README.md "Checks") pin packages that clash with
+# constraints.txt: their own venv, which nlp_assets_tests/test_deploy_checks.py calls.
+$(TOOLS)/.installed: deploy/tools-requirements.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q -r deploy/tools-requirements.txt
 	touch $@
 
 # Debian packages (Chromium, Prometheus tools, Java) and PostgreSQL/Redis for the tests.
@@ -62,8 +71,10 @@ test: services setup data lint
 bench: setup
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.finetune
 	$(BIN)/python -m bench.engines --docs 100000 --stages cleaned,tokens
 	$(BIN)/python -m bench.engines --docs 400 --stages features,predictions --small 100
+	$(BIN)/python -m bench.engines --backfill --docs 300000 --days 30 --model-budget-s 1200
 	$(BIN)/python -m bench.streaming --messages 100000 --rate 500 --max-messages-per-run 10000
 
 constraints:

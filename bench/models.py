@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
 
     texts = real_texts(args.docs, args.days.split(","))
-    models = ModelResource(device=args.device, dtype=args.dtype)
+    # one window per document: the same input as the peers, which read the first 256 tokens
+    models = ModelResource(device=args.device, dtype=args.dtype, max_windows=1)
     embedder = models.embedder  # loads and warms up (the dtype check) before any timing
     device, path = embedder.device, str(embedder.path)
     lengths = [len(ids) for ids in embedder.tokenize(texts)]

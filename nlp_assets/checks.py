@@ -17,7 +17,16 @@ from typing import Any
 
 import dagster as dg
 
-STAGES = ("raw_text", "cleaned_text", "tokens", "features", "predictions", "aggregates", "reports")
+STAGES = (
+    "raw_text",
+    "cleaned_text",
+    "tokens",
+    "features",
+    "predictions",
+    "aggregates",
+    "quality",
+    "reports",
+)
 MODEL_STAGES = ("features", "predictions")
 #: Yesterday's partition (UTC) of every stage is expected by 03:00 UTC (the daily schedules run
 #: at 00:30 and 01:00; two hours of slack).
@@ -153,4 +162,37 @@ def _model_health_check(stage: str) -> dg.AssetChecksDefinition:
 
 
 model_health_checks = [_model_health_check(stage) for stage in MODEL_STAGES]
+
+
+#: Warns (never blocks) when a day's predictions moved from the previous seven days beyond the
+#: thresholds of `nlp_assets.kernels.quality` (docs/quality.md); evaluated with each
+#: materialisation of `quality`, so it judges the partition just computed.
+QUALITY_SHIFT_CHECK = "quality_shift"
+quality_shift_spec = dg.AssetCheckSpec(
+    QUALITY_SHIFT_CHECK,
+    asset="quality",
+    blocking=False,
+    description="Per source with enough documents: the embedding centroid, the positive share "
+    "and the skipped share stay within their thresholds of the previous seven days "
+    "(docs/quality.md).",
+)
+
+
+def quality_shift_result(
+    findings: list[str], judged: list[str], not_judged: list[str]
+) -> dg.AssetCheckResult:
+    """The shift check's result: WARN with one line per figure past its threshold."""
+    return dg.AssetCheckResult(
+        check_name=QUALITY_SHIFT_CHECK,
+        passed=not findings,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(findings) or "no shift beyond the thresholds",
+        metadata={
+            "shifts": len(findings),
+            "judged_sources": ", ".join(judged) or "none",
+            "not_judged_sources": ", ".join(not_judged) or "none",
+        },
+    )
+
+
 all_checks = [daily_partition_freshness, *model_health_checks]

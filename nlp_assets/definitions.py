@@ -11,6 +11,7 @@ from nlp_assets.executor import executor_from_env
 from nlp_assets.jobs import (
     backfill_pipeline_spark_job,
     daily_pipeline_job,
+    train_finetuned_job,
     train_sentiment_job,
     warehouse_load_job,
 )
@@ -26,11 +27,15 @@ from nlp_assets.stages import (
     kafka_topics,
     ner_evaluation,
     predictions,
+    quality,
     raw_text,
     reports,
+    sentiment_finetuned,
+    sentiment_languages,
     sentiment_model,
     tokens,
 )
+from nlp_assets.stages.sentiment_finetuned import finetuned_ab_test, finetuned_sentiment_spec
 from nlp_assets.warehouse.assets import warehouse_assets
 from resources.folders import DayFolder
 from resources.kafka import kafka_from_env
@@ -43,29 +48,48 @@ from sensors.alerts import run_failure_alert_sensor
 from sensors.kafka import kafka_sensors
 from sensors.landing import landing_folder_sensor
 
-STAGE_MODULES = [raw_text, cleaned_text, tokens, features, predictions, aggregates, reports]
+STAGE_MODULES = [
+    raw_text,
+    cleaned_text,
+    tokens,
+    features,
+    predictions,
+    aggregates,
+    quality,
+    reports,
+]
 
 
 def build_resources(
     *, lake_dir: str | None = None, landing_dir: str | None = None, reports_dir: str | None = None
 ) -> dict[str, object]:
-    """Resources from the environment (see README "Settings"); arguments override folders."""
-    lake = LakeResource(root=lake_dir or settings.lake_dir())
+    """Resources of the environment `NLP_ENV` selects (docs/environments.md; README
+    "Settings"); arguments override folders."""
+    env = settings.environment()
+    lake = LakeResource(root=lake_dir or env.lake_dir)
     return {
         "lake": lake,
         "lake_io_manager": LakeIOManager(lake=lake),
-        "landing": DayFolder(root=landing_dir or settings.landing_dir()),
-        "report_folder": DayFolder(root=reports_dir or settings.reports_dir()),
+        "landing": DayFolder(root=landing_dir or env.landing_dir),
+        "report_folder": DayFolder(root=reports_dir or env.reports_dir),
         "models": ModelResource(
             embedding_model_path=os.getenv("NLP_EMBEDDING_MODEL_PATH", ""),
             ner_model=os.getenv("NLP_NER_MODEL", DEFAULT_NER_MODEL),
             device=os.getenv("NLP_DEVICE", "auto"),
             dtype=os.getenv("NLP_MODEL_DTYPE", "auto"),
+            # the fine-tuned classifier (asset sentiment_finetuned) as the sentiment A/B
+            # candidate against the head; NLP_SENTIMENT_AB_SHARE=0 switches it off
+            registry=[
+                finetuned_sentiment_spec(
+                    settings.finetuned_sentiment_dir(lake.root), os.getenv("NLP_DEVICE", "auto")
+                )
+            ],
+            ab_tests=[finetuned_ab_test(settings.sentiment_ab_share())],
         ),
         # Redis URL and password are read from REDIS_URL / REDIS_PASSWORD at run time (never
         # config); without REDIS_URL an in-process LRU caches model results.
         "model_cache": ModelCacheResource(
-            namespace=os.getenv("NLP_CACHE_NAMESPACE", "nlp"),
+            namespace=env.cache_namespace,  # NLP_CACHE_NAMESPACE, else the environment's
             ttl_seconds=int(os.getenv("NLP_CACHE_TTL_SECONDS", str(30 * 86_400))),
         ),
         # Postgres warehouse tables: DATABASE_URL (an EnvVar); unset, the lake alone.
@@ -79,15 +103,31 @@ def build_resources(
 
 all_assets = dg.with_source_code_references(
     [
-        *dg.load_assets_from_modules([*STAGE_MODULES, sentiment_model, ner_evaluation]),
+        *dg.load_assets_from_modules(
+            [
+                *STAGE_MODULES,
+                sentiment_model,
+                sentiment_finetuned,
+                sentiment_languages,
+                ner_evaluation,
+            ]
+        ),
         *warehouse_assets,
         sentiment_by_source.sentiment_by_source_asset,
     ]
 )
 
+settings.check_instance(settings.environment())  # this environment's own Dagster instance
+
 defs = dg.Definitions(
     assets=[*all_assets, *kafka_topics.topic_specs],  # topics: external, upstream of raw
-    jobs=[daily_pipeline_job, train_sentiment_job, warehouse_load_job, backfill_pipeline_spark_job],
+    jobs=[
+        daily_pipeline_job,
+        train_sentiment_job,
+        train_finetuned_job,
+        warehouse_load_job,
+        backfill_pipeline_spark_job,
+    ],
     asset_checks=all_checks,
     schedules=[daily_pipeline_schedule, daily_reports_schedule, freshness_checks_schedule],
     sensors=[landing_folder_sensor, run_failure_alert_sensor, *kafka_sensors],

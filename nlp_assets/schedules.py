@@ -42,8 +42,9 @@ daily_pipeline_schedule = yesterday_schedule(
 
 daily_reports_job = dg.define_asset_job(
     "daily_reports",
-    selection=dg.AssetSelection.assets("aggregates", "reports"),
-    description="Aggregates and the report of one day, recomputed from all of the day's parts.",
+    selection=dg.AssetSelection.assets("aggregates", "quality", "reports"),
+    description="Aggregates, quality figures and the report of one day, recomputed from all of "
+    "the day's parts.",
 )
 
 

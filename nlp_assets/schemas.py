@@ -8,6 +8,7 @@ from nlp_assets.kernels.clean import CLEANED_SCHEMA
 from nlp_assets.kernels.features import features_schema
 from nlp_assets.kernels.ingest import RAW_SCHEMA
 from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA
+from nlp_assets.kernels.quality import QUALITY_NULLABLE, QUALITY_SCHEMA
 from nlp_assets.kernels.tokenize import TOKENS_SCHEMA
 
 HEX16 = r"^[0-9a-f]{16}$"
@@ -95,6 +96,28 @@ def aggregates_schema() -> pa.DataFrameSchema:
             "n_duplicates": [pa.Check.ge(0)],
             "mean_sentiment_score": [pa.Check.in_range(0.0, 1.0)],
         },
+    )
+
+
+def quality_schema() -> pa.DataFrameSchema:
+    share = [pa.Check.in_range(0.0, 1.0)]
+    checks = {
+        name: share
+        for name in QUALITY_SCHEMA
+        if name.endswith("_share") or name == "mean_sentiment_score"
+    }
+    checks |= {
+        name: [pa.Check.ge(0)] for name, dtype in QUALITY_SCHEMA.items() if dtype == pl.Int64
+    }
+    checks["centroid_distance"] = [pa.Check.in_range(0.0, 2.0)]
+    return pa.DataFrameSchema(
+        {
+            name: pa.Column(dtype, checks=checks.get(name, []), nullable=name in QUALITY_NULLABLE)
+            for name, dtype in QUALITY_SCHEMA.items()
+        },
+        unique=["ingest_date", "source"],
+        strict=True,
+        ordered=False,
     )
 
 

@@ -9,6 +9,11 @@ import pytest
 from hypothesis import settings
 
 from nlp_assets_tests.kafka_broker import kafka_broker  # noqa: F401 (the `kafka` tests' broker)
+from nlp_assets_tests.spark_cluster import (  # noqa: F401 (the `spark` tests' engines)
+    connect_master,
+    spark_master,
+    standalone_master,
+)
 from resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
 
 #: Rows per (domain, label) the shared sentiment head trains on: about a fifth of the labelled set,

@@ -152,10 +152,11 @@ def test_day_close_schedules_target_the_day_that_closed(schedule, job, tick) -> 
     assert schedule.job_name == job
 
 
-def test_reports_job_materialises_aggregates_and_reports_only() -> None:
+def test_reports_job_materialises_aggregates_quality_and_reports_only() -> None:
     job = defs.resolve_job_def("daily_reports")
     assert job.asset_layer.executable_asset_keys == {
         dg.AssetKey("aggregates"),
+        dg.AssetKey("quality"),
         dg.AssetKey("reports"),
     }
 

@@ -40,7 +40,16 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DAY = "2026-11-18"
-STAGES = ["raw_text", "cleaned_text", "tokens", "features", "predictions", "aggregates", "reports"]
+STAGES = [
+    "raw_text",
+    "cleaned_text",
+    "tokens",
+    "features",
+    "predictions",
+    "aggregates",
+    "quality",
+    "reports",
+]
 DOCS = [
     "The delivery was quick and the parcel intact, great service.",
     "Terrible support, nobody answered my e-mail for two weeks.",
@@ -163,7 +172,7 @@ def test_lineage_shows_the_seven_stages_connected(dagster_ui, page) -> None:
     page.keyboard.press("Alt+e")
     page.locator('[class*="AssetNode_assetName"]').first.wait_for()
     page.wait_for_function(
-        "() => document.querySelectorAll('[class*=\"AssetNode_assetName\"]').length >= 7"
+        "() => document.querySelectorAll('[class*=\"AssetNode_assetName\"]').length >= 8"
     )
     page.screenshot(path=ARTIFACTS / "01-lineage.png")
     assert _asset_names_in_graph(page) == sorted(STAGES)

@@ -22,7 +22,15 @@ from resources.folders import DayFolder
 from resources.lake import LakeIOManager, LakeResource
 
 STAGES = ["raw_text", "cleaned_text", "tokens", "features", "predictions", "aggregates", "reports"]
-ASSETS = [*STAGES, "sentiment_model", "ner_evaluation"]
+#: quality sits beside the chain: predictions and features -> quality -> reports
+ASSETS = [
+    *STAGES,
+    "quality",
+    "sentiment_model",
+    "sentiment_finetuned",
+    "sentiment_languages",
+    "ner_evaluation",
+]
 #: Assets beside the pipeline, tested in their own files (test_warehouse_assets.py,
 #: test_read_api.py): the warehouse tables and the example downstream asset.
 ASSETS_TESTED_ELSEWHERE = [
@@ -39,10 +47,13 @@ UPSTREAM = {
     "cleaned_text": {"raw_text"},
     "tokens": {"cleaned_text"},
     "features": {"cleaned_text", "tokens"},
-    "predictions": {"cleaned_text", "features", "sentiment_model"},
+    "predictions": {"cleaned_text", "features", "sentiment_model", "sentiment_languages"},
     "aggregates": {"predictions", "features"},
-    "reports": {"aggregates", "predictions"},
+    "quality": {"predictions", "features"},
+    "reports": {"aggregates", "predictions", "quality"},
     "sentiment_model": set(),
+    "sentiment_finetuned": set(),
+    "sentiment_languages": set(),
     "ner_evaluation": set(),
 }
 GROUPS = {
@@ -52,13 +63,18 @@ GROUPS = {
     "features": "features",
     "predictions": "inference",
     "aggregates": "analytics",
+    "quality": "analytics",
     "reports": "analytics",
     "sentiment_model": "models",
+    "sentiment_finetuned": "models",
+    "sentiment_languages": "models",
     "ner_evaluation": "models",
 }
 CHECKS = {
-    **{stage: "schema" for stage in STAGES},
+    **{stage: "schema" for stage in [*STAGES, "quality"]},
     "sentiment_model": "held_out_accuracy",
+    "sentiment_finetuned": "held_out_floor",
+    "sentiment_languages": "held_out_accuracy_per_language",
     "ner_evaluation": "entity_f1",
 }
 
@@ -134,13 +150,16 @@ def test_jobs(graph) -> None:
     assert set(jobs) == {
         "daily_pipeline",
         "train_sentiment_model",
+        "train_finetuned_sentiment",
         "warehouse_load",
         "backfill_pipeline_spark",
     }
     daily = jobs["daily_pipeline"].selection.resolve(graph)
-    assert {key.to_user_string() for key in daily} == set(STAGES)
+    assert {key.to_user_string() for key in daily} == {*STAGES, "quality"}
     train = jobs["train_sentiment_model"].selection.resolve(graph)
-    assert train == {dg.AssetKey("sentiment_model")}
+    assert train == {dg.AssetKey("sentiment_model"), dg.AssetKey("sentiment_languages")}
+    finetune = jobs["train_finetuned_sentiment"].selection.resolve(graph)
+    assert finetune == {dg.AssetKey("sentiment_finetuned")}
     assert defs.resolve_job_def("daily_pipeline").partitions_def == daily_partitions
     assert defs.resolve_job_def("train_sentiment_model").partitions_def is None
     # daily runs stay one per day; the Spark preset backfills a range in one run

@@ -23,7 +23,16 @@ DAY = date(2026, 11, 18)
 SLICE = {"bbc_news.jsonl": 30, "reviews_multilingual.jsonl": 12, "web_feedback.jsonl": 100}
 TABLE_SLICE = 20
 TXT_FILES = 3
-STAGES = ["raw_text", "cleaned_text", "tokens", "features", "predictions", "aggregates", "reports"]
+STAGES = [
+    "raw_text",
+    "cleaned_text",
+    "tokens",
+    "features",
+    "predictions",
+    "aggregates",
+    "quality",
+    "reports",
+]
 
 
 def _slice_day(full: Path, out: Path) -> int:
@@ -147,7 +156,7 @@ def test_predictions_carry_models_and_languages_are_detected(run):
 def test_report_and_exports_exist_with_their_charts(run):
     day_dir = run["root"] / "reports" / DAY.isoformat()
     html = (day_dir / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5  # four charts and the quality trend
     manifest = _day(run, "reports")
     assert set(manifest["format"]) == {"html", "png", "parquet", "json", "csv"}
     for path, size in manifest.select("path", "bytes").iter_rows():

@@ -26,7 +26,16 @@ pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).parents[1]
 DAY = "2026-11-18"
-STAGES = ["raw_text", "cleaned_text", "tokens", "features", "predictions", "aggregates", "reports"]
+STAGES = [
+    "raw_text",
+    "cleaned_text",
+    "tokens",
+    "features",
+    "predictions",
+    "aggregates",
+    "quality",
+    "reports",
+]
 WAREHOUSE = ["warehouse_documents", "warehouse_predictions", "warehouse_aggregates"]
 #: Per (domain, label) of the labelled set: enough for the head to pass its accuracy check.
 TRAINING_ROWS_PER_CLASS = 250  # held-out accuracy 0.743 (floor 0.70), measured

@@ -1,5 +1,6 @@
 """A three-day backfill on the Spark engine as ONE run (the preset job, a partition range),
-against the same days run one by one on the local engine. Real local Spark (`local[2]`)."""
+against the same days run one by one on the local engine. Real Spark: `local[2]` and a
+standalone cluster (a master and two workers, each its own JVM)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import ENGINE_STAGES, backfill_pipeline_spark_job
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.lake import DayLocks, Lake
+from nlp_assets_tests.spark_cluster import spark_resource
 from resources.models import ModelResource
-from resources.spark import SparkResource
 
 pytestmark = pytest.mark.spark
 
@@ -46,12 +47,14 @@ def _landing(root: Path) -> Path:
     return root
 
 
-def _resources(root: Path, landing: Path, name: str, models: ModelResource) -> dict:
+def _resources(
+    root: Path, landing: Path, name: str, models: ModelResource, master: str = "local[2]"
+) -> dict:
     resources = build_resources(
         lake_dir=str(root / name), landing_dir=str(landing), reports_dir=str(root / "reports")
     )
     resources["models"] = models
-    resources["spark"] = SparkResource(master="local[2]", app_name=f"test-{name}")
+    resources["spark"] = spark_resource(master, f"test-{name}")
     head = SentimentHead(  # fixed weights: parity, not accuracy, is under test here
         ("negative", "positive"),
         np.random.default_rng(3).normal(size=(1, models.embedder.dim)),
@@ -64,14 +67,14 @@ def _resources(root: Path, landing: Path, name: str, models: ModelResource) -> d
 
 
 @pytest.fixture(scope="module")
-def backfill(tmp_path_factory: pytest.TempPathFactory):
+def backfill(tmp_path_factory: pytest.TempPathFactory, spark_master: str):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     root = tmp_path_factory.mktemp("spark_backfill")
     landing = _landing(root / "landing")
     models = ModelResource(device="cpu", dtype="float32")
-    spark_res = _resources(root, landing, "lake_spark", models)
+    spark_res = _resources(root, landing, "lake_spark", models, spark_master)
     local_res = _resources(root, landing, "lake_local", models)
     with dg.instance_for_test() as instance:
         for day in DAYS:  # raw text per day (the landing folder's stage), then local per day

@@ -11,25 +11,27 @@ bf16 autocast the batch composition (which differs between engines) moves values
 
 from __future__ import annotations
 
-import os
+import uuid
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import redis
 
 from nlp_assets.engines import spark as spark_engine
 from nlp_assets.engines import workers
 from nlp_assets.kernels.clean import CleanConfig, clean_documents
 from nlp_assets.kernels.features import build_features
 from nlp_assets.kernels.ingest import read_landing_day
-from nlp_assets.kernels.predict import predict_documents
+from nlp_assets.kernels.predict import ab_candidate_rows, predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.lake import Lake
-from resources.models import ModelResource
-from resources.spark import SparkResource
+from nlp_assets_tests.spark_cluster import spark_resource
+from resources.model_cache import CacheStats, ModelCacheResource
+from resources.models import ABTest, InferenceStats, ModelResource, ModelSpec
 
 pytestmark = pytest.mark.spark
 
@@ -49,11 +51,11 @@ NAME = "minilm-logreg-sentiment"
 
 
 @pytest.fixture(scope="module")
-def spark():
-    """One local[2] session for the module, stopped at the end."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    resource = SparkResource(master="local[2]", app_name="test-spark-parity")
+def spark(spark_master):
+    """One session per engine (local[2], then the standalone cluster), stopped after."""
+    resource = spark_resource(spark_master, "test-spark-parity")
     session = resource.spark_session
+    assert session.sparkContext.master == spark_master
     assert session.sparkContext.defaultParallelism == 2
     yield session
     resource.stop()
@@ -93,7 +95,7 @@ def cleaned(raw):
 @pytest.fixture(scope="module")
 def tokens(cleaned, models):
     embedder = models.embedder
-    return tokenize_documents(cleaned.docs, embedder.tokenizer, embedder.max_length)
+    return tokenize_documents(cleaned.docs, embedder.tokenizer, embedder.read_length)
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +248,139 @@ def test_spark_reads_the_lake_as_the_read_api_does(spark, cleaned, features, tmp
     assert on_spark.equals(expected)
     with pytest.raises(FileNotFoundError, match="no parts"):
         spark_engine.read_lake(spark, str(tmp_path), "features", ["2026-11-18"])
+
+
+# model-result cache, A/B versions and model loads on both engines -------------------------------
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_cache(monkeypatch):
+    """The real Redis on 127.0.0.1:6379 under a namespace of this test, emptied after: the
+    cache config the driver ships to the executors (URL resolved from the driver's env)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()  # no Redis: the test fails here, with the connection error
+    namespace = f"nlp-spark-test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("NLP_TEST_SPARK_REDIS_URL", REDIS_URL)
+    yield ModelCacheResource(url_env_var="NLP_TEST_SPARK_REDIS_URL", namespace=namespace)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1_000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.mark.redis
+def test_features_second_run_is_served_by_the_cache_from_the_executors(
+    spark, cleaned, tokens, features, models, redis_cache
+):
+    config, cache = workers.model_config(models), redis_cache.worker_config()
+    first_meta: dict = {}
+    first = spark_engine.features_on_spark(
+        spark, cleaned.docs, tokens, config, cache_config=cache, metadata=first_meta
+    )
+    n = tokens.height
+    assert first_meta["cache_hits"] + first_meta["cache_misses"] == n
+    assert first_meta["cache_misses"] > 0 and first_meta["cache_errors"] == 0
+    second_meta: dict = {}
+    second = spark_engine.features_on_spark(
+        spark, cleaned.docs, tokens, config, cache_config=cache, metadata=second_meta
+    )
+    assert second_meta["cache_hits"] == n and second_meta["cache_misses"] == 0
+    # Cached vectors are the computed ones. A text twice in the day may be computed in two
+    # partitions on the first run (the last write is what the cache keeps): those rows agree
+    # to float rounding of their batches, every other row exactly.
+    first, second = first.sort("doc_id"), second.sort("doc_id")
+    assert second.drop("embedding").equals(first.drop("embedding"))
+    a, b = (np.vstack(frame["embedding"].to_numpy()) for frame in (first, second))
+    texts = first.join(cleaned.docs.select("doc_id", "text"), on="doc_id", how="left")["text"]
+    once = ~texts.is_duplicated().to_numpy()
+    assert np.array_equal(a[once], b[once])
+    assert np.abs(a - b).max() <= 1e-6
+    cosine = np.sum(second["embedding"].to_numpy() * features["embedding"].to_numpy(), axis=1)
+    assert cosine.min() >= 1 - 1e-5  # and the local engine's
+    # the executors wrote under the local engine's keys: one per distinct (text, token ids)
+    stored = redis.Redis.from_url(REDIS_URL).keys(f"{redis_cache.namespace}:*")
+    assert len(stored) == cleaned.docs["text"].n_unique()
+
+
+@pytest.mark.redis
+def test_ab_split_and_cache_give_each_document_the_local_engines_model_version(
+    spark, cleaned, features, head, redis_cache
+):
+    """An entities A/B test (the same spaCy pipeline under a second version label) on both
+    engines: the same documents go to v2, with the same entities; a second Spark run is
+    served from Redis and changes nothing."""
+    ab = ModelResource(
+        device="cpu",
+        dtype="float32",
+        registry=[
+            ModelSpec(name="spacy-entities-v2", task="entities", format="spacy", version="v2")
+        ],
+        ab_tests=[ABTest(task="entities", candidate="spacy-entities-v2", share=0.5)],
+    )
+    stats = CacheStats()
+    chosen = workers.prediction_models(
+        ab,
+        ab.serve,
+        ab.model_registry().get,
+        cache=None,
+        namespace="",
+        stats=stats,
+        inference=InferenceStats(),
+    )
+    local = predict_documents(
+        cleaned.docs,
+        features,
+        head,
+        chosen.ner,
+        sentiment_model_name=NAME,
+        ner_candidate=chosen.candidates["entities"],
+    )
+    runs = []
+    for _ in range(2):
+        meta: dict = {}
+        frame = spark_engine.predict_on_spark(
+            spark,
+            cleaned.docs,
+            features,
+            head,
+            workers.model_config(ab),
+            sentiment_model_name=NAME,
+            languages=["en"],
+            cache_config=redis_cache.worker_config(),
+            metadata=meta,
+        )
+        runs.append((frame, meta))
+    (first, first_meta), (second, second_meta) = runs
+    versions = local["ner_model_version"]
+    assert set(versions) == {"3.8.0", "v2"}
+    english = local.filter(pl.col("lang") == "en")
+    to_b = ab_candidate_rows(english["doc_id"].to_list(), 0.5)
+    assert 0 < to_b.sum() < english.height
+    assert english.filter(pl.Series(to_b))["ner_model_version"].unique().to_list() == ["v2"]
+    for frame in (first, second):
+        assert frame.select("doc_id", "ner_model", "ner_model_version").equals(
+            local.select("doc_id", "ner_model", "ner_model_version")
+        )
+        assert frame["entities"].equals(local["entities"])
+    # a duplicate text may hit what another executor just wrote: misses >= distinct texts
+    assert first_meta["cache_hits"] + first_meta["cache_misses"] == english.height
+    assert first_meta["cache_misses"] >= english["doc_id"].n_unique() - 1 > 0
+    assert second_meta["cache_hits"] == english.height and second_meta["cache_misses"] == 0
+    assert second_meta["model_loads"] <= second_meta["python_workers"]
+
+
+def test_executors_load_each_model_once_not_per_batch(spark, cleaned, tokens, models):
+    """A model config no test used before (so every worker loads it fresh), in batches of 16
+    rows: many batches, yet each Python worker loads the embedder once, and says so."""
+    fresh = workers.model_config(models) | {"batch_tokens": 8_192}
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "16")
+    try:
+        meta: dict = {}
+        spark_engine.features_on_spark(spark, cleaned.docs, tokens, fresh, metadata=meta)
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert meta["spark_batches"] >= tokens.height // 16 > meta["python_workers"] >= 1
+    assert 1 <= meta["model_loads"] <= meta["python_workers"]
+    assert all(n <= 1 for n in meta["model_loads_by_worker"].values())
+    assert len(meta["model_loads_by_worker"]) == meta["python_workers"]

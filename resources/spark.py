@@ -1,9 +1,10 @@
 """Spark for the stage kernels: a lazily started SparkSession built on dagster-pyspark.
 
 `master` is `local[*]` by default; any `spark://`, `k8s://` or `yarn` master works by
-configuration, and `spark_config` is passed through to the session builder (nested keys are
-flattened to dots). The session starts on first use, so a run whose stages all stay on the
-local engine never starts a JVM, and it is stopped when the run's resources are torn down
+configuration, `sc://host:port` makes this a Spark Connect client (docs/spark.md), and
+`spark_config` is passed through to the session builder (nested keys are flattened to dots).
+The session starts on first use, so a run whose stages all stay on the local engine never
+starts a JVM, and it is stopped when the run's resources are torn down
 (unless it was already running when this resource asked for it: then its owner stops it).
 """
 
@@ -39,7 +40,8 @@ class SparkResource(LazyPySparkResource):
 
     master: str = Field(
         default="local[*]",
-        description="Spark master: local[N], spark://host:7077, k8s://https://host, yarn.",
+        description="Spark master: local[N], spark://host:7077, k8s://https://host, yarn, or "
+        "sc://host:15002 (a Spark Connect server).",
     )
     app_name: str = Field(default="nlp-assets", description="Spark application name.")
     spark_config: dict[str, Any] = Field(
@@ -55,6 +57,13 @@ class SparkResource(LazyPySparkResource):
         from pyspark.sql import SparkSession
 
         worker_python()
+        if self.master.startswith("sc://"):  # Spark Connect: a client of a server's session
+            builder = SparkSession.builder.remote(self.master).appName(self.app_name)
+            for key, value in flatten_dict(self.spark_config):  # runtime (SQL) settings only
+                builder = builder.config(key, str(value))
+            self._spark_session = builder.getOrCreate()
+            self._owns_session = True  # stopping it closes this client, not the server
+            return
         already_running = SparkSession.getActiveSession() is not None
         builder = SparkSession.builder.master(self.master).appName(self.app_name)
         settings = dict(LOCAL_DEFAULTS) if self.master.startswith("local") else {}

@@ -80,8 +80,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
 def warehouse_from_env() -> WarehouseResource:
     """`DATABASE_URL` as an EnvVar when it is set (the value stays out of Dagster's records);
-    otherwise a warehouse that is off. `NLP_WAREHOUSE_SCHEMA` names the schema (default nlp)."""
-    schema = os.getenv("NLP_WAREHOUSE_SCHEMA", "nlp")
+    otherwise a warehouse that is off. The schema is the environment's (`NLP_WAREHOUSE_SCHEMA`,
+    else nlp, nlp_staging or nlp_prod: docs/environments.md)."""
+    from nlp_assets import settings
+
+    schema = settings.environment().warehouse_schema
     if os.getenv("DATABASE_URL"):
         return WarehouseResource(database_url=dg.EnvVar("DATABASE_URL"), schema_name=schema)
     return WarehouseResource(schema_name=schema)

@@ -84,6 +84,9 @@ class ApiSettings:
         if key_file and not public_key:
             public_key = Path(key_file).read_text(encoding="utf-8")
         topics = settings.kafka_topics()
+        # Schemas and Redis keys of the environment NLP_ENV names (docs/environments.md).
+        env = settings.environment()
+        own_keys_schema = cls.keys_schema if env.name == "dev" else f"{cls.keys_schema}_{env.name}"
         return cls(
             max_body_bytes=_int("NLP_API_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch=_int("NLP_API_MAX_BATCH", cls.max_batch),
@@ -96,9 +99,9 @@ class ApiSettings:
             lake_dir=settings.lake_dir(),
             reports_dir=settings.reports_dir(),
             database_url=_env("DATABASE_URL"),
-            warehouse_schema=os.getenv("NLP_WAREHOUSE_SCHEMA", cls.warehouse_schema),
+            warehouse_schema=env.warehouse_schema,
             lookup_days=_int("NLP_API_LOOKUP_DAYS", cls.lookup_days),
-            keys_schema=os.getenv("NLP_API_KEYS_SCHEMA", cls.keys_schema),
+            keys_schema=os.getenv("NLP_API_KEYS_SCHEMA", own_keys_schema),
             keys_file=os.getenv(
                 "NLP_API_KEYS_FILE", str(settings.data_dir() / "api" / "keys.json")
             ),
@@ -114,7 +117,7 @@ class ApiSettings:
             ),
             jwt_roles_claim=os.getenv("NLP_JWT_ROLES_CLAIM", cls.jwt_roles_claim),
             redis_url=_env("REDIS_URL"),
-            redis_prefix=os.getenv("NLP_API_REDIS_PREFIX", cls.redis_prefix),
+            redis_prefix=os.getenv("NLP_API_REDIS_PREFIX", f"{env.cache_namespace}:api"),
             rate_per_second=_float("NLP_API_RATE_PER_SECOND", cls.rate_per_second),
             rate_burst=_int("NLP_API_RATE_BURST", cls.rate_burst),
             dagster_graphql_url=_env("NLP_DAGSTER_GRAPHQL_URL"),

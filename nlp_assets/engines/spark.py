@@ -53,10 +53,21 @@ Kernel = Callable[[pl.DataFrame], pl.DataFrame]
 def to_spark(spark: Any, frame: pl.DataFrame, *, rows_per_partition: int = ROWS_PER_PARTITION):
     """A polars frame as a Spark DataFrame spread over at least every core of the cluster."""
     sdf = spark.createDataFrame(to_spark_arrow(frame))
-    slices = max(
-        spark.sparkContext.defaultParallelism, math.ceil(frame.height / rows_per_partition)
-    )
+    slices = max(parallelism(spark), math.ceil(frame.height / rows_per_partition))
     return sdf.repartition(slices, "doc_id") if "doc_id" in frame.columns else sdf
+
+
+def is_connect(spark: Any) -> bool:
+    """A Spark Connect session (`sc://` master): no SparkContext, hence no broadcast."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def parallelism(spark: Any) -> int:
+    """The cluster's default parallelism; through Spark Connect (no SparkContext there) the
+    server's `spark.default.parallelism` setting, 2 when it has none."""
+    if is_connect(spark):
+        return int(spark.conf.get("spark.default.parallelism", "2") or 2)
+    return int(spark.sparkContext.defaultParallelism)
 
 
 def collect(sdf: Any, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -84,6 +95,53 @@ def map_frames(
     return sdf.select(*in_schema).mapInArrow(run, spark_schema(out_schema))
 
 
+ROW = "row"
+REPORT = "report"
+ReportingKernel = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
+
+
+def map_with_reports(
+    sdf: Any,
+    kernel: ReportingKernel,
+    in_schema: Mapping[str, pl.DataType],
+    out_schema: Mapping[str, pl.DataType],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`map_frames` with a kernel that also returns its batch's report
+    (`workers.batch_report`): rows and reports travel in one `mapInArrow` (as structs, the
+    other one null), so the data is computed once. Returns (rows ordered as `collect`
+    orders them, the reports of every batch)."""
+    row_struct, report_struct = pl.Struct(dict(out_schema)), pl.Struct(workers.REPORT_SCHEMA)
+    packed_schema = {ROW: row_struct, REPORT: report_struct}
+
+    def packed(batch: pl.DataFrame) -> pl.DataFrame:
+        frame, report = kernel(batch)
+        frame = frame.select(list(out_schema)).cast(dict(out_schema))  # type: ignore[arg-type]
+        return pl.concat(
+            [
+                frame.select(
+                    pl.struct(pl.all()).alias(ROW), pl.lit(None, report_struct).alias(REPORT)
+                ),
+                report.select(
+                    pl.lit(None, row_struct).alias(ROW), pl.struct(pl.all()).alias(REPORT)
+                ),
+            ]
+        )
+
+    both = from_spark_arrow(
+        map_frames(sdf, packed, in_schema, packed_schema).toArrow(), packed_schema
+    )
+    rows = both.filter(pl.col(ROW).is_not_null()).select(ROW).unnest(ROW)
+    rows = from_spark_arrow(rows.to_arrow(), out_schema)
+    order = [c for c in ORDER if c in rows.columns]
+    reports = both.filter(pl.col(REPORT).is_not_null()).select(REPORT).unnest(REPORT)
+    return (rows.sort(order) if order else rows), reports
+
+
+def _report_into(metadata: dict[str, Any] | None, reports: pl.DataFrame) -> None:
+    if metadata is not None:
+        metadata.update(workers.spark_step_metadata(reports))
+
+
 def per_day(
     frame: pl.DataFrame, kernel: Callable[[date, pl.DataFrame], pl.DataFrame]
 ) -> pl.DataFrame:
@@ -100,6 +158,16 @@ def _days(frame: pl.DataFrame) -> list[date]:
 
 def _schema_of(frame: pl.DataFrame, columns: list[str]) -> dict[str, pl.DataType]:
     return {c: frame.schema[c] for c in columns}
+
+
+class _Shared:
+    """A broadcast stand-in for Spark Connect: the value travels in the task's closure."""
+
+    def __init__(self, value: bytes):
+        self.value = value
+
+    def unpersist(self) -> None:
+        pass
 
 
 def _ipc(frame: pl.DataFrame) -> bytes:
@@ -191,21 +259,31 @@ def clean_on_spark(spark: Any, raw: pl.DataFrame, config: CleanConfig) -> CleanR
 
 
 # tokens -------------------------------------------------------------------------------------------
-def tokenize_on_spark(spark: Any, cleaned: pl.DataFrame, model_config: dict[str, Any]):
-    """`tokenize_documents` with the embedding model's tokenizer, loaded once per worker."""
+def tokenize_on_spark(
+    spark: Any,
+    cleaned: pl.DataFrame,
+    model_config: dict[str, Any],
+    *,
+    metadata: dict[str, Any] | None = None,
+):
+    """`tokenize_documents` with the embedding model's tokenizer, loaded once per worker
+    (`metadata`, when given, receives the batches' report: model loads per worker)."""
 
-    def kernel(batch: pl.DataFrame) -> pl.DataFrame:
+    def kernel(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        before = workers.load_count()
         embedder = workers.embedder(model_config)
-        return tokenize_documents(batch, embedder.tokenizer, embedder.max_length)
+        frame = tokenize_documents(batch, embedder.tokenizer, embedder.read_length)
+        return frame, workers.batch_report(frame.height, before)
 
     if not cleaned.height:
         embedder = workers.embedder(model_config)
-        return tokenize_documents(cleaned, embedder.tokenizer, embedder.max_length)
+        return tokenize_documents(cleaned, embedder.tokenizer, embedder.read_length)
     in_cols = ["doc_id", "ingest_date", "text"]
-    mapped = map_frames(
+    frame, reports = map_with_reports(
         to_spark(spark, cleaned), kernel, _schema_of(cleaned, in_cols), TOKENS_SCHEMA
     )
-    return collect(mapped, TOKENS_SCHEMA)
+    _report_into(metadata, reports)
+    return frame
 
 
 # features -----------------------------------------------------------------------------------------
@@ -225,10 +303,23 @@ def document_terms(docs: pl.DataFrame) -> pl.DataFrame:
 
 
 def features_on_spark(
-    spark: Any, cleaned: pl.DataFrame, tokens: pl.DataFrame, model_config: dict[str, Any]
+    spark: Any,
+    cleaned: pl.DataFrame,
+    tokens: pl.DataFrame,
+    model_config: dict[str, Any],
+    *,
+    cache_config: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """`build_features` on Spark; TF-IDF statistics of each day aggregated and broadcast."""
+    """`build_features` on Spark; TF-IDF statistics of each day aggregated and broadcast.
+
+    With `cache_config` (`ModelCacheResource.worker_config()`), embeddings go through the
+    model-result cache as on the local engine (`CachedEmbedder`, same keys): a Redis URL
+    there is reached from the executors. `metadata` receives the batches' report."""
     from pyspark.sql import functions as F
+
+    from resources.model_cache import CacheStats, backend_for
+    from resources.models import CachedEmbedder, InferenceStats
 
     if not tokens.height:
         return build_features(cleaned, tokens, workers.embedder(model_config))
@@ -248,13 +339,24 @@ def features_on_spark(
             {"ingest_date": pl.Date(), "n": pl.Int64()},
         )
         n_docs = dict(counts.iter_rows())
-        stats = spark.sparkContext.broadcast(_ipc(doc_freq))
+        stats = (
+            _Shared(_ipc(doc_freq))
+            if is_connect(spark)
+            else spark.sparkContext.broadcast(_ipc(doc_freq))
+        )
 
-        def kernel(batch: pl.DataFrame) -> pl.DataFrame:
-            embedder = workers.embedder(model_config)
+        def kernel(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+            before = workers.load_count()
+            served = workers.served(model_config, "embedding")
+            cache = backend_for(cache_config) if cache_config else None
+            namespace = cache_config["namespace"] if cache_config else ""
+            cache_stats, inference = CacheStats(), InferenceStats()
             day_freq = _from_ipc(stats.value)
 
             def one_day(day: date, part: pl.DataFrame) -> pl.DataFrame:
+                embedder = CachedEmbedder(
+                    served.model, part["text"].to_list(), cache, namespace, cache_stats, inference
+                )
                 return build_features(
                     part.select("doc_id", "text", "lang"),
                     part.select("doc_id", "ingest_date", "token_ids"),
@@ -263,12 +365,15 @@ def features_on_spark(
                     n_docs=n_docs[day],
                 )
 
-            return per_day(batch, one_day)
+            frame = per_day(batch, one_day)
+            report = workers.batch_report(frame.height, before, cache_stats, inference, [served])
+            return frame, report
 
         # Spark has no fixed-size arrays: embeddings travel as lists, their width comes back
         # from the data (the model's, whatever model the config names).
         spark_out = features_schema(1) | {"embedding": pl.List(pl.Float32())}
-        frame = collect(map_frames(docs, kernel, in_schema, spark_out), spark_out)
+        frame, reports = map_with_reports(docs, kernel, in_schema, spark_out)
+        _report_into(metadata, reports)
         stats.unpersist()
         dim = frame["embedding"].list.len().max() if frame.height else 0
         return frame.cast(features_schema(int(dim or 0)))  # type: ignore[arg-type]
@@ -286,35 +391,58 @@ def predict_on_spark(
     *,
     sentiment_model_name: str,
     languages: list[str],
+    cache_config: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """`predict_documents` on Spark; the NER model loads once per worker, the sentiment head
-    (a small table) travels with the task."""
+    """`predict_documents` on Spark with the models the local engine uses
+    (`workers.prediction_models`: NER, a text sentiment model, A/B candidates), each loaded
+    once per worker and wrapped in the result cache of `cache_config`; the sentiment head (a
+    small table) travels with the task. A/B arms follow the doc_id hash, so a document gets
+    the same model version on either engine. `metadata` receives the batches' report."""
+    from resources.model_cache import CacheStats, backend_for
+    from resources.models import InferenceStats
+
     head_ipc = _ipc(head.to_frame())
     languages = list(languages)
 
-    def kernel(batch: pl.DataFrame) -> pl.DataFrame:
-        return predict_documents(
+    def kernel(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        before = workers.load_count()
+        cache_stats, inference = CacheStats(), InferenceStats()
+        chosen = workers.prediction_models(
+            workers.resource(model_config),
+            lambda task: workers.served(model_config, task),
+            lambda name: workers.registry_model(model_config, name),
+            cache=backend_for(cache_config) if cache_config else None,
+            namespace=cache_config["namespace"] if cache_config else "",
+            stats=cache_stats,
+            inference=inference,
+        )
+        frame = predict_documents(
             batch.select("doc_id", "source", "lang", "is_duplicate", "text"),
             batch.select("doc_id", "ingest_date", "embedding"),
             SentimentHead.from_frame(_from_ipc(head_ipc)),
-            workers.entity_recognizer(model_config),
+            chosen.ner,
             sentiment_model_name=sentiment_model_name,
             languages=languages,
+            sentiment_text_model=chosen.text_model,
+            sentiment_candidate=chosen.candidates.get("sentiment"),
+            ner_candidate=chosen.candidates.get("entities"),
         )
+        report = workers.batch_report(frame.height, before, cache_stats, inference, chosen.served)
+        return frame, report
 
-    if not features.height:
-        return kernel(
-            features.select("doc_id", "ingest_date", "embedding").join(
-                cleaned.select("doc_id", "source", "lang", "is_duplicate", "text"),
-                on="doc_id",
-                how="left",
-            )
-        )
     joined = features.select("doc_id", "ingest_date", "embedding").join(
         cleaned.select("doc_id", "source", "lang", "is_duplicate", "text"),
         on="doc_id",
         how="left",
         maintain_order="left",
     )
-    mapped = map_frames(to_spark(spark, joined), kernel, dict(joined.schema), PREDICTIONS_SCHEMA)
-    return collect(mapped, PREDICTIONS_SCHEMA)
+    if not features.height:
+        frame, report = kernel(joined)
+        _report_into(metadata, report)
+        return frame
+    frame, reports = map_with_reports(
+        to_spark(spark, joined), kernel, dict(joined.schema), PREDICTIONS_SCHEMA
+    )
+    _report_into(metadata, reports)
+    return frame

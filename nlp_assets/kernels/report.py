@@ -11,22 +11,29 @@ import base64
 import html
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from matplotlib.axes import Axes
+from matplotlib.dates import DateFormatter, DayLocator
 from matplotlib.figure import Figure
 
 from nlp_assets.atomic import write_atomic
 from nlp_assets.kernels.aggregate import NUMERIC_ENTITY_LABELS
+from nlp_assets.kernels.quality import TREND_FIGURES, quality_figures
 
 CHARTS = ("label_mix", "sentiment_distribution", "languages", "top_entities")
 
 #: Chart size: 6 x 3.5 in at 90 dpi gives 540 x 315 px PNGs of a few tens of KB.
 CHART_SIZE_IN = (6.0, 3.5)
 CHART_DPI = 90
+#: The quality trend: four small panels (`TREND_FIGURES`), one line per source.
+TREND_CHART = "quality_trend"
+TREND_SIZE_IN = (9.0, 5.5)
+#: How many days (ending with the report's day) the trend chart shows.
+TREND_DAYS = 14
 
 HISTOGRAM_BINS = 20
 TOP_LANGUAGES = 10
@@ -176,6 +183,44 @@ def _draw_top_entities(ax: Axes, predictions: pl.DataFrame) -> None:
     ax.set_xlabel("mentions")
 
 
+def render_quality_trend(quality: pl.DataFrame, day: date, days: int = TREND_DAYS) -> bytes:
+    """The quality trend as PNG: one panel per figure of `TREND_FIGURES`, one line per source,
+    over the `days` days ending with `day` (from the first of them with figures)."""
+    fig = Figure(figsize=TREND_SIZE_IN, dpi=CHART_DPI, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).flatten()
+    first = day - timedelta(days=days - 1)
+    window = quality.filter(pl.col("ingest_date").is_between(first, day)).sort("ingest_date")
+    sources = sorted(window["source"].unique().to_list()) if window.height else []
+    start = window["ingest_date"].min() if window.height else first
+    half_day = timedelta(hours=12)
+    for ax, (column, title) in zip(axes, TREND_FIGURES.items(), strict=True):
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if not sources:
+            _no_data(ax)
+            continue
+        for source in sources:
+            line = window.filter(pl.col("source") == source).drop_nulls(column)
+            if line.height:
+                ax.plot(
+                    line["ingest_date"].to_list(),
+                    line[column].to_list(),
+                    marker="o",
+                    markersize=3,
+                    label=_short(source),
+                )
+        ax.set_xlim(_midnight(start) - half_day, _midnight(day) + half_day)  # points off the edges
+        ax.xaxis.set_major_locator(DayLocator(interval=1 + (day - start).days // 7))
+        ax.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+    if sources:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    return _png(fig)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
 def _no_data(ax: Axes) -> None:
     ax.text(0.5, 0.5, "no data", ha="center", va="center", fontsize=14, color="#757575")
     ax.set_axis_off()
@@ -230,8 +275,13 @@ def write_report(
     aggregates: pl.DataFrame,
     out_dir: Path,
     quarantine_counts: Mapping[str, int] | None = None,
+    quality: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Write the day's report, charts and exports into `out_dir`; return the manifest.
+
+    `quality` holds the `quality` asset's rows of the last days (the report's day included):
+    given, the report gets a "Quality" section with the day's figures per source and the
+    trend chart (`chart_quality_trend`) of the days up to the report's day.
 
     Each file is written to a temporary name and then renamed, so a failed run leaves the
     previous files in place. Files of ours that this run did not write (see `OWNED_GLOBS`)
@@ -256,12 +306,18 @@ def write_report(
         path = out_dir / "charts" / f"{name}.png"
         write_atomic(path, lambda tmp, png=png: tmp.write_bytes(png))
         record(f"chart_{name}", path, "png")
+    trend = None
+    if quality is not None:
+        trend = render_quality_trend(quality, day)
+        path = out_dir / "charts" / f"{TREND_CHART}.png"
+        write_atomic(path, lambda tmp: tmp.write_bytes(trend))
+        record(f"chart_{TREND_CHART}", path, "png")
 
     for table_name, frame in (("predictions", predictions), ("aggregates", aggregates)):
         for fmt, path in _write_exports(frame, out_dir / "exports", table_name):
             record(f"{table_name}_{fmt}", path, fmt)
 
-    page = render_html(day, predictions, aggregates, charts, quarantine_counts)
+    page = render_html(day, predictions, aggregates, charts, quarantine_counts, quality, trend)
     path = out_dir / "report.html"
     write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     record("report_html", path, "html")
@@ -356,6 +412,8 @@ def render_html(
     aggregates: pl.DataFrame,
     charts: Mapping[str, bytes],
     quarantine_counts: Mapping[str, int] | None = None,
+    quality: pl.DataFrame | None = None,
+    trend_png: bytes | None = None,
 ) -> str:
     """The self-contained report page (inline CSS, charts as data URIs, all text escaped)."""
     sections = [
@@ -365,9 +423,13 @@ def render_html(
         _documents_html(predictions),
         "<h2>Charts</h2>",
         _charts_html(charts),
+        "<h2>Sentiment by source</h2>",
+        _sentiment_by_source_html(day, predictions),
         "<h2>Aggregates</h2>",
         _aggregates_html(aggregates),
     ]
+    if quality is not None:
+        sections += ["<h2>Quality</h2>", _quality_html(day, quality, trend_png)]
     if quarantine_counts is not None:
         sections += ["<h2>Quarantine</h2>", _quarantine_html(quarantine_counts)]
     sections += ["<h2>Models</h2>", _models_html(predictions)]
@@ -430,6 +492,97 @@ def _aggregates_html(aggregates: pl.DataFrame) -> str:
         )
     headers = ["lang", "label", "n_docs", "mean score", "top entities", "top n-grams"]
     return _table(headers, rows)
+
+
+def sentiment_by_source(day: date, predictions: pl.DataFrame) -> pl.DataFrame:
+    """Per source: documents, documents per label (skipped: no label), positive share of the
+    scored documents and their mean P(positive); the figures of the `quality` asset."""
+    figures = quality_figures(day, predictions, pl.DataFrame())
+    counts = [{m["label"]: m["n_docs"] for m in mix} for mix in figures["label_mix"].to_list()]
+    return figures.select(
+        "source",
+        "n_docs",
+        *(
+            pl.Series(label, [c.get(label, 0) for c in counts], dtype=pl.Int64)
+            for label in ("positive", "negative", SKIPPED)
+        ),
+        "positive_share",
+        "mean_sentiment_score",
+    )
+
+
+def _sentiment_by_source_html(day: date, predictions: pl.DataFrame) -> str:
+    if predictions.is_empty():
+        return '<p class="muted">No documents this day.</p>'
+    rows = [
+        (*row[:5], _percent(row[5]), _fixed(row[6]))
+        for row in sentiment_by_source(day, predictions).iter_rows()
+    ]
+    headers = [
+        "source",
+        "documents",
+        "positive",
+        "negative",
+        SKIPPED,
+        "positive share",
+        "mean score",
+    ]
+    return (
+        '<p class="muted">Positive share and mean P(positive) are over the scored documents.</p>\n'
+        + _table(headers, rows)
+    )
+
+
+def _quality_html(day: date, quality: pl.DataFrame, trend_png: bytes | None) -> str:
+    today = quality.filter(pl.col("ingest_date") == day).sort("source")
+    rows = [
+        (
+            row["source"],
+            row["n_docs"],
+            _percent(row["positive_share"]),
+            _percent(row["skipped_share"]),
+            _percent(row["quarantined_share"]),
+            _fixed(row["entities_per_doc"], 2),
+            _fixed(row["entities_per_100_tokens"], 2),
+            row["baseline_days"],
+            _fixed(row["centroid_distance"], 4),
+        )
+        for row in today.iter_rows(named=True)
+    ]
+    headers = [
+        "source",
+        "documents",
+        "positive share",
+        "skipped",
+        "quarantined",
+        "entities / doc",
+        "entities / 100 tokens",
+        "previous days",
+        "centroid distance",
+    ]
+    table = (
+        _table(headers, rows) if rows else '<p class="muted">No quality figures for this day.</p>'
+    )
+    chart = ""
+    if trend_png is not None:
+        chart = (
+            f'<div class="charts"><figure><img src="{_data_uri(trend_png)}" '
+            f'alt="{TREND_CHART}"><figcaption>quality trend, last {TREND_DAYS} days'
+            "</figcaption></figure></div>"
+        )
+    note = (
+        '<p class="muted">Centroid distance: cosine distance of the day\'s mean embedding from '
+        "the mean of the previous seven days' documents (blank on a source's first day).</p>"
+    )
+    return f"{table}\n{note}\n{chart}"
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _fixed(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _top(items: list[dict[str, Any]] | None, describe: Callable[[dict[str, Any]], str]) -> str:

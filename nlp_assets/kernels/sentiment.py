@@ -89,6 +89,17 @@ def domain_weights(domains: np.ndarray) -> np.ndarray:
     return np.array([per_domain[d] for d in domains])
 
 
+def held_out_split(
+    labels: list[str], domains: list[str], *, test_size: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and held-out row indices, stratified by label x domain: every sentiment model
+    (the head, the fine-tuned classifier) is evaluated on the same held-out rows."""
+    strata = [f"{d}/{lab}" for d, lab in zip(domains, labels, strict=True)]
+    index = np.arange(len(labels))
+    train, test = train_test_split(index, test_size=test_size, random_state=seed, stratify=strata)
+    return train, test
+
+
 @dataclass(frozen=True)
 class TrainResult:
     head: SentimentHead
@@ -108,9 +119,7 @@ def train_sentiment_head(
 ) -> TrainResult:
     """Fit on a stratified (label x domain) split, domains weighted equally; evaluate on the
     held-out part."""
-    strata = [f"{d}/{lab}" for d, lab in zip(domains, labels, strict=True)]
-    index = np.arange(len(labels))
-    train, test = train_test_split(index, test_size=test_size, random_state=seed, stratify=strata)
+    train, test = held_out_split(labels, domains, test_size=test_size, seed=seed)
     y = np.asarray(labels)
     model = LogisticRegression(C=4.0, max_iter=2_000)
     model.fit(embeddings[train], y[train], sample_weight=domain_weights(np.asarray(domains)[train]))

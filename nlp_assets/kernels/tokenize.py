@@ -19,10 +19,12 @@ CHUNK = 4_096
 
 
 def tokenize_documents(cleaned: pl.DataFrame, tokenizer: Any, max_length: int) -> pl.DataFrame:
-    """Token ids (with the model's special tokens) cut to `max_length`.
+    """Token ids (with the model's special tokens) cut to `max_length`: the most the embedder
+    reads (`SentenceEmbedder.read_length`, its windows' span; a longer document is embedded in
+    overlapping windows, docs/models.md "Long documents").
 
     `n_tokens` counts the whole document before the cut, so a reader can see how much a
-    model with `max_length` positions did not read; `truncated` flags those documents.
+    model reading `max_length` tokens did not read; `truncated` flags those documents.
     """
     texts = cleaned["text"].to_list()
     ids: list[list[int]] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -23,9 +23,18 @@ FAILURE_PREVIEW_ROWS = 10
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
-def stage_asset(name: str, *, group: str, kinds: set[str], description: str, **kwargs: Any):
+def stage_asset(
+    name: str,
+    *,
+    group: str,
+    kinds: set[str],
+    description: str,
+    check_specs: Sequence[dg.AssetCheckSpec] = (),
+    **kwargs: Any,
+):
     """`@asset` with what every stage shares: daily partitions, the lake IO manager, a
-    blocking schema check, retries of transient errors.
+    blocking schema check (beside any `check_specs` of the stage's own), retries of transient
+    errors.
 
     Stage functions return `stage_result(...)` (a MaterializeResult carrying the value) and
     carry no return annotation: Dagster would read `-> MaterializeResult` as "no value".
@@ -43,7 +52,8 @@ def stage_asset(name: str, *, group: str, kinds: set[str], description: str, **k
                 asset=name,
                 blocking=True,
                 description=f"{name} matches its pandera schema (nlp_assets.schemas)",
-            )
+            ),
+            *check_specs,
         ],
         retry_policy=RETRY_POLICY,
         **kwargs,

@@ -44,13 +44,21 @@ def features(
     if choose_engine(context, config, tokens.height) == SPARK:
         from nlp_assets.engines.spark import features_on_spark
 
-        frame = features_on_spark(spark.spark_session, cleaned_text, tokens, model_config(models))
+        on_spark: dict = {"engine": SPARK, "spark_master": spark.master}
+        frame = features_on_spark(
+            spark.spark_session,
+            cleaned_text,
+            tokens,
+            model_config(models),
+            cache_config=model_cache.worker_config(),
+            metadata=on_spark,
+        )
         return stage_result(
             context,
             frame,
             features_schema_for(frame.schema["embedding"].size),  # type: ignore[attr-defined]
             started=started,
-            metadata={"engine": SPARK, "spark_master": spark.master},
+            metadata=on_spark,
         )
     served = models.serve("embedding")  # loaded once per process, then cached
     loaded = time.perf_counter()

@@ -6,17 +6,17 @@ from pydantic import Field
 
 from nlp_assets.engines import LOCAL, SPARK
 from nlp_assets.engines.switch import EngineConfig, choose_engine
-from nlp_assets.engines.workers import model_config
-from nlp_assets.kernels.predict import Candidate, predict_documents
+from nlp_assets.engines.workers import model_config, prediction_models
+from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.schemas import predictions_schema
+from nlp_assets.stages import sentiment_languages
 from nlp_assets.stages.common import stage_asset, stage_result
+from resources.lake import LakeResource
 from resources.model_cache import CacheStats, ModelCacheResource
 from resources.models import (
-    CachedEntities,
     InferenceStats,
     ModelResource,
-    TextSentiment,
     gpu_op_tags,
     step_metadata,
 )
@@ -42,6 +42,7 @@ class PredictionConfig(EngineConfig):
     pool="gpu",
     op_tags=gpu_op_tags(),
     backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[sentiment_languages.ASSET],  # read from the lake: absent, fr/nl stay skipped
 )
 def predictions(
     context: dg.AssetExecutionContext,
@@ -49,6 +50,7 @@ def predictions(
     models: ModelResource,
     spark: SparkResource,
     model_cache: ModelCacheResource,
+    lake: LakeResource,
     cleaned_text: pl.DataFrame,
     features: pl.DataFrame,
     sentiment_model: pl.DataFrame,
@@ -64,65 +66,51 @@ def predictions(
             "re-materialise sentiment_model (or features) with the same embedding model",
         )
     if choose_engine(context, config, features.height) == SPARK:
-        if models.sentiment or models.ab_tests:
-            context.log.info("a text sentiment model or an A/B test runs in-process only")
-        else:
-            from nlp_assets.engines.spark import predict_on_spark
+        from nlp_assets.engines.spark import predict_on_spark
 
-            frame = predict_on_spark(
-                spark.spark_session,
-                cleaned_text,
-                features,
-                head,
-                model_config(models),
-                sentiment_model_name=SENTIMENT_MODEL_NAME,
-                languages=config.languages,
-            )
-            return stage_result(
-                context,
-                frame,
-                predictions_schema(),
-                started=started,
-                metadata={"engine": SPARK, "spark_master": spark.master},
-            )
-    # Models from the registry, each wrapped in the result cache; A/B candidates if set.
-    cache, namespace = model_cache.backend(), model_cache.namespace
-    cache_stats, inference = CacheStats(), InferenceStats()
-    cached = {
-        "cache": cache,
-        "namespace": namespace,
-        "stats": cache_stats,
-        "inference": inference,
-        "warn": context.log.warning,
-    }
-    served = [models.serve("entities")]
-    ner = CachedEntities(served[0].model, **cached)
-    text_model = None
-    if models.sentiment:
-        served.append(models.serve("sentiment"))
-        text_model = TextSentiment(served[-1].model, **cached)
-    candidates: dict[str, Candidate] = {}
-    for task in ("sentiment", "entities"):
-        test = models.ab_test(task)
-        if test is not None:
-            served.append(models.model_registry().get(test.candidate))
-            model = served[-1].model
-            wrapped = (
-                TextSentiment(model, **cached)
-                if task == "sentiment"
-                else CachedEntities(model, **cached)
-            )
-            candidates[task] = Candidate(wrapped, test.share, test.salt)
-    frame = predict_documents(
-        cleaned_text,
-        features,
-        head,
-        ner,
-        sentiment_model_name=SENTIMENT_MODEL_NAME,
-        languages=config.languages,
-        sentiment_text_model=text_model,
-        sentiment_candidate=candidates.get("sentiment"),
-        ner_candidate=candidates.get("entities"),
+        # Same models, cache and A/B split as below, in the executors' Python workers.
+        engine: dict = {"engine": SPARK, "spark_master": spark.master}
+        frame = predict_on_spark(
+            spark.spark_session,
+            cleaned_text,
+            features,
+            head,
+            model_config(models),
+            sentiment_model_name=SENTIMENT_MODEL_NAME,
+            languages=config.languages,
+            cache_config=model_cache.worker_config(),
+            metadata=engine,
+        )
+        ner_name = ""
+    else:
+        # Models from the registry, each wrapped in the result cache; A/B candidates if set.
+        cache_stats, inference = CacheStats(), InferenceStats()
+        chosen = prediction_models(
+            models,
+            models.serve,
+            models.model_registry().get,
+            cache=model_cache.backend(),
+            namespace=model_cache.namespace,
+            stats=cache_stats,
+            inference=inference,
+            warn=context.log.warning,
+        )
+        frame = predict_documents(
+            cleaned_text,
+            features,
+            head,
+            chosen.ner,
+            sentiment_model_name=SENTIMENT_MODEL_NAME,
+            languages=config.languages,
+            sentiment_text_model=chosen.text_model,
+            sentiment_candidate=chosen.candidates.get("sentiment"),
+            ner_candidate=chosen.candidates.get("entities"),
+        )
+        engine = {"engine": LOCAL, **step_metadata(chosen.served, cache_stats, inference)}
+        ner_name = f"{chosen.ner.name}@{chosen.ner.version}"
+    # Documents skipped for their language that a per-language model serves (fr, nl).
+    frame, _ = sentiment_languages.serve_languages(
+        frame, cleaned_text, lake, models, lambda model: model, context.log.warning
     )
     labelled = frame.filter(pl.col("sentiment_label").is_not_null())
     return stage_result(
@@ -142,15 +130,15 @@ def predictions(
             "ner_model": ", ".join(
                 f"{name}@{version}"
                 for name, version in frame.select("ner_model", "ner_model_version")
+                .drop_nulls()
                 .unique()
                 .sort("ner_model", "ner_model_version")
                 .iter_rows()
             )
-            or f"{ner.name}@{ner.version}",
-            "engine": LOCAL,
+            or ner_name,
             "skipped": frame.height - labelled.height,
             "positive_share": float((labelled["sentiment_label"] == "positive").mean() or 0.0),
             "entities": int(frame["entities"].list.len().sum()),
-            **step_metadata(served, cache_stats, inference),
+            **engine,
         },
     )

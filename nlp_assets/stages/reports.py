@@ -1,11 +1,11 @@
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from nlp_assets.kernels.report import markdown_preview, write_report
+from nlp_assets.kernels.report import TREND_DAYS, markdown_preview, write_report
 from nlp_assets.schemas import reports_schema
 from nlp_assets.stages.common import stage_asset, stage_result
 from resources.folders import DayFolder
@@ -18,12 +18,14 @@ STAGES_WITH_QUARANTINE = ("raw_text", "cleaned_text")
     "reports",
     group="analytics",
     kinds={"html", "parquet"},
-    description="A self-contained HTML report per day with charts, and exports of predictions "
-    "and aggregates as JSON, CSV and Parquet. The value is the manifest of files written.",
+    description="A self-contained HTML report per day with charts, sentiment by source, the "
+    "quality figures with their trend over the last days, and exports of predictions and "
+    "aggregates as JSON, CSV and Parquet. The value is the manifest of files written.",
     metadata=SCOPE_DAY,  # computes the whole day: stored as the day, even in a micro-batch
     ins={
         "predictions": dg.AssetIn(metadata=SCOPE_DAY),
         "aggregates": dg.AssetIn(metadata=SCOPE_DAY),
+        "quality": dg.AssetIn(metadata=SCOPE_DAY),
     },
 )
 def reports(
@@ -32,14 +34,20 @@ def reports(
     report_folder: DayFolder,
     predictions: pl.DataFrame,
     aggregates: pl.DataFrame,
+    quality: pl.DataFrame,
 ):
     started = time.perf_counter()
     day = date.fromisoformat(context.partition_key)
     quarantined = {
         stage: lake.lake().read_quarantine(stage, day).height for stage in STAGES_WITH_QUARANTINE
     }
+    # the trend: the previous days' quality figures as the lake has them, then this day's
+    earlier = [(day - timedelta(days=back)).isoformat() for back in range(TREND_DAYS - 1, 0, -1)]
+    trend = pl.concat([lake.lake().read_days("quality", earlier), quality], how="diagonal_relaxed")
     out_dir = report_folder.day_dir(context.partition_key)
-    manifest = write_report(day, predictions, aggregates, out_dir, quarantine_counts=quarantined)
+    manifest = write_report(
+        day, predictions, aggregates, out_dir, quarantine_counts=quarantined, quality=trend
+    )
     chart = Path(manifest.filter(pl.col("artifact") == "chart_label_mix")["path"][0]).read_bytes()
     return stage_result(
         context,

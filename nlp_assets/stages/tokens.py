@@ -17,8 +17,9 @@ from resources.spark import SparkResource
     "tokens",
     group="preprocess",
     kinds={"huggingface", "parquet"},
-    description="Token ids from the embedding model's fast tokenizer, cut to the model's "
-    "max length; n_tokens counts the whole text and `truncated` flags the cut.",
+    description="Token ids from the embedding model's fast tokenizer, cut to what its windows "
+    "read (max_windows windows of max_length tokens); n_tokens counts the whole text and "
+    "`truncated` flags the cut.",
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def tokens(
@@ -31,12 +32,15 @@ def tokens(
     started = time.perf_counter()
     embedder = models.embedder
     engine = choose_engine(context, config, cleaned_text.height)
+    on_spark: dict = {}  # the Spark batches' report: model loads per executor worker
     if engine == SPARK:
         from nlp_assets.engines.spark import tokenize_on_spark
 
-        frame = tokenize_on_spark(spark.spark_session, cleaned_text, model_config(models))
+        frame = tokenize_on_spark(
+            spark.spark_session, cleaned_text, model_config(models), metadata=on_spark
+        )
     else:  # one tokenizer call per chunk: a range of days is one frame like one day
-        frame = tokenize_documents(cleaned_text, embedder.tokenizer, embedder.max_length)
+        frame = tokenize_documents(cleaned_text, embedder.tokenizer, embedder.read_length)
     return stage_result(
         context,
         frame,
@@ -46,7 +50,11 @@ def tokens(
             "engine": engine,
             "tokenizer": embedder.name,
             "max_length": embedder.max_length,
+            "max_windows": embedder.max_windows,
+            "read_length": embedder.read_length,
+            "windows_total": sum(map(embedder.n_windows, frame["token_ids"].list.len())),
             "truncated": int(frame["truncated"].sum()),
             "tokens_total": int(frame["n_tokens"].sum()),
+            **on_spark,
         },
     )
