@@ -22,10 +22,8 @@ import polars as pl
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from nlp_assets.kernels.sentiment import domain_weights, held_out_split
+from nlp_assets.kernels.sentiment import domain_weights, held_out_split, wilson_interval
 from resources.checkpoints import publish, refuse_pickle, set_current, staging_dir
-
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -63,16 +61,6 @@ class IncompatibleCheckpoint(ValueError):
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (e.g. accuracy on n held-out rows)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_interval(

@@ -7,6 +7,7 @@ the lake never holds executable bytes and any reader can apply it.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,3 +151,16 @@ def train_sentiment_head(
         "majority_baseline": float(pl.Series(truth).value_counts()["count"].max() / len(truth)),
     }
     return TrainResult(head=head, metrics=metrics, per_domain=per_domain)
+
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (e.g. accuracy on n held-out rows)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import normalize
 
+from nlp_assets.kernels.sentiment import wilson_interval
 from nlp_assets.sample_corpus import (
     FOREIGN_REVIEWS,
     _foreign_sample,
@@ -246,16 +246,6 @@ def fit_language_model(
 
 
 # --- evaluation ---------------------------------------------------------------------------
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (honest at small n, unlike p +/- 2 SE)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def out_of_fold_predictions(
