@@ -22,6 +22,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from nlp_assets import checks
 from nlp_assets_tests.services import free_port, stop_process_group, wait_for_http
 
 pytestmark = pytest.mark.browser
@@ -40,16 +41,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DAY = "2026-11-18"
-STAGES = [
-    "raw_text",
-    "cleaned_text",
-    "tokens",
-    "features",
-    "predictions",
-    "aggregates",
-    "quality",
-    "reports",
-]
+STAGES = list(checks.STAGES)  # the pipeline's stages, in order
 DOCS = [
     "The delivery was quick and the parcel intact, great service.",
     "Terrible support, nobody answered my e-mail for two weeks.",

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nlp_assets import sample_corpus
+from nlp_assets import checks, sample_corpus
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.lake import Lake
@@ -23,16 +23,7 @@ DAY = date(2026, 11, 18)
 SLICE = {"bbc_news.jsonl": 30, "reviews_multilingual.jsonl": 12, "web_feedback.jsonl": 100}
 TABLE_SLICE = 20
 TXT_FILES = 3
-STAGES = [
-    "raw_text",
-    "cleaned_text",
-    "tokens",
-    "features",
-    "predictions",
-    "aggregates",
-    "quality",
-    "reports",
-]
+STAGES = list(checks.STAGES)  # the pipeline's stages, in order
 
 
 def _slice_day(full: Path, out: Path) -> int:
