@@ -40,21 +40,34 @@ def embedders():
     return fp32, bf16
 
 
-def test_bf16_embeddings_stay_within_cosine_tolerance_of_float32(real_text, embedders):
+@pytest.fixture(scope="module")
+def embedded(real_text, embedders) -> dict[str, np.ndarray]:
+    """Each text embedded once per dtype (bf16 without native CPU support is slow): the
+    labelled sentences and the documents, float32 and bf16."""
     labelled, docs = real_text
     fp32, bf16 = embedders
-    texts = [*labelled["text"].to_list(), *docs]
-    a, b = fp32.embed_texts(texts), bf16.embed_texts(texts)
+    sentences = labelled["text"].to_list()
+    return {
+        "sentences_fp32": fp32.embed_texts(sentences),
+        "sentences_bf16": bf16.embed_texts(sentences),
+        "docs_fp32": fp32.embed_texts(docs),
+        "docs_bf16": bf16.embed_texts(docs),
+    }
+
+
+def test_bf16_embeddings_stay_within_cosine_tolerance_of_float32(real_text, embedded):
+    _, docs = real_text
+    a = np.concatenate([embedded["sentences_fp32"], embedded["docs_fp32"]])
+    b = np.concatenate([embedded["sentences_bf16"], embedded["docs_bf16"]])
     cosine = np.sum(a * b, axis=1)
     assert len(cosine) == N_SENTENCES + len(docs)
     assert cosine.min() >= MIN_COSINE, f"min cosine {cosine.min():.6f}"
 
 
-def test_bf16_sentiment_labels_agree_with_float32(real_text, embedders):
+def test_bf16_sentiment_labels_agree_with_float32(real_text, embedders, embedded):
     labelled, _ = real_text
-    fp32, bf16 = embedders
-    texts = labelled["text"].to_list()
-    a = fp32.embed_texts(texts)
+    fp32, _ = embedders
+    a = embedded["sentences_fp32"]
     result = train_sentiment_head(
         a,
         labelled["label"].to_list(),
@@ -64,7 +77,7 @@ def test_bf16_sentiment_labels_agree_with_float32(real_text, embedders):
     )
     head = result.head
     labels_a = head.predict_proba(a).argmax(axis=1)
-    labels_b = head.predict_proba(bf16.embed_texts(texts)).argmax(axis=1)
+    labels_b = head.predict_proba(embedded["sentences_bf16"]).argmax(axis=1)
     agreement = float(np.mean(labels_a == labels_b))
     assert agreement >= LABEL_AGREEMENT, f"labels agree for {agreement:.4f}"
 

@@ -77,11 +77,15 @@ def test_every_stage_runs_through_spark_connect_as_on_the_local_engine(connect, 
 
     features = build_features(cleaned.docs, tokens, embedder)
     meta: dict = {}
-    on_spark = spark_engine.features_on_spark(connect, cleaned.docs, tokens, config, metadata=meta)
+    # A config no stage used before: tokenize_on_spark's Python workers may be reused and
+    # already hold the embedder, and this asserts each worker loads its own at most once.
+    fresh = config | {"batch_tokens": 8_192}
+    on_spark = spark_engine.features_on_spark(connect, cleaned.docs, tokens, fresh, metadata=meta)
     assert on_spark["tfidf_terms"].equals(features["tfidf_terms"])  # the day's statistics
     cosine = np.sum(on_spark["embedding"].to_numpy() * features["embedding"].to_numpy(), axis=1)
     assert cosine.min() >= 1 - 1e-5
     assert 1 <= meta["model_loads"] <= meta["python_workers"]
+    assert all(n <= 1 for n in meta["model_loads_by_worker"].values())
 
     head = SentimentHead(
         ("negative", "positive"),

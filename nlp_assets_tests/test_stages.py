@@ -11,13 +11,14 @@ import pytest
 
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.stages.predictions import PredictionConfig, predictions
+from resources.lake import LakeResource
 from resources.model_cache import ModelCacheResource
 from resources.spark import SparkResource
 
 DAY = "2026-11-18"
 
 
-def test_predictions_refuse_a_head_trained_on_other_embeddings(models) -> None:
+def test_predictions_refuse_a_head_trained_on_other_embeddings(models, tmp_path) -> None:
     head = SentimentHead(("negative", "positive"), np.zeros((1, 4)), np.zeros(1), "m", "old")
     features = pl.DataFrame(
         {
@@ -35,6 +36,7 @@ def test_predictions_refuse_a_head_trained_on_other_embeddings(models) -> None:
             models=models,
             model_cache=ModelCacheResource(url_env_var=""),
             spark=SparkResource(),  # lazy: never started on the local engine
+            lake=LakeResource(root=str(tmp_path)),
             cleaned_text=pl.DataFrame(),
             features=features,
             sentiment_model=head.to_frame(),

@@ -105,7 +105,8 @@ def tfidf_top_terms(
     terms = tfidf_terms(long)
     doc_freq = document_frequencies(long) if doc_freq is None else doc_freq
     return (
-        terms.join(doc_freq, on="ngram")
+        # row order fixes the order of the norm's float sum: the same scores on every engine
+        terms.join(doc_freq, on="ngram", maintain_order="left")
         .with_columns(
             (pl.col("count") * (((1 + n_docs) / (1 + pl.col("df"))).log() + 1)).alias("w")
         )
