@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     corpora = fetch_pattern_corpora(args.cache)
     embed = None
     if not args.no_minilm:
-        from resources.models import ModelResource
+        from nlp_assets.resources.models import ModelResource
 
         embedder = ModelResource().embedder
         embed = embedder.embed_texts

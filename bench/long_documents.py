@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from nlp_assets.resources.models import ModelResource, SentenceEmbedder, pool_windows
 
 from nlp_assets import settings
 from nlp_assets.kernels.sentiment import SentimentHead, train_sentiment_head
@@ -47,7 +48,6 @@ from nlp_assets.sample_corpus import (
     read_drug_reviews,
     read_polarity_csv,
 )
-from resources.models import ModelResource, SentenceEmbedder, pool_windows
 
 POOLINGS = ("mean", "token-weighted-mean", "max")
 #: Windows a document may have while measuring (caps below are prefixes of these windows).

@@ -36,21 +36,21 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from nlp_assets.resources.lake import PART_TAG
+from nlp_assets.resources.model_cache import ModelCacheResource
 
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.kafka import topics as kafka_topics
+from nlp_assets.kafka.drain import tick_and_run
+from nlp_assets.kafka.messages import OffsetRange
+from nlp_assets.kafka.resource import KafkaResource
+from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
-from nlp_assets.kernels.messages import OffsetRange
 from nlp_assets.lake import Lake
-from nlp_assets.stages import kafka_topics
 from nlp_assets_tests.kafka_broker import Broker, tansu_broker
-from resources.kafka import KafkaResource
-from resources.lake import PART_TAG
-from resources.model_cache import ModelCacheResource
-from sensors.kafka import build_kafka_sensor
-from sensors.kafka_drain import tick_and_run
 
 DAY = "2026-11-25"
 #: Runs log warnings and errors only (the figures are the output).

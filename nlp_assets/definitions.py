@@ -15,16 +15,26 @@ from nlp_assets.jobs import (
     train_sentiment_job,
     warehouse_load_job,
 )
+from nlp_assets.kafka import topics as kafka_topics
+from nlp_assets.kafka.resource import kafka_from_env
+from nlp_assets.kafka.sensors import kafka_sensors
+from nlp_assets.resources.folders import DayFolder
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
+from nlp_assets.resources.model_cache import ModelCacheResource
+from nlp_assets.resources.models import DEFAULT_NER_MODEL, ModelResource
+from nlp_assets.resources.spark import spark_from_env
+from nlp_assets.resources.warehouse import warehouse_from_env
 from nlp_assets.schedules import (
     daily_pipeline_schedule,
     daily_reports_schedule,
     freshness_checks_schedule,
 )
+from nlp_assets.sensors.alerts import run_failure_alert_sensor
+from nlp_assets.sensors.landing import landing_folder_sensor
 from nlp_assets.stages import (
     aggregates,
     cleaned_text,
     features,
-    kafka_topics,
     ner_evaluation,
     predictions,
     quality,
@@ -37,16 +47,6 @@ from nlp_assets.stages import (
 )
 from nlp_assets.stages.sentiment_finetuned import finetuned_ab_test, finetuned_sentiment_spec
 from nlp_assets.warehouse.assets import warehouse_assets
-from resources.folders import DayFolder
-from resources.kafka import kafka_from_env
-from resources.lake import LakeIOManager, LakeResource
-from resources.model_cache import ModelCacheResource
-from resources.models import DEFAULT_NER_MODEL, ModelResource
-from resources.spark import spark_from_env
-from resources.warehouse import warehouse_from_env
-from sensors.alerts import run_failure_alert_sensor
-from sensors.kafka import kafka_sensors
-from sensors.landing import landing_folder_sensor
 
 STAGE_MODULES = [
     raw_text,

@@ -12,7 +12,7 @@ import dagster as dg
 from nlp_assets import settings
 from nlp_assets.definitions import defs
 from nlp_assets.partitions import daily_partitions
-from sensors.landing import landed_days
+from nlp_assets.sensors.landing import landed_days
 
 
 def main(argv: list[str] | None = None) -> int:

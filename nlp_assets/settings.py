@@ -94,7 +94,7 @@ def ingest_max_record_bytes() -> int:
     return int(os.getenv("NLP_INGEST_MAX_RECORD_BYTES", str(4 * 1024 * 1024)))
 
 
-# Kafka (README "Kafka"): connection settings are read by `resources.kafka.kafka_from_env`;
+# Kafka (docs/kafka.md): connection settings are read by `kafka.resource.kafka_from_env`;
 # topics, batching and the message size limit here.
 def kafka_topics() -> list[tuple[str, int]]:
     """`NLP_KAFKA_TOPICS`: comma-separated `topic[:priority]` (one sensor per topic), each

@@ -45,8 +45,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES, DagsterRunS
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, PARTITION_NAME_TAG
 
 from nlp_assets import settings
-from nlp_assets.kernels.ingest import doc_id_for
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.messages import (
     HEADER_REASON,
     TAG_ATTEMPT,
     TAG_END,
@@ -55,11 +54,12 @@ from nlp_assets.kernels.messages import (
     TAG_START,
     TAG_TOPIC,
 )
+from nlp_assets.kafka.sensors import sensor_name
+from nlp_assets.kafka.topics import topic_asset_key
+from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.lake import QUARANTINE, Lake
-from nlp_assets.stages.kafka_topics import topic_asset_key
 from nlp_assets_tests.kafka_broker import Broker, tansu_broker
 from nlp_assets_tests.services import free_port, stop_process_group
-from sensors.kafka import sensor_name
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from nlp_assets.resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
 
 from nlp_assets_tests.kafka_broker import kafka_broker  # noqa: F401 (the `kafka` tests' broker)
 from nlp_assets_tests.spark_cluster import (  # noqa: F401 (the `spark` tests' engines)
@@ -14,7 +15,6 @@ from nlp_assets_tests.spark_cluster import (  # noqa: F401 (the `spark` tests' e
     spark_master,
     standalone_master,
 )
-from resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
 
 #: Rows per (domain, label) the shared sentiment head trains on: about a fifth of the labelled set,
 #: enough for its held-out accuracy check (see `trained_sentiment_head`).

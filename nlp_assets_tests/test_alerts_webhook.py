@@ -15,11 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
+from nlp_assets.sensors import alerts
 
 from nlp_assets import metrics
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets_tests.services import WebhookReceiver
-from sensors import alerts
 
 DAY = "2026-11-18"
 SECRET_PATH = "/hooks/T000/B000/s3cret-webhook-token"

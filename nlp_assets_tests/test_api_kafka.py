@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from nlp_assets.api.keys import FileKeyStore
+from nlp_assets.kafka.messages import validate_message
 from nlp_assets.kernels.ingest import doc_id_for, normalise_record
-from nlp_assets.kernels.messages import validate_message
 from nlp_assets_tests.api_server import api_server
 from nlp_assets_tests.kafka_broker import Broker
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from nlp_assets.resources.models import ModelResource
 
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets_tests.api_server import REPO, api_server
-from resources.models import ModelResource
 
 pytestmark = pytest.mark.api
 

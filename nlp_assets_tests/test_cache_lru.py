@@ -6,8 +6,7 @@ import copy
 
 import numpy as np
 import pytest
-
-from resources.model_cache import (
+from nlp_assets.resources.model_cache import (
     CacheStats,
     LruCache,
     ModelCacheResource,
@@ -22,7 +21,7 @@ from resources.model_cache import (
     text_key,
     vector_codec,
 )
-from resources.models import MIN_COSINE, CachedEmbedder, InferenceStats
+from nlp_assets.resources.models import MIN_COSINE, CachedEmbedder, InferenceStats
 
 
 class Broken:
@@ -134,7 +133,7 @@ def test_lru_evicts_the_least_recently_used_under_its_byte_budget():
 
 def test_lru_ttl_expires_entries(monkeypatch: pytest.MonkeyPatch):
     now = [1000.0]
-    monkeypatch.setattr("resources.model_cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("nlp_assets.resources.model_cache.time.monotonic", lambda: now[0])
     cache = LruCache(1 << 20, ttl_seconds=10)
     cache.set_many({"k": b"v"})
     now[0] += 9

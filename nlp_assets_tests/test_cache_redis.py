@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource, RedisCache
+from nlp_assets.resources.models import MIN_COSINE, CachedEmbedder, InferenceStats, ModelResource
 
 from nlp_assets.lake import Lake
 from nlp_assets_tests.model_stages import (
@@ -23,8 +25,6 @@ from nlp_assets_tests.model_stages import (
     step_metadata,
     write_model_inputs,
 )
-from resources.model_cache import CacheStats, ModelCacheResource, RedisCache
-from resources.models import MIN_COSINE, CachedEmbedder, InferenceStats, ModelResource
 
 pytestmark = pytest.mark.redis
 

@@ -27,6 +27,8 @@ import pytest
 import redis
 import yaml
 from confluent_kafka.admin import AdminClient, NewTopic
+from nlp_assets.resources.model_cache import CacheStats, cached_compute, text_key
+from nlp_assets.resources.warehouse import warehouse_from_env
 from psycopg2 import sql
 
 from nlp_assets import settings
@@ -35,8 +37,6 @@ from nlp_assets.read import read_documents
 from nlp_assets.settings import InvalidEnvironment
 from nlp_assets_tests.kafka_broker import Broker
 from nlp_assets_tests.postgres_db import temp_database, url_for
-from resources.model_cache import CacheStats, cached_compute, text_key
-from resources.warehouse import warehouse_from_env
 
 REPO = Path(__file__).parents[1]
 DAY = "2026-03-02"
@@ -441,7 +441,7 @@ def test_model_cache_entries_written_in_one_environment_are_not_read_in_another(
 
 TICK = """
 import dagster as dg
-from sensors.kafka_drain import evaluate_tick
+from nlp_assets.kafka.drain import evaluate_tick
 sensor = next(s for s in defs.sensors if s.name.startswith("kafka_"))
 with dg.instance_for_test() as instance:
     outcome = evaluate_tick(sensor, instance=instance, cursor=None, definitions=defs)

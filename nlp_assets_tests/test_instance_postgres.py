@@ -12,6 +12,8 @@ import dagster as dg
 import polars as pl
 import psycopg2
 import pytest
+from nlp_assets.resources.models import ModelResource
+from nlp_assets.resources.warehouse import WarehouseResource
 
 from nlp_assets import checks
 from nlp_assets.definitions import all_assets, build_resources
@@ -20,8 +22,6 @@ from nlp_assets.lake import Lake
 from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
 from nlp_assets.warehouse import warehouse_rows
 from nlp_assets_tests.postgres_db import ADMIN_URL, temp_database, url_for
-from resources.models import ModelResource
-from resources.warehouse import WarehouseResource
 
 pytestmark = pytest.mark.postgres
 

@@ -13,12 +13,12 @@ import dagster as dg
 import polars as pl
 import pytest
 from confluent_kafka import Producer
+from nlp_assets.resources.lake import PART_TAG
 
 from nlp_assets import settings
 from nlp_assets.definitions import all_assets, build_resources, defs
-from nlp_assets.kernels import messages as messages_kernel
-from nlp_assets.kernels.ingest import RecordError, doc_id_for, normalise_record, read_landing_files
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka import messages as messages_kernel
+from nlp_assets.kafka.messages import (
     HEADER_ORIGINAL_BYTES,
     HEADER_QUARANTINE,
     HEADER_REASON,
@@ -39,11 +39,11 @@ from nlp_assets.kernels.messages import (
     split_messages,
     validate_message,
 )
+from nlp_assets.kafka.resource import KafkaResource, kafka_from_env
+from nlp_assets.kafka.sensors import sensor_name
+from nlp_assets.kernels.ingest import RecordError, doc_id_for, normalise_record, read_landing_files
 from nlp_assets.lake import _PART_NAME, Lake
 from nlp_assets_tests.kafka_broker import Broker, free_port
-from resources.kafka import KafkaResource, kafka_from_env
-from resources.lake import PART_TAG
-from sensors.kafka import sensor_name
 
 TOPIC = "reviews.en"
 

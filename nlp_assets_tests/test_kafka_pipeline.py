@@ -14,20 +14,20 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from nlp_assets.sensors.landing import EMPTY_DAY, day_fingerprint
 
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.kafka import topics as kafka_topics
+from nlp_assets.kafka.drain import TickOutcome, materialize_runner, tick_and_run
+from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
+from nlp_assets.kafka.resource import KafkaResource
+from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
-from nlp_assets.kernels.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
 from nlp_assets.lake import Lake
-from nlp_assets.stages import kafka_topics
 from nlp_assets_tests.kafka_broker import Broker
-from resources.kafka import KafkaResource
-from sensors.kafka import build_kafka_sensor
-from sensors.kafka_drain import TickOutcome, materialize_runner, tick_and_run
-from sensors.landing import EMPTY_DAY, day_fingerprint
 
 pytestmark = pytest.mark.kafka
 

@@ -20,12 +20,14 @@ from dagster._core.storage.tags import (
     TAGS_TO_MAYBE_OMIT_ON_RETRY,
     WILL_RETRY_TAG,
 )
+from nlp_assets.resources.lake import PART_TAG
 
 from nlp_assets import metrics
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.drain import evaluate_tick
+from nlp_assets.kafka.messages import (
     MODE_DEAD_LETTER,
     TAG_ATTEMPT,
     TAG_END,
@@ -35,11 +37,9 @@ from nlp_assets.kernels.messages import (
     TAG_START,
     TAG_TOPIC,
 )
+from nlp_assets.kafka.resource import KafkaResource
+from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets_tests.kafka_broker import Broker, tansu_broker
-from resources.kafka import KafkaResource
-from resources.lake import PART_TAG
-from sensors.kafka import build_kafka_sensor
-from sensors.kafka_drain import evaluate_tick
 
 pytestmark = pytest.mark.kafka
 

@@ -29,7 +29,7 @@ RUN = r"""
 import json, os, sys, time
 import dagster as dg
 import polars as pl
-from resources.lake import LakeIOManager, LakeResource
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 # argv reaches the run process only; step processes (multiprocess executor) read the env
 lake_root, events, label, pause = (

@@ -11,11 +11,11 @@ from nlp_assets import metrics
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.kafka.drain import evaluate_tick
+from nlp_assets.kafka.resource import KafkaResource
+from nlp_assets.kafka.sensors import build_kafka_sensor, sensor_name
 from nlp_assets_tests.kafka_broker import Broker
 from nlp_assets_tests.services import pushgateway, scrape, series
-from resources.kafka import KafkaResource
-from sensors.kafka import build_kafka_sensor, sensor_name
-from sensors.kafka_drain import evaluate_tick
 
 pytestmark = [pytest.mark.kafka, pytest.mark.metrics]
 

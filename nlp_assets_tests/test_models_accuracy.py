@@ -7,6 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
+from nlp_assets.resources.models import ModelRegistry, ModelSpec
 
 from nlp_assets.kernels.ner_eval import (
     SPACY_TO_COARSE,
@@ -16,8 +18,6 @@ from nlp_assets.kernels.ner_eval import (
     wnut16_path,
 )
 from nlp_assets.stages.ner_evaluation import F1_CHECK, F1_FLOOR, ner_evaluation
-from resources.lake import LakeIOManager, LakeResource
-from resources.models import ModelRegistry, ModelSpec
 
 CONLL = "Tim\tB-person\nCook\tI-person\nin\tO\nNew\tB-geo-loc\nYork\tI-geo-loc\n\t\nok\tO\n"
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from resources.models import MIN_COSINE, ModelResource
+from nlp_assets.resources.models import MIN_COSINE, ModelResource
 
 pytestmark = [
     pytest.mark.gpu,

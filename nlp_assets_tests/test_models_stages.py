@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from nlp_assets.resources.model_cache import ModelCacheResource
+from nlp_assets.resources.models import ABTest, ModelResource, ModelSpec
 
 from nlp_assets.kernels.predict import ab_candidate_rows
 from nlp_assets.lake import Lake
@@ -19,8 +21,6 @@ from nlp_assets_tests.model_stages import (
     step_metadata,
     write_model_inputs,
 )
-from resources.model_cache import ModelCacheResource
-from resources.models import ABTest, ModelResource, ModelSpec
 
 
 def test_fallback_and_ab_split_through_the_stages(tmp_path: Path, models: ModelResource):

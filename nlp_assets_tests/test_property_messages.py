@@ -20,8 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nlp_assets.kernels.ingest import doc_id_for, normalise_record, read_landing_files
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HEADER_TRUNCATED,
     KafkaRecord,
@@ -30,6 +29,7 @@ from nlp_assets.kernels.messages import (
     landing_jsonl,
     split_messages,
 )
+from nlp_assets.kernels.ingest import doc_id_for, normalise_record, read_landing_files
 from nlp_assets.kernels.quarantine import RAW_MAX_BYTES
 
 TOPIC = "prop.topic"

@@ -14,6 +14,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 from nlp_assets.checks import QUALITY_SHIFT_CHECK
 from nlp_assets.definitions import defs
@@ -35,7 +36,6 @@ from nlp_assets.lake import Lake
 from nlp_assets.partitions import daily_partitions
 from nlp_assets.schemas import quality_schema
 from nlp_assets.stages.quality import previous_days_stats, quality
-from resources.lake import LakeIOManager, LakeResource
 
 DAY = date(2026, 11, 18)
 DIM = 4

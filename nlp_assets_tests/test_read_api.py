@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 from nlp_assets.definitions import defs
 from nlp_assets.downstream.sentiment_by_source import (
@@ -23,7 +24,6 @@ from nlp_assets.lake import Lake
 from nlp_assets.partitions import daily_partitions
 from nlp_assets.read import days_between, read_aggregates, read_asset, read_predictions
 from nlp_assets_tests.test_warehouse_postgres import predictions_frame
-from resources.lake import LakeIOManager, LakeResource
 
 
 @pytest.fixture()

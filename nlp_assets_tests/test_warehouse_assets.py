@@ -10,6 +10,8 @@ import dagster as dg
 import polars as pl
 import psycopg2
 import pytest
+from nlp_assets.resources.lake import PART_TAG, LakeResource
+from nlp_assets.resources.warehouse import NOT_CONFIGURED, WarehouseResource, warehouse_from_env
 
 from nlp_assets.definitions import defs
 from nlp_assets.kernels.aggregate import AGGREGATES_SCHEMA
@@ -20,8 +22,6 @@ from nlp_assets.warehouse import warehouse_rows
 from nlp_assets.warehouse.assets import warehouse_assets
 from nlp_assets_tests.postgres_db import temp_database, url_for
 from nlp_assets_tests.test_warehouse_postgres import predictions_frame
-from resources.lake import PART_TAG, LakeResource
-from resources.warehouse import NOT_CONFIGURED, WarehouseResource, warehouse_from_env
 
 DAY = "2026-11-18"
 WAREHOUSE = ["warehouse_documents", "warehouse_predictions", "warehouse_aggregates"]

@@ -28,11 +28,8 @@ from typing import Any, Literal
 
 import dagster as dg
 import numpy as np
-from pydantic import Field
-
-from nlp_assets import settings
-from resources.checkpoints import CURRENT, resolve_current
-from resources.model_cache import (
+from nlp_assets.resources.checkpoints import CURRENT, resolve_current
+from nlp_assets.resources.model_cache import (
     CacheStats,
     ResultCache,
     cached_compute,
@@ -41,6 +38,9 @@ from resources.model_cache import (
     settings_key,
     vector_codec,
 )
+from pydantic import Field
+
+from nlp_assets import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

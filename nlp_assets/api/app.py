@@ -67,7 +67,7 @@ class Services:
 
 
 def _kafka_config() -> dict[str, Any]:
-    from resources.kafka import kafka_from_env
+    from nlp_assets.kafka.resource import kafka_from_env
 
     return kafka_from_env().client_config()
 
@@ -592,7 +592,7 @@ def readiness(services: Services) -> dict[str, str]:
             check()
             checks[name] = "ok"
         except Exception as error:
-            from resources.warehouse import redact_url
+            from nlp_assets.resources.warehouse import redact_url
 
             checks[name] = redact_url(f"failed: {type(error).__name__}: {error}")[:300]
 

@@ -158,7 +158,7 @@ class PostgresKeyStore:
         try:
             return psycopg2.connect(self._url, connect_timeout=5, application_name="nlp_api")
         except psycopg2.Error as error:
-            from resources.warehouse import redact_url
+            from nlp_assets.resources.warehouse import redact_url
 
             raise ConnectionError(
                 f"cannot reach the key store database: {redact_url(str(error)).strip()}"

@@ -65,7 +65,7 @@ class Results:
             finally:
                 conn.close()
         except psycopg2.Error as error:
-            from resources.warehouse import redact_url
+            from nlp_assets.resources.warehouse import redact_url
 
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise WarehouseUnavailable(f"warehouse query failed: {redact_url(first)}") from None

@@ -1,6 +1,6 @@
 """Accepting documents: the raw stage's own validation, then Kafka or the landing folder.
 
-Every record goes through `kernels.messages.validate_message` (the Kafka contract, the same
+Every record goes through `kafka.messages.validate_message` (the Kafka contract, the same
 caps and reasons the raw stage applies) and gets the doc_id the pipeline will compute
 (`kernels.ingest.normalise_record` + `doc_id_for`), so a re-sent document is idempotent.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nlp_assets.atomic import write_atomic
+from nlp_assets.kafka.messages import landing_jsonl, validate_message
 from nlp_assets.kernels.ingest import doc_id_for, normalise_record
-from nlp_assets.kernels.messages import landing_jsonl, validate_message
 
 #: Landing sub-folder of a day that API submissions go to (watched by the landing sensor).
 API_LANDING_DIR = "api"

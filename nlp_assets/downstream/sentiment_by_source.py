@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from nlp_assets.partitions import daily_partitions
-from resources.lake import SCOPE_DAY
+from nlp_assets.resources.lake import SCOPE_DAY
 
 SENTIMENT_BY_SOURCE_SCHEMA: dict[str, pl.DataType] = {
     "ingest_date": pl.Date(),

@@ -318,8 +318,8 @@ def features_on_spark(
     there is reached from the executors. `metadata` receives the batches' report."""
     from pyspark.sql import functions as F
 
-    from resources.model_cache import CacheStats, backend_for
-    from resources.models import CachedEmbedder, InferenceStats
+    from nlp_assets.resources.model_cache import CacheStats, backend_for
+    from nlp_assets.resources.models import CachedEmbedder, InferenceStats
 
     if not tokens.height:
         return build_features(cleaned, tokens, workers.embedder(model_config))
@@ -399,8 +399,8 @@ def predict_on_spark(
     once per worker and wrapped in the result cache of `cache_config`; the sentiment head (a
     small table) travels with the task. A/B arms follow the doc_id hash, so a document gets
     the same model version on either engine. `metadata` receives the batches' report."""
-    from resources.model_cache import CacheStats, backend_for
-    from resources.models import InferenceStats
+    from nlp_assets.resources.model_cache import CacheStats, backend_for
+    from nlp_assets.resources.models import InferenceStats
 
     head_ipc = _ipc(head.to_frame())
     languages = list(languages)

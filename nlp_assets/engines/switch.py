@@ -15,7 +15,7 @@ from pydantic import Field
 
 from nlp_assets.engines import LOCAL, SPARK
 from nlp_assets.lake import DAY_PART
-from resources.lake import run_part
+from nlp_assets.resources.lake import run_part
 
 #: Below this many input documents the Spark engine hands the work back to the local one.
 SPARK_MIN_DOCS = 5_000

@@ -44,7 +44,7 @@ def _key(kind: str, config: dict[str, Any]) -> tuple[str, str]:
 
 def resource(config: dict[str, Any]) -> Any:
     """The model resource of `config` in this worker (one per config: its registry too)."""
-    from resources.models import ModelResource
+    from nlp_assets.resources.models import ModelResource
 
     key = _key("resource", config)[1]
     with _lock:
@@ -106,7 +106,7 @@ def prediction_models(
     `Served` entries (the driver's registry or a worker's), `cached` is the cache wrappers'
     arguments (cache, namespace, stats, inference, warn)."""
     from nlp_assets.kernels.predict import Candidate
-    from resources.models import CachedEntities, TextSentiment
+    from nlp_assets.resources.models import CachedEntities, TextSentiment
 
     used = [serve("entities")]
     chosen = PredictionModels(used, CachedEntities(used[0].model, **cached))

@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
 from nlp_assets.kernels.sentiment import domain_weights, held_out_split, wilson_interval
-from resources.checkpoints import publish, refuse_pickle, set_current, staging_dir
+from nlp_assets.resources.checkpoints import publish, refuse_pickle, set_current, staging_dir
 
 
 @dataclass(frozen=True)

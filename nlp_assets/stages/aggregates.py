@@ -4,9 +4,9 @@ import dagster as dg
 import polars as pl
 
 from nlp_assets.kernels.aggregate import aggregate_day, model_version_figures
+from nlp_assets.resources.lake import SCOPE_DAY, markdown_preview
 from nlp_assets.schemas import aggregates_schema
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.lake import SCOPE_DAY, markdown_preview
 
 
 @stage_asset(

@@ -8,10 +8,10 @@ from nlp_assets.engines import SPARK
 from nlp_assets.engines.local import clean_days
 from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days
 from nlp_assets.kernels.clean import CleanConfig
+from nlp_assets.resources.lake import LakeResource
+from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import cleaned_text_schema
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.lake import LakeResource
-from resources.spark import SparkResource
 
 
 class CleaningConfig(EngineConfig):

@@ -12,7 +12,7 @@ import polars as pl
 
 from nlp_assets import metrics
 from nlp_assets.partitions import daily_partitions
-from resources.lake import LakeResource, markdown_preview, run_part
+from nlp_assets.resources.lake import LakeResource, markdown_preview, run_part
 
 SCHEMA_CHECK = "schema"
 FAILURE_PREVIEW_ROWS = 10

@@ -8,17 +8,17 @@ from nlp_assets.engines.local import by_day
 from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days
 from nlp_assets.engines.workers import model_config
 from nlp_assets.kernels.features import build_features
-from nlp_assets.schemas import features_schema_for
-from nlp_assets.stages.common import stage_asset, stage_result
-from resources.model_cache import CacheStats, ModelCacheResource
-from resources.models import (
+from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
+from nlp_assets.resources.models import (
     CachedEmbedder,
     InferenceStats,
     ModelResource,
     gpu_op_tags,
     step_metadata,
 )
-from resources.spark import SparkResource
+from nlp_assets.resources.spark import SparkResource
+from nlp_assets.schemas import features_schema_for
+from nlp_assets.stages.common import stage_asset, stage_result
 
 
 @stage_asset(

@@ -4,9 +4,9 @@ import dagster as dg
 import polars as pl
 
 from nlp_assets.kernels.ner_eval import HF_TO_COARSE, SPACY_TO_COARSE, evaluate_entities
+from nlp_assets.resources.lake import markdown_preview
+from nlp_assets.resources.models import EntityRecognizer, ModelResource
 from nlp_assets.stages.common import RETRY_POLICY
-from resources.lake import markdown_preview
-from resources.models import EntityRecognizer, ModelResource
 
 F1_CHECK = "entity_f1"
 #: Measured: spaCy en_core_web_sm 3.8.0 scores PER/LOC/ORG span F1 0.291 on the 2,394 WNUT-16

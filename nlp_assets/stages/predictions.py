@@ -9,18 +9,18 @@ from nlp_assets.engines.switch import EngineConfig, choose_engine
 from nlp_assets.engines.workers import model_config, prediction_models
 from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
-from nlp_assets.schemas import predictions_schema
-from nlp_assets.stages import sentiment_languages
-from nlp_assets.stages.common import stage_asset, stage_result
-from resources.lake import LakeResource
-from resources.model_cache import CacheStats, ModelCacheResource
-from resources.models import (
+from nlp_assets.resources.lake import LakeResource
+from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
+from nlp_assets.resources.models import (
     InferenceStats,
     ModelResource,
     gpu_op_tags,
     step_metadata,
 )
-from resources.spark import SparkResource
+from nlp_assets.resources.spark import SparkResource
+from nlp_assets.schemas import predictions_schema
+from nlp_assets.stages import sentiment_languages
+from nlp_assets.stages.common import stage_asset, stage_result
 
 SENTIMENT_MODEL_NAME = "minilm-logreg-sentiment"
 

@@ -17,9 +17,9 @@ from nlp_assets.kernels.quality import (
     shift_findings,
 )
 from nlp_assets.lake import Lake
+from nlp_assets.resources.lake import SCOPE_DAY, LakeResource, markdown_preview
 from nlp_assets.schemas import quality_schema
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.lake import SCOPE_DAY, LakeResource, markdown_preview
 
 #: Stages whose quarantined rows count as the day's quarantined documents.
 QUARANTINE_STAGES = ("raw_text", "cleaned_text")

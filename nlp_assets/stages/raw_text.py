@@ -3,15 +3,15 @@ from datetime import date
 
 import dagster as dg
 
+from nlp_assets.kafka import topics as kafka_topics
+from nlp_assets.kafka.messages import OffsetRange
+from nlp_assets.kafka.raw import read_kafka_range
+from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kernels.ingest import read_landing_day
-from nlp_assets.kernels.messages import OffsetRange
+from nlp_assets.resources.folders import DayFolder
+from nlp_assets.resources.lake import LakeResource
 from nlp_assets.schemas import raw_text_schema
-from nlp_assets.stages import kafka_topics
 from nlp_assets.stages.common import stage_asset, stage_result
-from nlp_assets.stages.kafka_raw import read_kafka_range
-from resources.folders import DayFolder
-from resources.kafka import KafkaResource
-from resources.lake import LakeResource
 
 
 @stage_asset(

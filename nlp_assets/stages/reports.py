@@ -6,10 +6,10 @@ import dagster as dg
 import polars as pl
 
 from nlp_assets.kernels.report import TREND_DAYS, markdown_preview, write_report
+from nlp_assets.resources.folders import DayFolder
+from nlp_assets.resources.lake import SCOPE_DAY, LakeResource
 from nlp_assets.schemas import reports_schema
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.folders import DayFolder
-from resources.lake import SCOPE_DAY, LakeResource
 
 STAGES_WITH_QUARANTINE = ("raw_text", "cleaned_text")
 

@@ -10,16 +10,16 @@ from pydantic import Field
 
 from nlp_assets import settings
 from nlp_assets.kernels.finetune import FinetuneSettings, below_floors, finetune_sentiment
-from nlp_assets.stages.common import RETRY_POLICY
-from resources.checkpoints import checkpoint_files, current_version
-from resources.lake import markdown_preview
-from resources.models import (
+from nlp_assets.resources.checkpoints import checkpoint_files, current_version
+from nlp_assets.resources.lake import markdown_preview
+from nlp_assets.resources.models import (
     ABTest,
     ModelResource,
     ModelSpec,
     default_embedding_model_path,
     gpu_op_tags,
 )
+from nlp_assets.stages.common import RETRY_POLICY
 
 FINETUNED_MODEL_NAME = "minilm-finetuned-sentiment"
 FLOOR_CHECK = "held_out_floor"

@@ -23,10 +23,10 @@ from nlp_assets.kernels.sentiment_languages import (
     models_to_frame,
     predict_languages,
 )
+from nlp_assets.resources.lake import LakeResource, markdown_preview
+from nlp_assets.resources.models import ModelLoadError, ModelResource, Served
 from nlp_assets.sample_corpus import PATTERN_CACHE_NAME, fetch_pattern_corpora
 from nlp_assets.stages.common import RETRY_POLICY
-from resources.lake import LakeResource, markdown_preview
-from resources.models import ModelLoadError, ModelResource, Served
 
 ASSET = "sentiment_languages"
 FLOOR_CHECK = "held_out_accuracy_per_language"

@@ -5,10 +5,10 @@ import polars as pl
 from pydantic import Field
 
 from nlp_assets.kernels.sentiment import train_sentiment_head
+from nlp_assets.resources.lake import markdown_preview
+from nlp_assets.resources.models import ModelResource
 from nlp_assets.settings import labelled_sentiment_path
 from nlp_assets.stages.common import RETRY_POLICY
-from resources.lake import markdown_preview
-from resources.models import ModelResource
 
 ACCURACY_CHECK = "held_out_accuracy"
 #: Measured on the held-out split (n=909): accuracy 0.756, macro-F1 0.755 (5-fold on the Pang &

@@ -7,10 +7,10 @@ from nlp_assets.engines import SPARK
 from nlp_assets.engines.switch import EngineConfig, choose_engine
 from nlp_assets.engines.workers import model_config
 from nlp_assets.kernels.tokenize import tokenize_documents
+from nlp_assets.resources.models import ModelResource
+from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import tokens_schema
 from nlp_assets.stages.common import stage_asset, stage_result
-from resources.models import ModelResource
-from resources.spark import SparkResource
 
 
 @stage_asset(

@@ -17,10 +17,10 @@ import dagster as dg
 
 from nlp_assets.lake import DAY_PART, Lake
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.lake import LakeResource, run_part
+from nlp_assets.resources.warehouse import NOT_CONFIGURED, WarehouseResource
 from nlp_assets.stages.common import RETRY_POLICY
 from nlp_assets.warehouse.load import TABLES, TableSpec, ensure_schema, replace_day, replace_part
-from resources.lake import LakeResource, run_part
-from resources.warehouse import NOT_CONFIGURED, WarehouseResource
 
 GROUP = "warehouse"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from resources.kafka import kafka_from_env
+from nlp_assets.kafka.resource import kafka_from_env
 
 
 def test_client_config_outside_dagster_resolves_the_password_env_var(

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.messages import (
     FAILURE_TAG_MAX_CHARS,
     MAX_RETRY_BACKOFF_SECONDS,
     NO_RUN_GRACE_SECONDS,

@@ -23,7 +23,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from pydantic import Field
 
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.messages import (
     DEFAULT_DLQ_MAX_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     KafkaRecord,

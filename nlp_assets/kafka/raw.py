@@ -27,8 +27,7 @@ import dagster as dg
 import polars as pl
 
 from nlp_assets.atomic import write_atomic
-from nlp_assets.kernels.ingest import read_landing_files
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.messages import (
     DLQ_STAGE,
     KAFKA_LANDING_DIR,
     OffsetRange,
@@ -38,11 +37,12 @@ from nlp_assets.kernels.messages import (
     landing_jsonl,
     split_messages,
 )
+from nlp_assets.kafka.resource import KafkaResource
+from nlp_assets.kernels.ingest import read_landing_files
 from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA, quarantine_docs
 from nlp_assets.lake import QUARANTINE
-from resources.folders import DayFolder
-from resources.kafka import KafkaResource
-from resources.lake import PART_TAG, LakeResource
+from nlp_assets.resources.folders import DayFolder
+from nlp_assets.resources.lake import PART_TAG, LakeResource
 
 RAW_ASSET = "raw_text"
 

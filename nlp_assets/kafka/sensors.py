@@ -2,7 +2,7 @@
 
 A tick reads the topic's id and watermarks (never payloads), looks up the runs of the ranges it
 requested earlier (one bounded instance query by their part tags), and plans with
-`nlp_assets.kernels.messages.plan_tick`:
+`nlp_assets.kafka.messages.plan_tick`:
 
 - new ranges: one RunRequest each, run_key `topic:partition:start-end` (end exclusive), today's
   (UTC) partition, the range in tags, attempt 1, the topic's priority as `dagster/priority`;
@@ -34,7 +34,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from nlp_assets import metrics, settings
 from nlp_assets.executor import micro_batch_run_config
 from nlp_assets.jobs import daily_pipeline_job
-from nlp_assets.kernels.messages import (
+from nlp_assets.kafka.messages import (
     MODE_DEAD_LETTER,
     TAG_ATTEMPT,
     TAG_FAILURE,
@@ -46,9 +46,9 @@ from nlp_assets.kernels.messages import (
     failure_tag,
     plan_tick,
 )
-from nlp_assets.stages.kafka_topics import topic_asset_key
-from resources.kafka import KafkaResource, KafkaUnavailable
-from resources.lake import PART_TAG
+from nlp_assets.kafka.resource import KafkaResource, KafkaUnavailable
+from nlp_assets.kafka.topics import topic_asset_key
+from nlp_assets.resources.lake import PART_TAG
 
 TRIGGER_TAG = "nlp/trigger"
 PRIORITY_TAG = "dagster/priority"

@@ -1,0 +1,19 @@
+"""Kafka, in one folder: how one message becomes one row of `raw_text`.
+
+Read in this order:
+
+1. `topics.py`: one external asset per topic (`kafka/<topic>`), upstream of `raw_text`;
+   `NLP_KAFKA_TOPICS` lists them.
+2. `resource.py`: `KafkaResource` (from `KAFKA_*` variables): watermarks for the sensor,
+   exact offset ranges (assign + seek, no consumer group) and dead letters for the raw stage.
+3. `sensors.py`: one sensor per topic; a tick turns new offsets into bounded ranges, one
+   RunRequest each (run key `topic:partition:start-end`), and retries failed ranges.
+4. `messages.py`: the plain-Python kernel both of them call: range planning, message
+   validation, the landing file's lines. Nothing in it talks to a broker or to Dagster.
+5. `raw.py`: what the `raw_text` asset does for a Kafka run: read the range, quarantine and
+   dead-letter bad messages, land the rest and parse them as one part of the day.
+6. `drain.py`: runs a sensor and its runs in one process, as the daemon would (tests, the
+   streaming benchmark, a laptop without `dagster dev`).
+
+From there the part flows through the same stages as a dropped file (`nlp_assets/stages`).
+"""
