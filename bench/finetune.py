@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from nlp_assets.resources.models import ModelResource, default_embedding_model_path
 
 from nlp_assets import settings
 from nlp_assets.kernels.finetune import (
@@ -35,6 +34,7 @@ from nlp_assets.kernels.finetune import (
     finetune_sentiment,
 )
 from nlp_assets.kernels.sentiment import held_out_split, train_sentiment_head
+from nlp_assets.resources.models import ModelResource, default_embedding_model_path
 
 
 def accuracy_gain_interval(

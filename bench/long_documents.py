@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from nlp_assets.resources.models import ModelResource, SentenceEmbedder, pool_windows
 
 from nlp_assets import settings
 from nlp_assets.kernels.sentiment import SentimentHead, train_sentiment_head
+from nlp_assets.resources.models import ModelResource, SentenceEmbedder, pool_windows
 from nlp_assets.sample_corpus import (
     DRUG_TEST,
     PANG_LEE_REVIEWS,

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from nlp_assets.resources.models import ModelResource, SentenceEmbedder
 
 from nlp_assets import settings
 from nlp_assets.kernels.clean import clean_documents
 from nlp_assets.kernels.ingest import read_landing_day
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.lake import Lake
+from nlp_assets.resources.models import ModelResource, SentenceEmbedder
 
 MAX_LENGTH = 256
 

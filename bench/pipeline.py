@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import polars as pl
-from nlp_assets.resources.models import ModelResource
 
 from nlp_assets import settings
 from nlp_assets.kernels.clean import clean_documents
@@ -35,6 +34,7 @@ from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.lake import Lake
+from nlp_assets.resources.models import ModelResource
 
 
 def notebook(texts: list[str], model_path: str, head: SentimentHead, ner_package: str) -> dict:

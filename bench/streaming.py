@@ -36,8 +36,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from nlp_assets.resources.lake import PART_TAG
-from nlp_assets.resources.model_cache import ModelCacheResource
 
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
@@ -50,6 +48,8 @@ from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.lake import Lake
+from nlp_assets.resources.lake import PART_TAG
+from nlp_assets.resources.model_cache import ModelCacheResource
 from nlp_assets_tests.kafka_broker import Broker, tansu_broker
 
 DAY = "2026-11-25"

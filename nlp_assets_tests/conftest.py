@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from nlp_assets.resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
 
+from nlp_assets.resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
 from nlp_assets_tests.kafka_broker import kafka_broker  # noqa: F401 (the `kafka` tests' broker)
 from nlp_assets_tests.spark_cluster import (  # noqa: F401 (the `spark` tests' engines)
     connect_master,

@@ -9,8 +9,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import polars as pl
-from nlp_assets.resources.model_cache import ModelCacheResource
-from nlp_assets.resources.models import ModelResource
 
 from nlp_assets import settings
 from nlp_assets.definitions import all_assets, build_resources
@@ -18,6 +16,8 @@ from nlp_assets.kernels.clean import clean_documents
 from nlp_assets.kernels.ingest import read_landing_day
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.lake import Lake
+from nlp_assets.resources.model_cache import ModelCacheResource
+from nlp_assets.resources.models import ModelResource
 
 DAY = "2026-11-17"
 N_DOCS = 40

@@ -14,9 +14,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from nlp_assets.resources.spark import SparkResource
 
 from nlp_assets.engines.standalone import connect_server, standalone_cluster
+from nlp_assets.resources.spark import SparkResource
 
 LOCAL_MASTER = "local[2]"
 #: Two workers of one core each: the same parallelism as local[2], across processes.

@@ -15,10 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
-from nlp_assets.sensors import alerts
 
 from nlp_assets import metrics
 from nlp_assets.definitions import all_assets, build_resources
+from nlp_assets.sensors import alerts
 from nlp_assets_tests.services import WebhookReceiver
 
 DAY = "2026-11-18"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from nlp_assets.resources.models import ModelResource
 
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.kernels.ingest import doc_id_for
+from nlp_assets.resources.models import ModelResource
 from nlp_assets_tests.api_server import REPO, api_server
 
 pytestmark = pytest.mark.api

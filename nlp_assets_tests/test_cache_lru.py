@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+
 from nlp_assets.resources.model_cache import (
     CacheStats,
     LruCache,

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource, RedisCache
-from nlp_assets.resources.models import MIN_COSINE, CachedEmbedder, InferenceStats, ModelResource
 
 from nlp_assets.lake import Lake
+from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource, RedisCache
+from nlp_assets.resources.models import MIN_COSINE, CachedEmbedder, InferenceStats, ModelResource
 from nlp_assets_tests.model_stages import (
     DAY,
     MODEL_STEPS,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from nlp_assets.resources.folders import DayFolder
-from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 from nlp_assets import settings
 from nlp_assets.definitions import build_resources, defs
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.folders import DayFolder
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 STAGES = ["raw_text", "cleaned_text", "tokens", "features", "predictions", "aggregates", "reports"]
 #: quality sits beside the chain: predictions and features -> quality -> reports

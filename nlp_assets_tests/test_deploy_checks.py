@@ -170,9 +170,8 @@ def _secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def test_kafka_and_alert_webhook_reach_code_server_run_and_step_pods_from_secrets(
     objects, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nlp_assets.sensors.alerts import ALERT_WEBHOOK_URL
-
     from nlp_assets.kafka.resource import kafka_from_env
+    from nlp_assets.sensors.alerts import ALERT_WEBHOOK_URL
 
     secrets = {
         "nlp-kafka": {"KAFKA_SASL_USERNAME": "pipeline", "KAFKA_SASL_PASSWORD": "s3cret"},

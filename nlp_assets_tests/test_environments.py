@@ -27,13 +27,13 @@ import pytest
 import redis
 import yaml
 from confluent_kafka.admin import AdminClient, NewTopic
-from nlp_assets.resources.model_cache import CacheStats, cached_compute, text_key
-from nlp_assets.resources.warehouse import warehouse_from_env
 from psycopg2 import sql
 
 from nlp_assets import settings
 from nlp_assets.definitions import all_assets, build_resources  # loaded as the suite runs
 from nlp_assets.read import read_documents
+from nlp_assets.resources.model_cache import CacheStats, cached_compute, text_key
+from nlp_assets.resources.warehouse import warehouse_from_env
 from nlp_assets.settings import InvalidEnvironment
 from nlp_assets_tests.kafka_broker import Broker
 from nlp_assets_tests.postgres_db import temp_database, url_for

@@ -12,13 +12,13 @@ import dagster as dg
 import polars as pl
 import psycopg2
 import pytest
-from nlp_assets.resources.models import ModelResource
-from nlp_assets.resources.warehouse import WarehouseResource
 
 from nlp_assets import checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.lake import Lake
+from nlp_assets.resources.models import ModelResource
+from nlp_assets.resources.warehouse import WarehouseResource
 from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
 from nlp_assets.warehouse import warehouse_rows
 from nlp_assets_tests.postgres_db import ADMIN_URL, temp_database, url_for

@@ -13,7 +13,6 @@ import dagster as dg
 import polars as pl
 import pytest
 from confluent_kafka import Producer
-from nlp_assets.resources.lake import PART_TAG
 
 from nlp_assets import settings
 from nlp_assets.definitions import all_assets, build_resources, defs
@@ -43,6 +42,7 @@ from nlp_assets.kafka.resource import KafkaResource, kafka_from_env
 from nlp_assets.kafka.sensors import sensor_name
 from nlp_assets.kernels.ingest import RecordError, doc_id_for, normalise_record, read_landing_files
 from nlp_assets.lake import _PART_NAME, Lake
+from nlp_assets.resources.lake import PART_TAG
 from nlp_assets_tests.kafka_broker import Broker, free_port
 
 TOPIC = "reviews.en"

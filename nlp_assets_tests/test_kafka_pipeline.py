@@ -14,7 +14,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from nlp_assets.sensors.landing import EMPTY_DAY, day_fingerprint
 
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
@@ -27,6 +26,7 @@ from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.lake import Lake
+from nlp_assets.sensors.landing import EMPTY_DAY, day_fingerprint
 from nlp_assets_tests.kafka_broker import Broker
 
 pytestmark = pytest.mark.kafka

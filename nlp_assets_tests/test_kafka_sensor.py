@@ -20,7 +20,6 @@ from dagster._core.storage.tags import (
     TAGS_TO_MAYBE_OMIT_ON_RETRY,
     WILL_RETRY_TAG,
 )
-from nlp_assets.resources.lake import PART_TAG
 
 from nlp_assets import metrics
 from nlp_assets.checks import all_checks
@@ -39,6 +38,7 @@ from nlp_assets.kafka.messages import (
 )
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
+from nlp_assets.resources.lake import PART_TAG
 from nlp_assets_tests.kafka_broker import Broker, tansu_broker
 
 pytestmark = pytest.mark.kafka

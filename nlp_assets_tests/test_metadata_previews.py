@@ -9,9 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from nlp_assets.resources.lake import PREVIEW_ROWS, markdown_preview
 
 from nlp_assets.definitions import all_assets, build_resources
+from nlp_assets.resources.lake import PREVIEW_ROWS, markdown_preview
 
 DAY = "2026-11-19"
 EMAILS = ["jane.doe@example.com", "sam+news@mail.example.co.uk"]

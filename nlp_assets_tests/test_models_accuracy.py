@@ -7,8 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from nlp_assets.resources.lake import LakeIOManager, LakeResource
-from nlp_assets.resources.models import ModelRegistry, ModelSpec
 
 from nlp_assets.kernels.ner_eval import (
     SPACY_TO_COARSE,
@@ -17,6 +15,8 @@ from nlp_assets.kernels.ner_eval import (
     to_documents,
     wnut16_path,
 )
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
+from nlp_assets.resources.models import ModelRegistry, ModelSpec
 from nlp_assets.stages.ner_evaluation import F1_CHECK, F1_FLOOR, ner_evaluation
 
 CONLL = "Tim\tB-person\nCook\tI-person\nin\tO\nNew\tB-geo-loc\nYork\tI-geo-loc\n\t\nok\tO\n"

@@ -11,6 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+
+from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_documents
+from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.resources.model_cache import CacheStats, LruCache
 from nlp_assets.resources.models import (
     CachedEntities,
@@ -23,9 +26,6 @@ from nlp_assets.resources.models import (
     TokenClassifier,
     default_embedding_model_path,
 )
-
-from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_documents
-from nlp_assets.kernels.sentiment import SentimentHead
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 TEXTS = [

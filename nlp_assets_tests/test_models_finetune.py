@@ -15,13 +15,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from nlp_assets.resources.checkpoints import CURRENT, PICKLE_SUFFIXES, content_hash, current_version
-from nlp_assets.resources.models import (
-    ModelLoadError,
-    ModelResource,
-    SequenceClassifier,
-    default_embedding_model_path,
-)
 
 from nlp_assets import settings
 from nlp_assets.definitions import all_assets, build_resources
@@ -36,6 +29,13 @@ from nlp_assets.kernels.finetune import (
 )
 from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
+from nlp_assets.resources.checkpoints import CURRENT, PICKLE_SUFFIXES, content_hash, current_version
+from nlp_assets.resources.models import (
+    ModelLoadError,
+    ModelResource,
+    SequenceClassifier,
+    default_embedding_model_path,
+)
 from nlp_assets.stages import sentiment_finetuned as stage
 
 ROWS_PER_CLASS = 12  # per domain x label: 48 rows, 38 train / 10 held out

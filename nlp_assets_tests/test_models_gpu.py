@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from nlp_assets.resources.models import MIN_COSINE, ModelResource
 
 pytestmark = [

@@ -12,8 +12,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from nlp_assets.resources.lake import LakeResource
-from nlp_assets.resources.models import FRENCH_NER_ENTRY, ModelResource
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -36,6 +34,8 @@ from nlp_assets.kernels.sentiment_languages import (
     wilson_interval,
 )
 from nlp_assets.lake import Lake
+from nlp_assets.resources.lake import LakeResource
+from nlp_assets.resources.models import FRENCH_NER_ENTRY, ModelResource
 from nlp_assets.sample_corpus import FOREIGN_SAMPLE_PER_LANG, fetch_pattern_corpora, text_key
 from nlp_assets.stages import sentiment_languages as stage
 

@@ -10,6 +10,10 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
+
+from nlp_assets.kernels.aggregate import model_version_figures
+from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_documents
+from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.resources.models import (
     ModelLoadError,
     ModelRegistry,
@@ -19,10 +23,6 @@ from nlp_assets.resources.models import (
     length_batches,
     spans,
 )
-
-from nlp_assets.kernels.aggregate import model_version_figures
-from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_documents
-from nlp_assets.kernels.sentiment import SentimentHead
 
 MB = 1 << 20
 

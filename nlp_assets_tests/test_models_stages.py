@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from nlp_assets.resources.model_cache import ModelCacheResource
-from nlp_assets.resources.models import ABTest, ModelResource, ModelSpec
 
 from nlp_assets.kernels.predict import ab_candidate_rows
 from nlp_assets.lake import Lake
+from nlp_assets.resources.model_cache import ModelCacheResource
+from nlp_assets.resources.models import ABTest, ModelResource, ModelSpec
 from nlp_assets_tests.model_stages import (
     DAY,
     MODEL_STEPS,

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from nlp_assets.resources.models import MIN_COSINE, ModelResource, cpu_has_bf16
 
 from nlp_assets import settings
 from nlp_assets.kernels.clean import clean_documents
 from nlp_assets.kernels.ingest import read_landing_day
 from nlp_assets.kernels.sentiment import train_sentiment_head
+from nlp_assets.resources.models import MIN_COSINE, ModelResource, cpu_has_bf16
 
 N_SENTENCES = 600
 N_DOCUMENTS = 100

@@ -12,6 +12,10 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
+
+from nlp_assets import settings
+from nlp_assets.kernels.features import build_features
+from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.resources.model_cache import CacheStats, LruCache
 from nlp_assets.resources.models import (
     CachedEmbedder,
@@ -21,10 +25,6 @@ from nlp_assets.resources.models import (
     SentenceEmbedder,
     default_embedding_model_path,
 )
-
-from nlp_assets import settings
-from nlp_assets.kernels.features import build_features
-from nlp_assets.kernels.tokenize import tokenize_documents
 
 SENTENCES = [
     "The opening hour drags, and the dialogue is stiff.",

@@ -14,7 +14,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 from nlp_assets.checks import QUALITY_SHIFT_CHECK
 from nlp_assets.definitions import defs
@@ -34,6 +33,7 @@ from nlp_assets.kernels.quality import (
 from nlp_assets.kernels.report import TREND_CHART, sentiment_by_source, write_report
 from nlp_assets.lake import Lake
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
 from nlp_assets.schemas import quality_schema
 from nlp_assets.stages.quality import previous_days_stats, quality
 

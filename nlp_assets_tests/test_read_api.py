@@ -10,7 +10,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from nlp_assets.resources.lake import LakeIOManager, LakeResource
 
 from nlp_assets.definitions import defs
 from nlp_assets.downstream.sentiment_by_source import (
@@ -23,6 +22,7 @@ from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA
 from nlp_assets.lake import Lake
 from nlp_assets.partitions import daily_partitions
 from nlp_assets.read import days_between, read_aggregates, read_asset, read_predictions
+from nlp_assets.resources.lake import LakeIOManager, LakeResource
 from nlp_assets_tests.test_warehouse_postgres import predictions_frame
 
 

@@ -14,12 +14,12 @@ import psycopg2
 import pytest
 import redis
 from dagster._serdes import serialize_value
-from nlp_assets.resources.models import ModelResource
-from nlp_assets.resources.warehouse import WarehouseResource, redact_url
 from psycopg2 import sql
 
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.lake import Lake
+from nlp_assets.resources.models import ModelResource
+from nlp_assets.resources.warehouse import WarehouseResource, redact_url
 from nlp_assets_tests.postgres_db import temp_database, url_for
 from nlp_assets_tests.test_instance_postgres import _landing
 

@@ -11,12 +11,12 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from nlp_assets.resources.models import ModelResource
 
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import ENGINE_STAGES, backfill_pipeline_spark_job
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.lake import DayLocks, Lake
+from nlp_assets.resources.models import ModelResource
 from nlp_assets_tests.spark_cluster import spark_resource
 
 pytestmark = pytest.mark.spark

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from nlp_assets.resources.models import ModelResource
-from nlp_assets.resources.spark import SparkResource
 
 from nlp_assets.engines import spark as spark_engine
 from nlp_assets.engines import workers
@@ -22,6 +20,8 @@ from nlp_assets.kernels.ingest import read_landing_day
 from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.kernels.tokenize import tokenize_documents
+from nlp_assets.resources.models import ModelResource
+from nlp_assets.resources.spark import SparkResource
 
 pytestmark = pytest.mark.spark
 

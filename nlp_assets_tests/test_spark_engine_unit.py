@@ -8,8 +8,6 @@ from types import SimpleNamespace
 import polars as pl
 import pyarrow as pa
 import pytest
-from nlp_assets.resources.lake import PART_TAG
-from nlp_assets.resources.spark import SparkResource, spark_from_env
 
 from nlp_assets.engines import LOCAL, SPARK
 from nlp_assets.engines.arrow import from_spark_arrow, spark_schema, to_spark_arrow
@@ -17,6 +15,8 @@ from nlp_assets.engines.switch import EngineConfig, choose_engine
 from nlp_assets.kernels.features import features_schema
 from nlp_assets.kernels.tokenize import TOKENS_SCHEMA
 from nlp_assets.lake import Lake
+from nlp_assets.resources.lake import PART_TAG
+from nlp_assets.resources.spark import SparkResource, spark_from_env
 
 DAY = date(2026, 11, 16)
 

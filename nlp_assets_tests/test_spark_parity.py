@@ -19,8 +19,6 @@ import numpy as np
 import polars as pl
 import pytest
 import redis
-from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
-from nlp_assets.resources.models import ABTest, InferenceStats, ModelResource, ModelSpec
 
 from nlp_assets.engines import spark as spark_engine
 from nlp_assets.engines import workers
@@ -31,6 +29,8 @@ from nlp_assets.kernels.predict import ab_candidate_rows, predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.lake import Lake
+from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
+from nlp_assets.resources.models import ABTest, InferenceStats, ModelResource, ModelSpec
 from nlp_assets_tests.spark_cluster import spark_resource
 
 pytestmark = pytest.mark.spark

@@ -8,11 +8,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+
+from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.resources.lake import LakeResource
 from nlp_assets.resources.model_cache import ModelCacheResource
 from nlp_assets.resources.spark import SparkResource
-
-from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.stages.predictions import PredictionConfig, predictions
 
 DAY = "2026-11-18"

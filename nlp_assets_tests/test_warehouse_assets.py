@@ -10,14 +10,14 @@ import dagster as dg
 import polars as pl
 import psycopg2
 import pytest
-from nlp_assets.resources.lake import PART_TAG, LakeResource
-from nlp_assets.resources.warehouse import NOT_CONFIGURED, WarehouseResource, warehouse_from_env
 
 from nlp_assets.definitions import defs
 from nlp_assets.kernels.aggregate import AGGREGATES_SCHEMA
 from nlp_assets.kernels.clean import CLEANED_SCHEMA
 from nlp_assets.lake import Lake
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.lake import PART_TAG, LakeResource
+from nlp_assets.resources.warehouse import NOT_CONFIGURED, WarehouseResource, warehouse_from_env
 from nlp_assets.warehouse import warehouse_rows
 from nlp_assets.warehouse.assets import warehouse_assets
 from nlp_assets_tests.postgres_db import temp_database, url_for

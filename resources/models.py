@@ -28,6 +28,9 @@ from typing import Any, Literal
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
+
+from nlp_assets import settings
 from nlp_assets.resources.checkpoints import CURRENT, resolve_current
 from nlp_assets.resources.model_cache import (
     CacheStats,
@@ -38,9 +41,6 @@ from nlp_assets.resources.model_cache import (
     settings_key,
     vector_codec,
 )
-from pydantic import Field
-
-from nlp_assets import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from nlp_assets.resources.model_cache import redact_url
 
 from nlp_assets import metrics
+from nlp_assets.resources.model_cache import redact_url
 
 ALERT_WEBHOOK_URL = dg.EnvVar("NLP_ALERT_WEBHOOK_URL")
 #: Optional base URL of the Dagster UI, so the alert links to the run.

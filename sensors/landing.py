@@ -21,12 +21,12 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from nlp_assets.resources.folders import DayFolder
 
 from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka.messages import KAFKA_LANDING_DIR
 from nlp_assets.kernels.ingest import COMPLETION_MARKER, landing_entries
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.folders import DayFolder
 
 MAX_RUNS_PER_TICK = 10
 #: Fingerprint of a day folder without files: nothing to materialise until something lands.

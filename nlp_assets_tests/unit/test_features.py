@@ -3,7 +3,6 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
-from nlp_assets.resources.models import MIN_COSINE
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from nlp_assets.kernels.features import (
@@ -14,6 +13,7 @@ from nlp_assets.kernels.features import (
     tfidf_top_terms,
 )
 from nlp_assets.kernels.tokenize import tokenize_documents
+from nlp_assets.resources.models import MIN_COSINE
 
 DAY = date(2026, 11, 16)
 TEXTS = [

@@ -14,16 +14,16 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import nlp_assets.resources.lake as lake_resources
 import polars as pl
 import pytest
-from nlp_assets.resources.lake import LakeIOManager, LakeResource, markdown_preview, run_part
 from polars.testing import assert_frame_equal
 from upath import UPath
 
 import nlp_assets.lake as lake_module
+import nlp_assets.resources.lake as lake_resources
 from nlp_assets.lake import DAY_PART, DayLocks, Lake, LeaseLost
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.lake import LakeIOManager, LakeResource, markdown_preview, run_part
 
 DAY = "2026-03-01"
 ASSET = "cleaned_text"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from nlp_assets.resources.folders import DayFolder
-from nlp_assets.sensors.landing import MAX_RUNS_PER_TICK, day_fingerprint, landing_folder_sensor
 
 from nlp_assets.kernels.ingest import COMPLETION_MARKER
 from nlp_assets.partitions import daily_partitions
+from nlp_assets.resources.folders import DayFolder
+from nlp_assets.sensors.landing import MAX_RUNS_PER_TICK, day_fingerprint, landing_folder_sensor
 
 #: Days inside the partitions whatever NLP_PARTITIONS_START says.
 DAYS = daily_partitions.get_partition_keys()[: MAX_RUNS_PER_TICK + 3]
