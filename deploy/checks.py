@@ -39,7 +39,7 @@ TOOLS_BIN = Path(os.getenv("NLP_DEPLOY_TOOLS_BIN", REPO / ".venv-tools" / "bin")
 #: Kubernetes versions the objects must validate against: the oldest we support and the
 #: newest kubernetes-validate ships (strict: unknown fields are errors).
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-RELEASE = "dagster"  # helm release name (README "Production")
+RELEASE = "dagster"  # helm release name (docs/production.md)
 NAMESPACE = "nlp"
 CHART = "dagster"
 MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))

@@ -1,10 +1,8 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the pipeline."""
 
-import os
-
 import dagster as dg
 
-from nlp_assets import settings
+from nlp_assets import conventions, settings
 from nlp_assets.checks import all_checks
 from nlp_assets.downstream import sentiment_by_source
 from nlp_assets.executor import executor_from_env
@@ -21,7 +19,7 @@ from nlp_assets.kafka.sensors import kafka_sensors
 from nlp_assets.resources.folders import DayFolder
 from nlp_assets.resources.lake import LakeIOManager, LakeResource
 from nlp_assets.resources.model_cache import ModelCacheResource
-from nlp_assets.resources.models import DEFAULT_NER_MODEL, ModelResource
+from nlp_assets.resources.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_NER_MODEL, ModelResource
 from nlp_assets.resources.spark import spark_from_env
 from nlp_assets.resources.warehouse import warehouse_from_env
 from nlp_assets.schedules import (
@@ -63,8 +61,8 @@ STAGE_MODULES = [
 def build_resources(
     *, lake_dir: str | None = None, landing_dir: str | None = None, reports_dir: str | None = None
 ) -> dict[str, object]:
-    """Resources of the environment `NLP_ENV` selects (docs/environments.md; README
-    "Settings"); arguments override folders."""
+    """Resources of the environment `NLP_ENV` selects (docs/environments.md,
+    docs/settings.md); arguments override folders."""
     env = settings.environment()
     lake = LakeResource(root=lake_dir or env.lake_dir)
     return {
@@ -72,16 +70,17 @@ def build_resources(
         "lake_io_manager": LakeIOManager(lake=lake),
         "landing": DayFolder(root=landing_dir or env.landing_dir),
         "report_folder": DayFolder(root=reports_dir or env.reports_dir),
+        # `settings.configured`: dg.EnvVar where the variable is set (the UI shows its name)
         "models": ModelResource(
-            embedding_model_path=os.getenv("NLP_EMBEDDING_MODEL_PATH", ""),
-            ner_model=os.getenv("NLP_NER_MODEL", DEFAULT_NER_MODEL),
-            device=os.getenv("NLP_DEVICE", "auto"),
-            dtype=os.getenv("NLP_MODEL_DTYPE", "auto"),
+            embedding_model_path=settings.configured("NLP_EMBEDDING_MODEL_PATH", ""),
+            ner_model=settings.configured("NLP_NER_MODEL", DEFAULT_NER_MODEL),
+            device=settings.configured("NLP_DEVICE", "auto"),
+            dtype=settings.configured("NLP_MODEL_DTYPE", "auto"),
             # the fine-tuned classifier (asset sentiment_finetuned) as the sentiment A/B
             # candidate against the head; NLP_SENTIMENT_AB_SHARE=0 switches it off
             registry=[
                 finetuned_sentiment_spec(
-                    settings.finetuned_sentiment_dir(lake.root), os.getenv("NLP_DEVICE", "auto")
+                    settings.finetuned_sentiment_dir(lake.root), settings.model_device()
                 )
             ],
             ab_tests=[finetuned_ab_test(settings.sentiment_ab_share())],
@@ -90,37 +89,58 @@ def build_resources(
         # config); without REDIS_URL an in-process LRU caches model results.
         "model_cache": ModelCacheResource(
             namespace=env.cache_namespace,  # NLP_CACHE_NAMESPACE, else the environment's
-            ttl_seconds=int(os.getenv("NLP_CACHE_TTL_SECONDS", str(30 * 86_400))),
+            ttl_seconds=settings.cache_ttl_seconds(),
         ),
         # Postgres warehouse tables: DATABASE_URL (an EnvVar); unset, the lake alone.
         "warehouse": warehouse_from_env(),
-        # KAFKA_* variables (README "Kafka"); nothing connects until a Kafka sensor or run.
+        # KAFKA_* variables (docs/kafka.md); nothing connects until a Kafka sensor or run.
         "kafka": kafka_from_env(),
         # NLP_SPARK_MASTER / NLP_SPARK_CONF; the session starts only when a stage uses Spark.
         "spark": spark_from_env(),
     }
 
 
-all_assets = dg.with_source_code_references(
-    [
-        *dg.load_assets_from_modules(
-            [
-                *STAGE_MODULES,
-                sentiment_model,
-                sentiment_finetuned,
-                sentiment_languages,
-                ner_evaluation,
-            ]
-        ),
-        *warehouse_assets,
-        sentiment_by_source.sentiment_by_source_asset,
+def model_identities() -> dict[str, list[str]]:
+    """The models each stage runs, as they enter its code version (nlp_assets/conventions.py):
+    the embedder's checkpoint and window settings, the NER pipeline, the A/B share."""
+    embedder = [
+        settings.embedding_model_path() or DEFAULT_EMBEDDING_MODEL,
+        f"windows={settings.embedding_max_windows()}",
     ]
+    return {
+        "tokens": embedder[:1],  # the embedder's own tokenizer
+        "features": embedder,
+        "predictions": [
+            settings.ner_model() or DEFAULT_NER_MODEL,
+            f"sentiment_ab_share={settings.sentiment_ab_share()}",
+        ],
+    }
+
+
+all_assets = conventions.apply(
+    dg.with_source_code_references(
+        [
+            *dg.load_assets_from_modules(
+                [
+                    *STAGE_MODULES,
+                    sentiment_model,
+                    sentiment_finetuned,
+                    sentiment_languages,
+                    ner_evaluation,
+                ]
+            ),
+            *warehouse_assets,
+            sentiment_by_source.sentiment_by_source_asset,
+        ]
+    ),
+    conventions.code_versions(model_identities()),
 )
+topic_specs = conventions.apply(kafka_topics.topic_specs, {})
 
 settings.check_instance(settings.environment())  # this environment's own Dagster instance
 
 defs = dg.Definitions(
-    assets=[*all_assets, *kafka_topics.topic_specs],  # topics: external, upstream of raw
+    assets=[*all_assets, *topic_specs],  # topics: external, upstream of raw
     jobs=[
         daily_pipeline_job,
         train_sentiment_job,

@@ -8,7 +8,6 @@ code location uses Dagster's default executor and never imports the Kubernetes c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,13 @@ from typing import Any
 import dagster as dg
 import yaml
 
+from nlp_assets import settings
+
 DEFAULT_CONFIG = Path("deploy/k8s/executor.yaml")
 
 
 def load_k8s_profile(path: str | Path | None = None) -> dict[str, Any]:
-    path = Path(path or os.getenv("NLP_K8S_EXECUTOR_CONFIG") or DEFAULT_CONFIG)
+    path = Path(path or settings.k8s_executor_config_path() or DEFAULT_CONFIG)
     if not path.is_file():
         raise FileNotFoundError(
             f"k8s executor config {path} not found: set NLP_K8S_EXECUTOR_CONFIG to the "
@@ -42,7 +43,7 @@ def k8s_executor_config(assets: Iterable[Any], profile: Mapping[str, Any]) -> di
         if not isinstance(asset, dg.AssetsDefinition) or not asset.is_executable:
             continue  # external assets (AssetSpec, source assets) have no step
         pool = asset.op.pool
-        if pool in pools:
+        if pool is not None and pool in pools:
             per_step.setdefault(asset.op.name, pools[pool])
     if per_step:
         config["per_step_k8s_config"] = per_step
@@ -51,7 +52,7 @@ def k8s_executor_config(assets: Iterable[Any], profile: Mapping[str, Any]) -> di
 
 def executor_from_env(assets: Iterable[Any]) -> dg.ExecutorDefinition | None:
     """The executor `NLP_EXECUTOR` asks for: None (Dagster's default) or the k8s job executor."""
-    choice = os.getenv("NLP_EXECUTOR", "default")
+    choice = settings.executor_choice()
     if choice == "default":
         return None
     if choice != "k8s":
@@ -67,6 +68,6 @@ def micro_batch_run_config() -> dict[str, Any]:
     steps would start a process that imports the code location and loads its models again
     (10-20 s each, measured with the daemon in `test_chaos_streaming.py`). On Kubernetes
     (`NLP_EXECUTOR=k8s`) steps stay pods and the executor's own config applies."""
-    if os.getenv("NLP_EXECUTOR", "default") != "default":
+    if settings.executor_choice() != "default":
         return {}
     return {"execution": {"config": {"in_process": {}}}}

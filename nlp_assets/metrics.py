@@ -14,7 +14,6 @@ labels in the textfile) and `device` where the stage reported one.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
@@ -84,7 +83,7 @@ def exported_metric_names() -> set[str]:
 
 
 def textfile_dir() -> Path:
-    return Path(os.getenv(TEXTFILE_DIR_ENV, str(settings.data_dir() / "metrics")))
+    return settings.metrics_textfile_dir()
 
 
 def _number(value: Any) -> float | None:
@@ -131,7 +130,7 @@ def stage_samples(
 ) -> list[tuple[str, str, float, dict[str, str]]]:
     """(metric, help, value, extra labels) for one stage materialisation's metadata."""
     values = dict(metadata) | {"rows_out": rows_out}
-    samples = []
+    samples: list[tuple[str, str, float, dict[str, str]]] = []
     for key, (metric, help_text, scale) in STAGE_METRICS.items():
         number = _number(values.get(key))
         if number is not None:
@@ -151,7 +150,7 @@ def stage_samples(
 
 def _export(group: _Group, *, replace: bool, file_suffix: str = "") -> str:
     """Push the group or write its textfile; returns where it went."""
-    gateway = os.getenv(PUSHGATEWAY_ENV)
+    gateway = settings.pushgateway_url()
     if gateway:
         push = push_to_gateway if replace else pushadd_to_gateway
         push(
@@ -198,7 +197,7 @@ def export_stage_metrics(
     try:
         partition = partition or "none"
         device = getattr(metadata.get("device"), "value", metadata.get("device"))
-        pushed = bool(os.getenv(PUSHGATEWAY_ENV))
+        pushed = bool(settings.pushgateway_url())
         group = _Group(
             job, asset, partition, pushed, device=device if isinstance(device, str) else ""
         )
@@ -224,7 +223,7 @@ def export_stage_failure(
     """Record that a run failed in these assets (cleared by the next success of each)."""
     where = []
     stamp = datetime.now(UTC).timestamp() if now is None else now
-    pushed = bool(os.getenv(PUSHGATEWAY_ENV))
+    pushed = bool(settings.pushgateway_url())
     for asset in assets:
         try:
             group = _Group(job, asset, partition or "none", pushed)
@@ -248,7 +247,7 @@ def export_consumer_lag(
     """Consumer lag of a Kafka topic as a sensor tick observed it (label `topic`): messages not
     yet requested plus those of ranges whose runs failed; and how many such ranges."""
     try:
-        pushed = bool(os.getenv(PUSHGATEWAY_ENV))
+        pushed = bool(settings.pushgateway_url())
         group = _Group(job, asset, "none", pushed)
         group.gauge(CONSUMER_LAG, "Messages behind the end of the topic.", float(lag), topic=topic)
         group.gauge(

@@ -382,7 +382,7 @@ def web_feedback_lines(day: date, day_index: int) -> list[str]:
     ]
     picked.append(("web_form", FEEDBACK_BLANK_TEXTS[day_index % len(FEEDBACK_BLANK_TEXTS)]))
     picked.append(("app", picked[0][1]))  # the same text again under another id
-    records = []
+    records: list[dict[str, Any]] = []
     for number, (channel, text) in enumerate(picked, start=1):
         record_id = f"fb-{day:%Y%m%d}-{number:02d}"
         records.append(

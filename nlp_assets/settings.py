@@ -4,6 +4,7 @@ the folders and instance of `NLP_ENV=prod`: see `environment()` and docs/environ
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -44,6 +45,71 @@ def embedding_max_windows() -> int:
     if value < 1:
         raise ValueError(f"NLP_EMBEDDING_MAX_WINDOWS must be >= 1, got {value}")
     return value
+
+
+def configured(name: str, default: str) -> str:
+    """A resource field from variable `name`: `dg.EnvVar(name)` when it is set, so the UI and
+    run config show the variable's name (Dagster reads its value at run time), else `default`."""
+    import dagster as dg
+
+    return dg.EnvVar(name) if os.getenv(name) else default
+
+
+# Models (docs/models.md): the default entries of the model resource.
+def embedding_model_path() -> str:
+    """`NLP_EMBEDDING_MODEL_PATH`: folder of an encoder checkpoint ('' = bundled MiniLM)."""
+    return os.getenv("NLP_EMBEDDING_MODEL_PATH", "")
+
+
+def ner_model() -> str:
+    """`NLP_NER_MODEL`: installed spaCy pipeline package or folder ('' = the default)."""
+    return os.getenv("NLP_NER_MODEL", "")
+
+
+def model_device() -> str:
+    """`NLP_DEVICE`: 'auto' (CUDA when present), 'cpu' or 'cuda'."""
+    return os.getenv("NLP_DEVICE", "auto")
+
+
+def model_dtype() -> str:
+    """`NLP_MODEL_DTYPE`: 'auto', 'float32', 'bfloat16' or 'float16'."""
+    return os.getenv("NLP_MODEL_DTYPE", "auto")
+
+
+def cache_ttl_seconds() -> int:
+    """`NLP_CACHE_TTL_SECONDS`: how long a cached model result lives in Redis (30 days)."""
+    return int(os.getenv("NLP_CACHE_TTL_SECONDS", str(30 * 86_400)))
+
+
+# Where steps run (docs/production.md) and where metrics go (docs/monitoring.md).
+def executor_choice() -> str:
+    """`NLP_EXECUTOR`: 'default' (Dagster's multiprocess executor) or 'k8s' (a pod per step)."""
+    return os.getenv("NLP_EXECUTOR", "default")
+
+
+def k8s_executor_config_path() -> str:
+    """`NLP_K8S_EXECUTOR_CONFIG`: the step-pod profiles ('' = deploy/k8s/executor.yaml)."""
+    return os.getenv("NLP_K8S_EXECUTOR_CONFIG", "")
+
+
+def spark_master() -> str:
+    """`NLP_SPARK_MASTER`: local[*] (default), spark://host:7077 or sc://host:15002."""
+    return os.getenv("NLP_SPARK_MASTER", "local[*]")
+
+
+def spark_conf() -> str:
+    """`NLP_SPARK_CONF`: a JSON object of Spark settings ('' = none)."""
+    return os.getenv("NLP_SPARK_CONF", "").strip()
+
+
+def pushgateway_url() -> str | None:
+    """`PROMETHEUS_PUSHGATEWAY`: host:port of a Pushgateway; unset, metrics go to text files."""
+    return os.getenv("PROMETHEUS_PUSHGATEWAY") or None
+
+
+def metrics_textfile_dir() -> Path:
+    """`NLP_METRICS_TEXTFILE_DIR`: the node exporter's text-file folder (<data>/metrics)."""
+    return Path(os.getenv("NLP_METRICS_TEXTFILE_DIR", str(data_dir() / "metrics")))
 
 
 # The fine-tuned sentiment classifier (docs/models.md "Fine-tuned classifier").
@@ -106,6 +172,46 @@ def kafka_topics() -> list[tuple[str, int]]:
         if name:
             topics.append((env.topic(name), int(priority or 0)))
     return topics
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How to reach the brokers; the SASL password is not here (the resource holds
+    `dg.EnvVar("KAFKA_SASL_PASSWORD")`)."""
+
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    ssl_ca_location: str | None
+    ssl_certificate_location: str | None
+    ssl_key_location: str | None
+    extra_config: dict
+
+
+def kafka_connection() -> KafkaConnection:
+    """`KAFKA_BOOTSTRAP_SERVERS` (localhost:9092), `KAFKA_SECURITY_PROTOCOL` (PLAINTEXT),
+    `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SSL_CA_LOCATION`,
+    `KAFKA_SSL_CERTIFICATE_LOCATION`, `KAFKA_SSL_KEY_LOCATION` (unset: None) and
+    `KAFKA_EXTRA_CONFIG` (a JSON object of more librdkafka settings)."""
+
+    def env(name: str) -> str | None:
+        return os.getenv(name) or None
+
+    return KafkaConnection(
+        bootstrap_servers=os.getenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+        security_protocol=os.getenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        sasl_mechanism=env("KAFKA_SASL_MECHANISM"),
+        sasl_username=env("KAFKA_SASL_USERNAME"),
+        ssl_ca_location=env("KAFKA_SSL_CA_LOCATION"),
+        ssl_certificate_location=env("KAFKA_SSL_CERTIFICATE_LOCATION"),
+        ssl_key_location=env("KAFKA_SSL_KEY_LOCATION"),
+        extra_config=json.loads(os.getenv("KAFKA_EXTRA_CONFIG", "{}")),
+    )
+
+
+def kafka_sasl_password_set() -> bool:
+    return bool(os.getenv("KAFKA_SASL_PASSWORD"))
 
 
 def kafka_max_messages_per_run() -> int:

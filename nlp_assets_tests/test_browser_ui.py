@@ -31,8 +31,9 @@ REPO = Path(__file__).parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-#: What a user runs once before the first day (README): the head and the fr/nl models. Without
-#: them, "Materialize all" first asks to confirm launching with an upstream never materialised.
+#: What a user runs once before the first day (docs/pipeline.md): the head and the fr/nl models.
+#: Without them, "Materialize all" first asks to confirm launching with an upstream never
+#: materialised.
 TRAIN = ["job", "execute", "-j", "train_sentiment_model"]
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -18,11 +18,11 @@ from nlp_assets.resources.model_cache import (
     encode_json,
     entities_codec,
     probabilities_codec,
-    redact_url,
     text_key,
     vector_codec,
 )
 from nlp_assets.resources.models import MIN_COSINE, CachedEmbedder, InferenceStats
+from nlp_assets.resources.warehouse import redact_url
 
 
 class Broken:

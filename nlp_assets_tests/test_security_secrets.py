@@ -147,7 +147,7 @@ def test_passwords_never_appear_in_what_dagster_records(
 
 def test_redact_url_hides_passwords_in_any_text() -> None:
     text = "failed: postgresql://app:s3cr%40t@db:5432/nlp and rediss://:pw@cache:6380/0"
-    redacted = redact_url(text)
+    redacted = redact_url(text, keep_user=True)
     assert "s3cr" not in redacted and ":pw@" not in redacted
     assert "postgresql://app:***@db:5432/nlp" in redacted
     assert "rediss://:***@cache:6380/0" in redacted

@@ -20,6 +20,8 @@ import struct
 import uuid
 from pathlib import Path
 
+from nlp_assets.atomic import write_atomic
+
 CURRENT = "CURRENT"
 #: Files that unpickle (torch .bin/.pt, joblib, pickle): refused in a checkpoint.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
@@ -79,9 +81,7 @@ def set_current(root: Path, version: str) -> None:
     """Point `<root>/CURRENT` at a published version (temp file + rename: atomic)."""
     if not (Path(root) / version).is_dir():
         raise CheckpointError(f"no checkpoint {version} under {root}")
-    tmp = Path(root) / f".{CURRENT}.{uuid.uuid4().hex}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, Path(root) / CURRENT)
+    write_atomic(Path(root) / CURRENT, (version + "\n").encode())
 
 
 def current_version(root: Path) -> str | None:

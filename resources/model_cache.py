@@ -19,30 +19,23 @@ import hashlib
 import json
 import math
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from nlp_assets.resources.warehouse import redact_url
+
 T = TypeVar("T")
 
 #: Keys per MGET / pipeline round trip.
 CHUNK = 1_000
-
-
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]*@")
-
-
-def redact_url(text: str) -> str:
-    """`text` with the credentials of any URL in it replaced by '***': safe for logs."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def text_key(text: str) -> str:
@@ -253,7 +246,9 @@ class RedisCache:
         out: list[bytes | None] = []
         try:
             for start in range(0, len(keys), CHUNK):
-                out.extend(self.client.mget(list(keys[start : start + CHUNK])))
+                # the client is not `decode_responses`: values come back as bytes (or None)
+                values = self.client.mget(list(keys[start : start + CHUNK]))
+                out.extend(cast("list[bytes | None]", values))
         except Exception:
             self._failed()
             raise

@@ -20,6 +20,8 @@ from dagster_pyspark import LazyPySparkResource
 from dagster_spark.utils import flatten_dict
 from pydantic import Field, PrivateAttr
 
+from nlp_assets import settings as nlp_settings
+
 #: Settings that make small local runs start quickly; `spark_config` overrides any of them.
 LOCAL_DEFAULTS: dict[str, str] = {
     "spark.ui.enabled": "false",
@@ -90,11 +92,11 @@ class SparkResource(LazyPySparkResource):
 
 def spark_from_env() -> SparkResource:
     """`NLP_SPARK_MASTER` (default local[*]) and `NLP_SPARK_CONF` (a JSON object of settings)."""
-    conf = os.getenv("NLP_SPARK_CONF", "").strip()
+    conf = nlp_settings.spark_conf()
     try:
         settings = json.loads(conf) if conf else {}
     except json.JSONDecodeError as error:
         raise ValueError(f"NLP_SPARK_CONF is not a JSON object: {error}") from error
     if not isinstance(settings, dict):
         raise ValueError("NLP_SPARK_CONF must be a JSON object of Spark settings")
-    return SparkResource(master=os.getenv("NLP_SPARK_MASTER", "local[*]"), spark_config=settings)
+    return SparkResource(master=nlp_settings.spark_master(), spark_config=settings)

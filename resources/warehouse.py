@@ -21,12 +21,25 @@ NOT_CONFIGURED = (
     "write documents, predictions and aggregates to Postgres; the Parquet lake has them anyway"
 )
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)@", re.I)
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*)(?P<password>:[^@\s]*)?@", re.I
+)
 
 
-def redact_url(text: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db` (in any text)."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+def redact_url(text: str, *, keep_user: bool = False) -> str:
+    """`text` with the credentials of every URL in it replaced by '***', safe for logs (the one
+    redaction of this package): `redis://user:secret@host` -> `redis://***@host`; with
+    `keep_user`, only the password goes (`postgresql://user:***@host/db`) and a URL without
+    one is left as it is."""
+
+    def redact(match: re.Match[str]) -> str:
+        if not keep_user:
+            return f"{match['scheme']}***@"
+        if match["password"] is None:
+            return match[0]
+        return f"{match['scheme']}{match['user']}:***@"
+
+    return _URL_CREDENTIALS.sub(redact, text)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -73,9 +86,8 @@ class WarehouseResource(dg.ConfigurableResource):
             return psycopg2.connect(self.database_url, **self.connect_kwargs())
         except psycopg2.Error as error:
             # libpq messages name host and port, not the password; redact anyway.
-            raise ConnectionError(
-                f"cannot connect to the warehouse database: {redact_url(str(error)).strip()}"
-            ) from None
+            reason = redact_url(str(error), keep_user=True).strip()
+            raise ConnectionError(f"cannot connect to the warehouse database: {reason}") from None
 
 
 def warehouse_from_env() -> WarehouseResource:

@@ -32,7 +32,7 @@ from typing import Any
 import dagster as dg
 
 from nlp_assets import metrics
-from nlp_assets.resources.model_cache import redact_url
+from nlp_assets.resources.warehouse import redact_url
 
 ALERT_WEBHOOK_URL = dg.EnvVar("NLP_ALERT_WEBHOOK_URL")
 #: Optional base URL of the Dagster UI, so the alert links to the run.

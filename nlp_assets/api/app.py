@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -249,7 +249,7 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     def readyz(_: Principal = reader) -> JSONResponse:
         checks = readiness(services)
         failed = [name for name, state in checks.items() if state not in ("ok", "not configured")]
-        body = {"status": "ready" if not failed else "not ready", "checks": checks}
+        body: dict[str, Any] = {"status": "ready" if not failed else "not ready", "checks": checks}
         if failed:
             body["failed"] = failed
         return JSONResponse(body, status_code=503 if failed else 200)
@@ -315,7 +315,8 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
             max_record_bytes=config.max_record_bytes,
         )
         if checked.records:
-            ids = [o.doc_id for o in checked.sent]
+            # `validate` sends only records whose doc_id it computed: none is None
+            ids = cast("list[str]", [o.doc_id for o in checked.sent])
             try:
                 where = await run_in_threadpool(services.sink.send, checked.records, ids)
             except submitting.SinkUnavailable as error:
@@ -594,7 +595,8 @@ def readiness(services: Services) -> dict[str, str]:
         except Exception as error:
             from nlp_assets.resources.warehouse import redact_url
 
-            checks[name] = redact_url(f"failed: {type(error).__name__}: {error}")[:300]
+            failed = f"failed: {type(error).__name__}: {error}"
+            checks[name] = redact_url(failed, keep_user=True)[:300]
 
     def postgres() -> None:
         import psycopg2

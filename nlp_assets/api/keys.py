@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nlp_assets.api.config import ROLES, ApiSettings
+from nlp_assets.atomic import write_atomic
 
 TOKEN_PREFIX = "nlp_"
 
@@ -101,11 +102,12 @@ class FileKeyStore:
         return json.loads(self.path.read_text(encoding="utf-8"))
 
     def _write(self, keys: dict[str, dict]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(keys, handle, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        def write(tmp: Path) -> None:  # readable by this user only, from the first byte
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(keys, handle, indent=1, sort_keys=True)
+
+        write_atomic(self.path, write)
 
     @staticmethod
     def _key(row: dict) -> ApiKey:
@@ -160,9 +162,8 @@ class PostgresKeyStore:
         except psycopg2.Error as error:
             from nlp_assets.resources.warehouse import redact_url
 
-            raise ConnectionError(
-                f"cannot reach the key store database: {redact_url(str(error)).strip()}"
-            ) from None
+            reason = redact_url(str(error), keep_user=True).strip()
+            raise ConnectionError(f"cannot reach the key store database: {reason}") from None
 
     @contextlib.contextmanager
     def _cursor(self):

@@ -68,7 +68,8 @@ class Results:
             from nlp_assets.resources.warehouse import redact_url
 
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise WarehouseUnavailable(f"warehouse query failed: {redact_url(first)}") from None
+            reason = redact_url(first, keep_user=True)
+            raise WarehouseUnavailable(f"warehouse query failed: {reason}") from None
         return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
     @property

@@ -4,6 +4,8 @@
 local stages, on Arrow batches, so both engines give the same rows and values.
 """
 
-LOCAL = "local"
-SPARK = "spark"
+from typing import Final
+
+LOCAL: Final = "local"
+SPARK: Final = "spark"
 ENGINES = (LOCAL, SPARK)

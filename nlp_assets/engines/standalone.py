@@ -102,20 +102,13 @@ def standalone_cluster(
     if workers < 1:
         raise ValueError("a cluster needs at least one worker")
     own_dir = work_dir is None
-    root = Path(tempfile.mkdtemp(prefix="spark-standalone-")) if own_dir else Path(work_dir)
+    root = (
+        Path(tempfile.mkdtemp(prefix="spark-standalone-")) if work_dir is None else Path(work_dir)
+    )
     root.mkdir(parents=True, exist_ok=True)
     launcher = spark_home() / "bin" / "spark-class"
-    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    env = os.environ | {
-        "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": HOST,
-        "SPARK_LOG_DIR": str(root / "logs"),
-        "SPARK_PID_DIR": str(root),
-        "PYSPARK_PYTHON": python,
-        "PYTHONPATH": python_path,
-        # Daemons have their own heap (the master and the worker need little of it).
-        "SPARK_DAEMON_MEMORY": "256m",
-    }
+    # Daemons have their own heap (the master and the worker need little of it).
+    env = _spark_env(root, python) | {"SPARK_DAEMON_MEMORY": "256m"}
     processes: list[subprocess.Popen] = []
     logs: list[Path] = []
 
@@ -168,6 +161,20 @@ def standalone_cluster(
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _spark_env(root: Path, python: str) -> dict[str, str]:
+    """The environment of Spark processes whose logs and pid files go under `root` and whose
+    Python workers run as `python`, with the project importable."""
+    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return os.environ | {
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": HOST,
+        "SPARK_LOG_DIR": str(root / "logs"),
+        "SPARK_PID_DIR": str(root),
+        "PYSPARK_PYTHON": python,
+        "PYTHONPATH": python_path,
+    }
+
+
 def _wait_for_workers(
     web_port: int,
     workers: int,
@@ -207,17 +214,10 @@ def connect_server(
     `master`, on a free 127.0.0.1 port; yields its `sc://127.0.0.1:PORT` URL and stops it (and
     its Python workers) on exit. Its UDFs run in `python`, with the project importable."""
     own_dir = work_dir is None
-    root = Path(tempfile.mkdtemp(prefix="spark-connect-")) if own_dir else Path(work_dir)
+    root = Path(tempfile.mkdtemp(prefix="spark-connect-")) if work_dir is None else Path(work_dir)
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = os.environ | {
-        "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": HOST,
-        "SPARK_LOG_DIR": str(root / "logs"),
-        "SPARK_PID_DIR": str(root),
-        "PYSPARK_PYTHON": python,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-    }
+    env = _spark_env(root, python)
     settings = {
         "spark.connect.grpc.binding.address": HOST,
         "spark.connect.grpc.binding.port": str(port),

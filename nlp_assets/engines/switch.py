@@ -7,8 +7,9 @@ scheduling would cost more than they save.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -16,6 +17,11 @@ from pydantic import Field
 from nlp_assets.engines import LOCAL, SPARK
 from nlp_assets.lake import DAY_PART
 from nlp_assets.resources.lake import run_part
+
+if TYPE_CHECKING:
+    from nlp_assets.resources.spark import SparkResource
+
+T = TypeVar("T")
 
 #: Below this many input documents the Spark engine hands the work back to the local one.
 SPARK_MIN_DOCS = 5_000
@@ -47,6 +53,15 @@ def choose_engine(context: dg.AssetExecutionContext, config: EngineConfig, n_doc
         )
         return LOCAL
     return SPARK
+
+
+def run_on_spark(
+    spark: SparkResource, kernel: Callable[..., T], *args: Any, **kwargs: Any
+) -> tuple[T, dict[str, Any]]:
+    """`kernel(session, *args, metadata=..., **kwargs)` on the `spark` resource's session; its
+    result and the step's engine metadata (engine, master, and what the batches reported)."""
+    metadata: dict[str, Any] = {"engine": SPARK, "spark_master": spark.master}
+    return kernel(spark.spark_session, *args, metadata=metadata, **kwargs), metadata
 
 
 def run_days(context: dg.AssetExecutionContext) -> list[date]:

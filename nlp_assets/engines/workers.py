@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -194,7 +194,8 @@ def spark_step_metadata(reports: pl.DataFrame) -> dict[str, Any]:
         out["tokens_per_second"] = (
             round(int(reports["tokens"].sum()) / seconds, 1) if seconds else 0
         )
-    if reports["cache_hits"].sum() + reports["cache_misses"].sum():
+    # polars types `sum()` as int | float | Decimal; these columns are Int64
+    if cast(int, reports["cache_hits"].sum()) + cast(int, reports["cache_misses"].sum()):
         out |= {
             "cache_hits": int(reports["cache_hits"].sum()),
             "cache_misses": int(reports["cache_misses"].sum()),

@@ -5,11 +5,9 @@ position, and a run reads its range with assign + seek.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 from confluent_kafka import (
@@ -44,7 +42,7 @@ class DeadLetterDelivery:
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Connection settings come from the environment (see README "Kafka"); the SASL password
+    """Connection settings come from the environment (see docs/kafka.md); the SASL password
     is a Dagster `EnvVar`, never a literal."""
 
     bootstrap_servers: str = Field(description="host:port[,host:port...]")
@@ -132,10 +130,13 @@ class KafkaResource(dg.ConfigurableResource):
             if described.error is not None:
                 raise KafkaUnavailable(f"metadata of {topic}: {described.error}")
             return {
-                p: tuple(
-                    consumer.get_watermark_offsets(
-                        TopicPartition(topic, p), timeout=self.timeout_s, cached=False
-                    )
+                p: cast(
+                    "tuple[int, int]",
+                    tuple(
+                        consumer.get_watermark_offsets(
+                            TopicPartition(topic, p), timeout=self.timeout_s, cached=False
+                        )
+                    ),
                 )
                 for p in sorted(described.partitions)
             }
@@ -199,17 +200,20 @@ class KafkaResource(dg.ConfigurableResource):
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
                             # a gap (compaction, transaction markers) up to the end: done
-                            if message.offset() >= offsets.end:
+                            if cast(int, message.offset()) >= offsets.end:
                                 next_offset = offsets.end
                             continue
                         raise KafkaUnavailable(f"read {offsets.run_key}: {error}")
-                    offset = message.offset()
+                    # the stubs allow None (a Message built by hand); a consumed one has it
+                    offset = cast(int, message.offset())
                     if offset >= offsets.end:
                         next_offset = offsets.end
                         break
                     if offset < next_offset:
                         continue
                     timestamp_type, timestamp = message.timestamp()
+                    # a consumer's message has its headers as a list of (str, bytes | None)
+                    headers = cast("list[tuple[str, bytes | None]]", message.headers() or [])
                     records.append(
                         KafkaRecord(
                             topic=offsets.topic,
@@ -218,7 +222,7 @@ class KafkaResource(dg.ConfigurableResource):
                             value=message.value(),
                             key=message.key(),
                             timestamp_ms=timestamp if timestamp_type else None,
-                            headers=tuple((k, v or b"") for k, v in (message.headers() or [])),
+                            headers=tuple((k, v or b"") for k, v in headers),
                         )
                     )
                     next_offset = offset + 1
@@ -264,7 +268,8 @@ class KafkaResource(dg.ConfigurableResource):
                             self.dead_letter_topic(message.topic),
                             value=copy.value,
                             key=copy.key,
-                            headers=copy.headers,
+                            # the stubs want a list of the wider (str, str | bytes | None)
+                            headers=cast("list[tuple[str, str | bytes | None]]", copy.headers),
                             on_delivery=on_delivery,
                         )
                         break
@@ -289,21 +294,22 @@ class KafkaResource(dg.ConfigurableResource):
 
 
 def kafka_from_env() -> KafkaResource:
-    """`KAFKA_*` variables (README "Kafka"); the password stays an `EnvVar` (not read here)."""
+    """`KAFKA_*` variables (docs/kafka.md, read in `settings.kafka_connection`); the password
+    stays an `EnvVar` (not read here)."""
     from nlp_assets import settings
 
-    def env(name: str) -> str | None:
-        return os.getenv(name) or None
-
+    connection = settings.kafka_connection()
     return KafkaResource(
-        bootstrap_servers=os.getenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-        security_protocol=os.getenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        sasl_mechanism=env("KAFKA_SASL_MECHANISM"),
-        sasl_username=env("KAFKA_SASL_USERNAME"),
-        sasl_password=dg.EnvVar("KAFKA_SASL_PASSWORD") if env("KAFKA_SASL_PASSWORD") else None,
-        ssl_ca_location=env("KAFKA_SSL_CA_LOCATION"),
-        ssl_certificate_location=env("KAFKA_SSL_CERTIFICATE_LOCATION"),
-        ssl_key_location=env("KAFKA_SSL_KEY_LOCATION"),
-        extra_config=json.loads(os.getenv("KAFKA_EXTRA_CONFIG", "{}")),
+        bootstrap_servers=connection.bootstrap_servers,
+        security_protocol=connection.security_protocol,
+        sasl_mechanism=connection.sasl_mechanism,
+        sasl_username=connection.sasl_username,
+        sasl_password=(
+            dg.EnvVar("KAFKA_SASL_PASSWORD") if settings.kafka_sasl_password_set() else None
+        ),
+        ssl_ca_location=connection.ssl_ca_location,
+        ssl_certificate_location=connection.ssl_certificate_location,
+        ssl_key_location=connection.ssl_key_location,
+        extra_config=connection.extra_config,
         max_message_bytes=settings.kafka_max_message_bytes(),
     )

@@ -42,6 +42,7 @@ from nlp_assets.kafka.messages import (
     Outstanding,
     RangeRun,
     ResetPolicy,
+    RunState,
     TopicCursor,
     failure_tag,
     plan_tick,
@@ -74,6 +75,7 @@ def range_runs(
     found: dict[str, list[RangeRun]] = {}
     for record in records:
         run = record.dagster_run
+        state: RunState
         if run.status == dg.DagsterRunStatus.SUCCESS:
             state = "succeeded"
         elif run.status in NOT_FINISHED_STATUSES:

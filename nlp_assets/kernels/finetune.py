@@ -90,11 +90,12 @@ def domain_metrics(
 ) -> pl.DataFrame:
     """Per domain (and `all`): n, accuracy with its Wilson interval, macro-F1 with a bootstrap
     interval."""
-    truth, predicted, domains = np.asarray(truth), np.asarray(predicted), np.asarray(domains)
+    truth_a, predicted_a = np.asarray(truth), np.asarray(predicted)
+    domains_a = np.asarray(domains)
     rows = []
-    for domain in [*sorted(set(domains.tolist())), "all"]:
-        mask = np.ones(len(truth), bool) if domain == "all" else domains == domain
-        t, p = truth[mask], predicted[mask]
+    for domain in [*sorted(set(domains_a.tolist())), "all"]:
+        mask = np.ones(len(truth_a), bool) if domain == "all" else domains_a == domain
+        t, p = truth_a[mask], predicted_a[mask]
         correct = int((t == p).sum())
         acc_low, acc_high = wilson_interval(correct, len(t))
         f1_low, f1_high = bootstrap_interval(t, p, macro_f1, seed=seed)

@@ -337,6 +337,7 @@ def _csv_items(handle: BinaryIO, cap: int) -> Iterator[_Item]:
             header = _csv_header(fields)
             continue
         if problem is None:
+            assert header is not None  # the first row that parsed became the header above
             raw_size = taken[-1].start + taken[-1].size - first.start
             parse = partial(_csv_record, header, fields)
             yield _Item(f"line {first.number}", raw[:raw_size], raw_size, parse)

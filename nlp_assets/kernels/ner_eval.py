@@ -67,7 +67,7 @@ def to_documents(
             if prefix == "I" and kind == name and start is not None:
                 end = e
                 continue
-            if start is not None and kind in type_map:
+            if start is not None and end is not None and kind in type_map:
                 spans.add((start, end, type_map[kind]))
             start, end, kind = (s, e, name) if prefix in ("B", "I") else (None, None, None)
         texts.append(" ".join(tokens))

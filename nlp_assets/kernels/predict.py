@@ -6,7 +6,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -32,6 +32,8 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "ner_model_version": pl.String(),
     "skipped_reason": pl.String(),
 }
+#: The columns of PREDICTIONS_SCHEMA the models fill (the first five are the document's).
+PREDICTED_COLUMNS: tuple[str, ...] = tuple(PREDICTIONS_SCHEMA)[5:]
 
 POSITIVE = "positive"
 
@@ -156,7 +158,8 @@ def predict_documents(
             )
             for r, lab, score in zip(arm_rows, arm_labels, arm_scores, strict=True):
                 labels[r], scores[r] = lab, score
-                sent_names[r], sent_versions[r] = name or model.name, model.version
+                # name is "" only on the candidate's arm, whose model (Any) has its own name
+                sent_names[r], sent_versions[r] = name or cast(Any, model).name, model.version
         to_b = (
             ab_candidate_rows(ids, ner_candidate.share, ner_candidate.salt)
             if ner_candidate

@@ -260,8 +260,7 @@ def _per_source_figures(
         pl.col("source").fill_null("unknown"),
         pl.col("entities").list.len().fill_null(0).alias("n_entities"),
     )
-    has_tokens = tokens is not None and not tokens.is_empty()
-    if has_tokens:
+    if tokens is not None and not tokens.is_empty():
         docs = docs.join(tokens.select("doc_id", "n_tokens"), on="doc_id", how="left")
     else:
         docs = docs.with_columns(pl.lit(None, dtype=pl.Int64).alias("n_tokens"))

@@ -8,12 +8,13 @@ rendering is safe from several threads.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from matplotlib.axes import Axes
@@ -191,7 +192,8 @@ def render_quality_trend(quality: pl.DataFrame, day: date, days: int = TREND_DAY
     first = day - timedelta(days=days - 1)
     window = quality.filter(pl.col("ingest_date").is_between(first, day)).sort("ingest_date")
     sources = sorted(window["source"].unique().to_list()) if window.height else []
-    start = window["ingest_date"].min() if window.height else first
+    # polars types `Series.min()` as any scalar; on this Date column it is a `date`.
+    start = cast(date, window["ingest_date"].min()) if window.height else first
     half_day = timedelta(hours=12)
     for ax, (column, title) in zip(axes, TREND_FIGURES.items(), strict=True):
         ax.set_title(title, fontsize=9)
@@ -304,7 +306,7 @@ def write_report(
     charts = render_charts(predictions)
     for name, png in charts.items():
         path = out_dir / "charts" / f"{name}.png"
-        write_atomic(path, lambda tmp, png=png: tmp.write_bytes(png))
+        write_atomic(path, functools.partial(Path.write_bytes, data=png))
         record(f"chart_{name}", path, "png")
     trend = None
     if quality is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -148,7 +149,10 @@ def train_sentiment_head(
         "macro_f1": float(f1_score(truth, predicted, average="macro")),
         "n_train": len(train),
         "n_test": len(test),
-        "majority_baseline": float(pl.Series(truth).value_counts()["count"].max() / len(truth)),
+        # `max()` of the (integer) count column; polars types it as any scalar
+        "majority_baseline": float(
+            cast(int, pl.Series(truth).value_counts()["count"].max()) / len(truth)
+        ),
     }
     return TrainResult(head=head, metrics=metrics, per_domain=per_domain)
 

@@ -26,6 +26,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import normalize
 
+from nlp_assets.kernels.predict import PREDICTED_COLUMNS
 from nlp_assets.kernels.sentiment import wilson_interval
 from nlp_assets.sample_corpus import (
     FOREIGN_REVIEWS,
@@ -265,7 +266,9 @@ def out_of_fold_predictions(
     return predicted.astype(str)
 
 
-def accuracy_figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float | int]:
+def accuracy_figures(
+    truth: Sequence[str] | np.ndarray, predicted: Sequence[str] | np.ndarray
+) -> dict[str, float | int]:
     truth_a, predicted_a = np.asarray(truth), np.asarray(predicted)
     n = len(truth_a)
     correct = int((truth_a == predicted_a).sum())
@@ -332,19 +335,7 @@ def predict_languages(
     texts = dict(cleaned.select("doc_id", "text").iter_rows())
     langs = predictions["lang"].to_list()
     skipped = predictions["skipped_reason"].is_not_null().to_list()
-    columns = {
-        name: predictions[name].to_list()
-        for name in (
-            "sentiment_label",
-            "sentiment_score",
-            "sentiment_model",
-            "sentiment_model_version",
-            "entities",
-            "ner_model",
-            "ner_model_version",
-            "skipped_reason",
-        )
-    }
+    columns = {name: predictions[name].to_list() for name in PREDICTED_COLUMNS}
     doc_ids = predictions["doc_id"].to_list()
     for lang, model in models.items():
         rows = [i for i, (lg, s) in enumerate(zip(langs, skipped, strict=True)) if s and lg == lang]

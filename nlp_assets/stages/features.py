@@ -5,7 +5,7 @@ import polars as pl
 
 from nlp_assets.engines import LOCAL, SPARK
 from nlp_assets.engines.local import by_day
-from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days
+from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days, run_on_spark
 from nlp_assets.engines.workers import model_config
 from nlp_assets.kernels.features import build_features
 from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
@@ -44,14 +44,13 @@ def features(
     if choose_engine(context, config, tokens.height) == SPARK:
         from nlp_assets.engines.spark import features_on_spark
 
-        on_spark: dict = {"engine": SPARK, "spark_master": spark.master}
-        frame = features_on_spark(
-            spark.spark_session,
+        frame, on_spark = run_on_spark(
+            spark,
+            features_on_spark,
             cleaned_text,
             tokens,
             model_config(models),
             cache_config=model_cache.worker_config(),
-            metadata=on_spark,
         )
         return stage_result(
             context,

@@ -1,11 +1,12 @@
 import time
+from typing import cast
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from nlp_assets.engines import LOCAL, SPARK
-from nlp_assets.engines.switch import EngineConfig, choose_engine
+from nlp_assets.engines.switch import EngineConfig, choose_engine, run_on_spark
 from nlp_assets.engines.workers import model_config, prediction_models
 from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
@@ -69,9 +70,9 @@ def predictions(
         from nlp_assets.engines.spark import predict_on_spark
 
         # Same models, cache and A/B split as below, in the executors' Python workers.
-        engine: dict = {"engine": SPARK, "spark_master": spark.master}
-        frame = predict_on_spark(
-            spark.spark_session,
+        frame, engine = run_on_spark(
+            spark,
+            predict_on_spark,
             cleaned_text,
             features,
             head,
@@ -79,7 +80,6 @@ def predictions(
             sentiment_model_name=SENTIMENT_MODEL_NAME,
             languages=config.languages,
             cache_config=model_cache.worker_config(),
-            metadata=engine,
         )
         ner_name = ""
     else:
@@ -137,7 +137,10 @@ def predictions(
             )
             or ner_name,
             "skipped": frame.height - labelled.height,
-            "positive_share": float((labelled["sentiment_label"] == "positive").mean() or 0.0),
+            # the mean of a boolean Series: a float, None when it is empty
+            "positive_share": float(
+                cast(float | None, (labelled["sentiment_label"] == "positive").mean()) or 0.0
+            ),
             "entities": int(frame["entities"].list.len().sum()),
             **engine,
         },

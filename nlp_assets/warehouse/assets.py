@@ -67,8 +67,10 @@ def _load(
     )
 
 
-def _warehouse_asset(spec: TableSpec, *, description: str):
-    return dg.asset(
+def warehouse_asset(spec: TableSpec, *, description: str) -> dg.AssetsDefinition:
+    """The asset `warehouse_<table>` that loads `spec`'s stage into its Postgres table."""
+
+    @dg.asset(
         name=f"warehouse_{spec.name}",
         group_name=GROUP,
         kinds={"postgres"},
@@ -79,39 +81,28 @@ def _warehouse_asset(spec: TableSpec, *, description: str):
         retry_policy=RETRY_POLICY,
         automation_condition=dg.AutomationCondition.eager(),
     )
+    def load(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, lake: LakeResource
+    ) -> Iterator[dg.MaterializeResult]:
+        yield from _load(context, warehouse, lake.lake(), spec)
+
+    return load
 
 
-@_warehouse_asset(
+warehouse_documents = warehouse_asset(
     TABLES["documents"],
     description="cleaned_text rows in Postgres table documents (view v_documents), replaced "
     "per day or micro-batch part in one transaction.",
 )
-def warehouse_documents(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, lake: LakeResource
-) -> Iterator[dg.MaterializeResult]:
-    yield from _load(context, warehouse, lake.lake(), TABLES["documents"])
-
-
-@_warehouse_asset(
+warehouse_predictions = warehouse_asset(
     TABLES["predictions"],
     description="predictions rows in Postgres table predictions (view v_predictions; entities "
     "as jsonb), replaced per day or micro-batch part in one transaction.",
 )
-def warehouse_predictions(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, lake: LakeResource
-) -> Iterator[dg.MaterializeResult]:
-    yield from _load(context, warehouse, lake.lake(), TABLES["predictions"])
-
-
-@_warehouse_asset(
+warehouse_aggregates = warehouse_asset(
     TABLES["aggregates"],
     description="The day's aggregates in Postgres table aggregates (view v_aggregates), "
     "replaced for the whole day in one transaction.",
 )
-def warehouse_aggregates(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, lake: LakeResource
-) -> Iterator[dg.MaterializeResult]:
-    yield from _load(context, warehouse, lake.lake(), TABLES["aggregates"])
-
 
 warehouse_assets = [warehouse_documents, warehouse_predictions, warehouse_aggregates]

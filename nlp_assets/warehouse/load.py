@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 from psycopg2 import sql
 
+from nlp_assets.kernels.predict import PREDICTED_COLUMNS
 from nlp_assets.lake import DAY_PART
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
@@ -70,21 +71,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "predictions",
             "predictions",
-            (
-                "ingest_date",
-                "doc_id",
-                "source",
-                "lang",
-                "is_duplicate",
-                "sentiment_label",
-                "sentiment_score",
-                "sentiment_model",
-                "sentiment_model_version",
-                "entities",
-                "ner_model",
-                "ner_model_version",
-                "skipped_reason",
-            ),
+            ("ingest_date", "doc_id", "source", "lang", "is_duplicate", *PREDICTED_COLUMNS),
             json_columns=("entities",),
         ),
         TableSpec(

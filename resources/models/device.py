@@ -1,0 +1,49 @@
+"""Where a model runs and in which dtype: device choice, the reduced dtype to try, and the
+Kubernetes GPU request of model steps. torch is imported only when a choice is made."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def pick_device(device: str) -> str:
+    """'auto': CUDA when present, else CPU; any other value as given."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def candidate_dtype(dtype: str, device: str) -> str:
+    """The reduced dtype to try under 'auto', or the explicit one."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def gpu_op_tags() -> dict[str, Any]:
+    """Kubernetes GPU request for model steps when NLP_DEVICE=cuda (k8s_job_executor)."""
+    if os.environ.get("NLP_DEVICE", "auto") != "cuda":
+        return {}
+    return {
+        "dagster-k8s/config": {
+            "container_config": {
+                "resources": {
+                    "limits": {"nvidia.com/gpu": "1"},
+                    "requests": {"nvidia.com/gpu": "1"},
+                }
+            }
+        }
+    }

