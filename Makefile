@@ -80,6 +80,7 @@ test: services setup data lint typecheck
 bench: setup
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.batch_shapes
 	$(BIN)/python -m bench.finetune
 	$(BIN)/python -m bench.engines --docs 100000 --stages cleaned,tokens
 	$(BIN)/python -m bench.engines --docs 400 --stages features,predictions --small 100

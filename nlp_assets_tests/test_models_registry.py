@@ -10,6 +10,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nlp_assets.kernels.aggregate import model_version_figures
 from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_documents
@@ -216,6 +218,23 @@ def test_length_batches_sort_and_respect_the_token_budget():
         assert max(lengths[i] for i in batch) * len(batch) <= 400 or len(batch) == 1
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(lengths)
+
+
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=512), min_size=1, max_size=300),
+    batch_tokens=st.integers(min_value=1, max_value=20_000),
+    max_rows=st.integers(min_value=0, max_value=100),
+)
+def test_length_batches_take_every_text_once_within_the_row_cap_and_the_budget(
+    lengths: list[int], batch_tokens: int, max_rows: int
+):
+    batches = list(length_batches(lengths, batch_tokens, max_rows))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert batch
+        assert not max_rows or len(batch) <= max_rows
+        assert max(lengths[i] for i in batch) * len(batch) <= batch_tokens or len(batch) == 1
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths)
 
 
 def test_bio_labels_become_character_spans():

@@ -14,6 +14,7 @@ from nlp_assets.kernels.features import (
 )
 from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.resources.models import MIN_COSINE
+from nlp_assets.resources.models.device import BATCH_ROWS
 
 DAY = date(2026, 11, 16)
 TEXTS = [
@@ -103,3 +104,20 @@ def test_empty_day_gives_an_empty_frame_with_the_schema(embedder):
     frame = build_features(cleaned, tokenize_documents(cleaned, embedder.tokenizer, 256), embedder)
     assert frame.height == 0
     assert frame.schema == pl.Schema(features_schema(embedder.dim))
+
+
+def test_cpu_batches_are_capped_at_the_measured_rows_and_embed_the_same(embedder):
+    """Batches of at most 64 texts on CPU (device.BATCH_ROWS, measured) give the vectors one
+    budget-sized batch gives."""
+    texts = [f"short review number {i}, quite good" for i in range(150)]
+    assert embedder.device == "cpu" and embedder.batch_rows == BATCH_ROWS["cpu"] == 64
+    capped = embedder.embed_texts(texts)
+    embedder.batch_rows = 0  # the token budget alone: all 150 texts in one batch
+    try:
+        whole = embedder.embed_texts(texts)
+    finally:
+        embedder.batch_rows = BATCH_ROWS["cpu"]
+    if embedder.dtype == "float32":
+        assert np.abs(capped - whole).max() < 1e-5
+    else:
+        assert np.sum(capped * whole, axis=1).min() >= MIN_COSINE

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nlp_assets.resources.model_cache import settings_key
-from nlp_assets.resources.models.device import candidate_dtype, pick_device
+from nlp_assets.resources.models.device import batch_rows_for, candidate_dtype, pick_device
 from nlp_assets.resources.models.sources import fingerprint, hub_offline
 from nlp_assets.resources.models.specs import (
     MAX_PROBA_DIFF,
@@ -36,15 +36,20 @@ log = logging.getLogger(__name__)
 Entities = list[list[dict[str, Any]]]
 
 
-def length_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[list[int]]:
-    """Indices sorted by length, cut into batches whose padded size fits `batch_tokens`."""
+def length_batches(
+    lengths: Sequence[int], batch_tokens: int, max_rows: int = 0
+) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into batches whose padded size fits `batch_tokens` and
+    that hold at most `max_rows` rows (0: no row cap)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     start = 0
     while start < len(order):
         end = start + 1
         # sorted ascending: the batch's last row is its longest; grow while it fits
-        while end < len(order) and lengths[order[end]] * (end - start + 1) <= max(
-            batch_tokens, lengths[order[start]]
+        while (
+            end < len(order)
+            and (not max_rows or end - start < max_rows)
+            and lengths[order[end]] * (end - start + 1) <= max(batch_tokens, lengths[order[start]])
         ):
             end += 1
         yield order[start:end]
@@ -93,6 +98,7 @@ class _TorchModel:
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.version = spec.version or fingerprint(Path(path))
         self.device = pick_device(spec.device)
+        self.batch_rows = batch_rows_for(self.device, spec.batch_rows)
         self.model = model_class.from_pretrained(path, local_files_only=True).to(self.device).eval()
         self.dtype = "float32"
         self.dtype_note = ""
@@ -146,12 +152,12 @@ class _TorchModel:
         step: Callable[[list[int], Any, Any], None],
     ) -> None:
         """`step(rows, input_ids, attention_mask)` per length-sorted batch of `ids` sized by
-        the token budget, under inference mode and the dtype's autocast; each batch's tokens
-        and seconds go to `stats`."""
+        the token budget and the device's row cap, under inference mode and the dtype's
+        autocast; each batch's tokens and seconds go to `stats`."""
         torch = self._torch
         lengths = [len(t) for t in ids]
         with torch.inference_mode(), self._autocast():
-            for rows in length_batches(lengths, self.batch_tokens):
+            for rows in length_batches(lengths, self.batch_tokens, self.batch_rows):
                 started = time.perf_counter()
                 step(rows, *self._pad([ids[i] for i in rows]))
                 if stats is not None:
@@ -231,6 +237,7 @@ class SentenceEmbedder(_TorchModel):
         max_length: int = 256,
         batch_tokens: int = 16_384,
         *,
+        batch_rows: int = 0,
         dtype: str = "float32",
         version: str = "",
         max_windows: int = 1,
@@ -250,6 +257,7 @@ class SentenceEmbedder(_TorchModel):
             dtype=dtype,
             max_length=max_length,
             batch_tokens=batch_tokens,
+            batch_rows=batch_rows,
             version=version,
             max_windows=max_windows,
             window_overlap=window_overlap,

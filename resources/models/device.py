@@ -3,8 +3,19 @@ Kubernetes GPU request of model steps. torch is imported only when a choice is m
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+#: Most texts per torch batch by device, measured (`python -m bench.models`, docs/models.md
+#: "Batch shapes"). On this project's 2-core CPU, float32, MiniLM: 600 review sentences of 27
+#: tokens ran at 376 docs/s in batches of at most 64 against 235-251 with the 16,384-token
+#: budget alone (431 rows a batch), the same on 250-token news (64 rows either way). CUDA: no
+#: cap until measured on a GPU (the token budget alone).
+BATCH_ROWS = {"cpu": 64, "cuda": 0}
+
+
+def batch_rows_for(device: str, configured: int = 0) -> int:
+    """The row cap of a batch: the configured one, else the device's measured default."""
+    return configured or BATCH_ROWS.get(device.split(":")[0], 0)
 
 
 def pick_device(device: str) -> str:
@@ -35,7 +46,9 @@ def candidate_dtype(dtype: str, device: str) -> str:
 
 def gpu_op_tags() -> dict[str, Any]:
     """Kubernetes GPU request for model steps when NLP_DEVICE=cuda (k8s_job_executor)."""
-    if os.environ.get("NLP_DEVICE", "auto") != "cuda":
+    from nlp_assets import settings
+
+    if settings.model_device() != "cuda":
         return {}
     return {
         "dagster-k8s/config": {

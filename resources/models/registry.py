@@ -63,6 +63,7 @@ def load_model(spec: ModelSpec) -> Any:
             spec.device,
             spec.max_length,
             spec.batch_tokens,
+            batch_rows=spec.batch_rows,
             dtype=spec.dtype,
             version=spec.version,
             max_windows=spec.max_windows,

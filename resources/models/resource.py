@@ -56,6 +56,9 @@ class ModelResource(dg.ConfigurableResource):
         "(NLP_EMBEDDING_MAX_WINDOWS; 1 = first window only).",
     )
     batch_tokens: int = Field(default=16_384, description="Padded tokens per inference batch.")
+    batch_rows: int = Field(
+        default=0, ge=0, description="Most texts per batch; 0: the device's measured default."
+    )
     ner_batch_size: int = 64
     registry: list[ModelSpec] = Field(default_factory=list, description="More models.")
     embedding: str = Field(default="", description="Entry serving embeddings (default MiniLM).")
@@ -84,6 +87,7 @@ class ModelResource(dg.ConfigurableResource):
                 max_length=self.max_length,
                 max_windows=self.max_windows,
                 batch_tokens=self.batch_tokens,
+                batch_rows=self.batch_rows,
             ),
             *(
                 ModelSpec(

@@ -86,6 +86,12 @@ class ModelSpec(dg.Config):
         default=WINDOW_OVERLAP, ge=0, description="sentence-encoder: tokens windows share."
     )
     batch_tokens: int = Field(default=16_384, description="Padded tokens per batch.")
+    batch_rows: int = Field(
+        default=0,
+        ge=0,
+        description="Most texts per torch batch; 0: the device's measured default "
+        "(device.BATCH_ROWS: 64 on CPU, no cap on CUDA).",
+    )
     batch_size: int = Field(default=64, description="Documents per batch (spaCy).")
     fallback: str = Field(default="", description="Entry that serves when this one fails.")
     label_map: dict[str, str] = Field(
