@@ -284,19 +284,24 @@ def run_figures(instance: dg.DagsterInstance) -> dict[str, float]:
             if not result.has_more:
                 break
             cursor = result.cursor
-    run_s = step_s = 0.0
+    run_s = 0.0
+    by_step: dict[str, float] = {}
     for run in instance.get_runs():
         stats = instance.get_run_stats(run.run_id)
         if stats.start_time and stats.end_time:
             run_s += stats.end_time - stats.start_time
         for step in instance.get_run_step_stats(run.run_id):
             if step.start_time and step.end_time:
-                step_s += step.end_time - step.start_time
+                seconds = step.end_time - step.start_time
+                by_step[step.step_key] = by_step.get(step.step_key, 0.0) + seconds
+    step_s = sum(by_step.values())
     return {
         "cache_hit_rate": hits / max(hits + misses, 1),
         "run_seconds": run_s,
         "outside_steps_share": (run_s - step_s) / run_s if run_s else 0.0,
         "model_compute_share": model_s / run_s if run_s else 0.0,
+        # each step's share of the runs' time (checks run inside their asset's step)
+        **{f"step:{key}": seconds / run_s for key, seconds in by_step.items() if run_s},
     }
 
 
@@ -344,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p95_s']:>8.1f} {r['cache_hit_rate']:>11.1%} {r['outside_steps_share']:>14.1%} "
             f"{r['model_compute_share']:>7.1%}"
         )
+    for mode, r in results.items():
+        steps = sorted(
+            ((k[5:], v) for k, v in r.items() if k.startswith("step:")), key=lambda x: -x[1]
+        )
+        print(f"{mode} share of run time by step: " + ", ".join(f"{k} {v:.1%}" for k, v in steps))
     return 0
 
 

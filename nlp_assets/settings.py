@@ -71,11 +71,6 @@ def model_device() -> str:
     return os.getenv("NLP_DEVICE", "auto")
 
 
-def model_dtype() -> str:
-    """`NLP_MODEL_DTYPE`: 'auto', 'float32', 'bfloat16' or 'float16'."""
-    return os.getenv("NLP_MODEL_DTYPE", "auto")
-
-
 def cache_ttl_seconds() -> int:
     """`NLP_CACHE_TTL_SECONDS`: how long a cached model result lives in Redis (30 days)."""
     return int(os.getenv("NLP_CACHE_TTL_SECONDS", str(30 * 86_400)))
