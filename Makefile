@@ -79,13 +79,16 @@ test: services setup data lint typecheck
 # streaming. Each prints its figures beside the baseline a user would otherwise run.
 bench: setup
 	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.models --texts short --docs 2000
+	$(BIN)/python -m bench.models --texts long --docs 600
 	$(BIN)/python -m bench.batch_shapes
 	$(BIN)/python -m bench.finetune
 	$(BIN)/python -m bench.engines --docs 100000 --stages cleaned,tokens
 	$(BIN)/python -m bench.engines --docs 400 --stages features,predictions --small 100
 	$(BIN)/python -m bench.engines --backfill --docs 300000 --days 30 --model-budget-s 1200
 	$(BIN)/python -m bench.streaming --messages 100000 --rate 500 --max-messages-per-run 10000
+	$(BIN)/python -m bench.streaming --messages 30000 --rate 300 --max-messages-per-run 300 \
+		--modes micro-batch
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \

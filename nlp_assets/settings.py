@@ -66,6 +66,15 @@ def ner_model() -> str:
     return os.getenv("NLP_NER_MODEL", "")
 
 
+def ner_processes() -> int:
+    """`NLP_NER_PROCESSES`: processes spaCy NER runs a large call in (`nlp.pipe(n_process=)`);
+    0 (default): one per CPU core this process may use; 1: in-process."""
+    value = int(os.getenv("NLP_NER_PROCESSES", "0"))
+    if value < 0:
+        raise ValueError(f"NLP_NER_PROCESSES must be >= 0, got {value}")
+    return value or len(os.sched_getaffinity(0))
+
+
 def model_device() -> str:
     """`NLP_DEVICE`: 'auto' (CUDA when present), 'cpu' or 'cuda'."""
     return os.getenv("NLP_DEVICE", "auto")
@@ -234,6 +243,12 @@ def kafka_range_max_attempts() -> int:
 def kafka_range_retry_backoff_seconds() -> float:
     """Wait after a range's first failure before its next request (doubles each attempt)."""
     return float(os.getenv("NLP_KAFKA_RANGE_RETRY_BACKOFF_SECONDS", "60"))
+
+
+def kafka_day_refresh_minutes() -> float:
+    """`NLP_KAFKA_DAY_REFRESH_MINUTES` (10): the least time between two micro-batches of a topic
+    that also refresh the day's quality figures, aggregates and report; 0 = every micro-batch."""
+    return float(os.getenv("NLP_KAFKA_DAY_REFRESH_MINUTES", "10"))
 
 
 def kafka_max_outstanding_ranges() -> int:

@@ -18,7 +18,7 @@ import pytest
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
@@ -32,6 +32,7 @@ from nlp_assets_tests.kafka_broker import Broker
 pytestmark = pytest.mark.kafka
 
 DAY = "2026-11-25"
+NEXT_DAY = "2026-11-26"
 MAX_MESSAGE_BYTES = 4_000
 
 
@@ -196,6 +197,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     raw_parts = [p.stem for p in pipeline.lake.parts("raw_text", DAY)]
     prediction_parts = [p.stem for p in pipeline.lake.parts("predictions", DAY)]
     assert len(raw_parts) == 3 and len(prediction_parts) == 2  # the crash left run 2 half done
+    prediction_count_then = pipeline.predictions().height
 
     # Dagster's run retry: a new run with the failed run's tags (same range, same part)
     failed = first.requests[1]
@@ -230,6 +232,18 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
         [f"{topic}/0/{i}" for i in expected_dead] + [f"{topic}/0/67", f"{topic}/0/97"]
     )
 
+    # The day stages ran once, in the tick's last micro-batch (run 2 had not landed then): the
+    # retry refreshed only its part. Once the day has closed, the next tick runs them alone.
+    assert [r.asset_selection is None for r in first.requests] == [False, False, True]
+    assert pipeline.lake.read_day("aggregates", DAY)["n_docs"].sum() == prediction_count_then
+    closing = build_kafka_sensor(
+        topic, today=lambda: NEXT_DAY, max_messages_per_run=50, max_runs_per_tick=10
+    )
+    close = pipeline.tick(closing)
+    (request,) = close.requests
+    assert close.failed == [] and request.partition_key == DAY
+    assert set(request.asset_selection or []) == {dg.AssetKey(s) for s in DAY_STAGES}
+    assert pipeline.tick(closing).requests == []  # closed once
     aggregates_parts = [p.stem for p in pipeline.lake.parts("aggregates", DAY)]
     assert aggregates_parts == ["day"]  # whole-day assets replace the day, never add parts
     assert pipeline.lake.read_day("aggregates", DAY)["n_docs"].sum() == len(valid_ids)

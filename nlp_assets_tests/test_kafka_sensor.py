@@ -399,3 +399,42 @@ def test_a_topic_recreated_past_the_cursor_is_read_from_its_start(kafka_broker: 
     cursor = json.loads(after.cursor)
     assert (cursor["generation"], cursor["offsets"]) == (1, {"0": 12})
     assert cursor["topic_id"] != json.loads(before.cursor)["topic_id"]
+
+
+def test_micro_batches_refresh_the_day_stages_at_most_once_per_interval(
+    kafka_broker: Broker, instance
+):
+    topic = kafka_broker.create_topic("refresh", partitions=1)
+    kafka_broker.produce(topic, _messages(25), partition=0)
+    clock = [1_800_000_000.0]
+    sensor = _sensor(topic, day_refresh_minutes=10, now=lambda: clock[0])
+
+    first = _tick(sensor, kafka_broker.bootstrap, None, instance)
+    assert len(first.requests) == 3
+    *parts_only, last = first.requests
+    assert last.asset_selection is None  # the whole job: it sees the most of the day
+    part_stages = {
+        dg.AssetKey(k) for k in ("raw_text", "cleaned_text", "tokens", "features", "predictions")
+    }
+    for request in parts_only:
+        assert set(request.asset_selection or []) == part_stages
+        checks = set(request.asset_check_keys or [])
+        assert checks and {c.asset_key for c in checks} <= part_stages
+        # not the freshness checks daily_pipeline leaves out, nor the day stages' checks
+        assert all(c.name != "freshness" for c in checks)
+
+    kafka_broker.produce(topic, _messages(5, start=25), partition=0)
+    clock[0] += 9 * 60
+    second = _tick(sensor, kafka_broker.bootstrap, first.cursor, instance)
+    # (nothing ran the first tick's ranges, so the sensor asks for them again too)
+    assert second.requests
+    for request in second.requests:
+        assert set(request.asset_selection or []) == part_stages
+
+    kafka_broker.produce(topic, _messages(5, start=30), partition=0)
+    clock[0] += 60
+    third = _tick(sensor, kafka_broker.bootstrap, second.cursor, instance)
+    assert [r.asset_selection is None for r in third.requests] == [
+        i == len(third.requests) - 1 for i in range(len(third.requests))
+    ]
+    assert json.loads(third.cursor)["day_refreshed"] == {DAY: clock[0]}

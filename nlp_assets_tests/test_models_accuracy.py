@@ -82,3 +82,18 @@ def test_language_entry_identifies_languages():
         )
     ]
     assert langs == ["de", "en"]
+
+
+def test_ner_in_two_processes_gives_exactly_the_entities_of_one(models):
+    """NER on both cores (`nlp.pipe(n_process=2)`) must change nothing but the speed: the same
+    entities, spans and labels, in input order, on real WNUT-16 tweets with the real model."""
+    from nlp_assets.resources.models import EntityRecognizer
+
+    texts = to_documents(read_conll(wnut16_path()))[0][:600]
+    assert len(texts) == 600
+    serial = EntityRecognizer(models.ner_model, processes=1)
+    parallel = EntityRecognizer(models.ner_model, processes=2)
+    assert parallel.processes_for(len(texts)) == 2 and parallel.processes_for(100) == 1
+    expected = serial.entities(texts)
+    assert sum(len(found) for found in expected) > 100  # a test with entities to compare
+    assert parallel.entities(texts) == expected

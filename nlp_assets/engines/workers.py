@@ -49,6 +49,8 @@ def resource(config: dict[str, Any]) -> Any:
     key = _key("resource", config)[1]
     with _lock:
         if key not in _resources:
+            # Spark already runs a task per core: spaCy NER stays in this worker's process
+            os.environ["NLP_NER_PROCESSES"] = "1"
             _resources[key] = ModelResource(**config)
         return _resources[key]
 

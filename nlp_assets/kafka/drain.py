@@ -71,12 +71,21 @@ def materialize_runner(
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any],
 ) -> Runner:
-    """Runs a request as `dg.materialize` of the job's selection; returns success."""
+    """Runs a request as `dg.materialize` of the job's selection, or of the request's own
+    `asset_selection` within it; returns success."""
 
     def run(request: dg.RunRequest, tags: dict[str, str]) -> bool:
+        chosen = selection
+        if request.asset_selection is not None:
+            subset: dg.AssetSelection = dg.AssetSelection.assets(*request.asset_selection)
+            if request.asset_check_keys is not None:
+                subset = subset.without_checks() | dg.AssetSelection.checks(
+                    *request.asset_check_keys
+                )
+            chosen = selection & subset
         result = dg.materialize(
             assets,
-            selection=selection,
+            selection=chosen,
             partition_key=request.partition_key,
             instance=instance,
             resources=dict(resources),

@@ -10,7 +10,7 @@ Offset ranges are half-open, ``[start, end)``: ``end`` is the next offset after 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
@@ -430,12 +430,15 @@ class RangeRun:
 class TopicCursor:
     """What a topic's sensor remembers: the next offset per partition, the generation, the
     topic's identity (Kafka topic id, when the broker tells it) and the ranges requested but not
-    yet known to have succeeded. Old cursors (offsets and generation only) still load."""
+    yet known to have succeeded, and when it last asked for each day's day stages (see
+    `plan_day_refresh`). Old cursors (offsets and generation only) still load."""
 
     offsets: dict[int, int] = field(default_factory=dict)
     generation: int = 0
     topic_id: str | None = None
     outstanding: tuple[Outstanding, ...] = ()
+    day_refreshed: dict[str, float] = field(default_factory=dict)
+    days_stale: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -446,6 +449,10 @@ class TopicCursor:
             data["outstanding"] = [o.to_dict() for o in self.outstanding]
         if self.topic_id is not None:
             data["topic_id"] = self.topic_id
+        if self.day_refreshed:
+            data["day_refreshed"] = self.day_refreshed
+        if self.days_stale:
+            data["days_stale"] = list(self.days_stale)
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -458,6 +465,8 @@ class TopicCursor:
             generation=int(data.get("generation", 0)),
             topic_id=data.get("topic_id"),
             outstanding=tuple(Outstanding.from_dict(o) for o in data.get("outstanding", [])),
+            day_refreshed={str(d): float(t) for d, t in data.get("day_refreshed", {}).items()},
+            days_stale=tuple(str(d) for d in data.get("days_stale", [])),
         )
 
 
@@ -562,7 +571,14 @@ def plan_ranges(
             offsets[partition] = end
             pending = True
     lag = {p: max(0, high - offsets[p]) for p, (_low, high) in watermarks.items()}
-    new_cursor = TopicCursor(offsets, generation, topic_id or cursor.topic_id, outstanding)
+    new_cursor = TopicCursor(
+        offsets,
+        generation,
+        topic_id or cursor.topic_id,
+        outstanding,
+        cursor.day_refreshed,
+        cursor.days_stale,
+    )
     return RangePlan(ranges, new_cursor, lag, notes)
 
 
@@ -749,6 +765,65 @@ def plan_tick(
         in_flight=in_flight,
         troubled=troubled,
         notes=notes,
+    )
+
+
+#: Days whose last day-stage refresh a cursor remembers (the newest ones).
+DAY_REFRESH_MEMORY = 7
+
+
+@dataclass(frozen=True)
+class DayRefreshPlan:
+    chosen: set[int]  # indices of the tick's requests that also run the day stages
+    day_runs: list[str]  # days whose day stages run on their own now (no new messages)
+    refreshed: dict[str, float]  # the cursor's: when each day's day stages were last asked for
+    stale: tuple[str, ...]  # the cursor's: days with parts newer than their day stages
+
+
+def plan_day_refresh(
+    days: Sequence[str],
+    refreshed: Mapping[str, float],
+    stale: Iterable[str] = (),
+    *,
+    busy: Iterable[str] = (),
+    today: str = "",
+    now: float,
+    every_s: float,
+) -> DayRefreshPlan:
+    """When a topic's micro-batches also run the day-scoped stages (quality, aggregates, the
+    report). A micro-batch computes its own part; those stages read the whole day, so they cost
+    more as the day fills and are asked for at most once per `every_s` and day:
+
+    - by the tick's last request of the day (`days`: each request's day), which sees the most;
+    - or on their own for a day that has had micro-batches since (stale) and no range of it
+      outstanding (`busy`): once the interval has passed, or at once for a day before `today`
+      (the day's close: its report is then final, with no new micro-batch needed).
+
+    `every_s <= 0` asks every request for them.
+    """
+    if every_s <= 0:
+        return DayRefreshPlan(set(range(len(days))), [], dict(refreshed), ())
+    after = dict(refreshed)
+    behind = set(stale)
+    last = {day: i for i, day in enumerate(days)}
+    chosen: set[int] = set()
+    for day, index in last.items():
+        if now - refreshed.get(day, float("-inf")) >= every_s:
+            chosen.add(index)
+            after[day] = now
+        # stale even when refreshed: the refresh may run before this tick's other ranges (or a
+        # retry of an earlier one) land; a run of the day stages alone follows once none is left
+        behind.add(day)
+    busy_days = set(busy) | set(last)
+    day_runs = []
+    for day in sorted(behind - busy_days):
+        if day < today or now - after.get(day, float("-inf")) >= every_s:
+            day_runs.append(day)
+            after[day] = now
+            behind.discard(day)
+    kept = sorted(after, reverse=True)[:DAY_REFRESH_MEMORY]
+    return DayRefreshPlan(
+        chosen, day_runs, {day: after[day] for day in kept}, tuple(sorted(behind))
     )
 
 

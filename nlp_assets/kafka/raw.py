@@ -9,7 +9,8 @@
 3. land the valid ones as `<landing>/<day>/kafka/<part>.jsonl` (atomic), so a backfill of the
    day reads them from the landing folder without the broker;
 4. parse that file with the landing reader (same doc_ids as a backfill), and quarantine
-   doc_ids already present in another part of the day (a producer re-sent the message).
+   doc_ids already present in another part of the day (a producer re-sent the message), found
+   through the day's index of ids (`Lake.read_day_columns`).
 
 A retried run repeats every step for the same range: the file, the part and the quarantine
 part are overwritten, not added to. In dead-letter mode (`TAG_MODE`, a range whose runs kept
@@ -54,9 +55,9 @@ class KafkaBatch:
     metadata: dict[str, Any]
 
 
-def cross_part_duplicates(docs: pl.DataFrame, other_ids: set[str]) -> pl.Series:
+def cross_part_duplicates(docs: pl.DataFrame, other_ids: pl.Series) -> pl.Series:
     """True where a document's id is already in another part of the day."""
-    return docs["doc_id"].is_in(list(other_ids))
+    return docs["doc_id"].is_in(other_ids.implode())
 
 
 def read_kafka_range(
@@ -104,10 +105,10 @@ def read_kafka_range(
     write_atomic(landing_file, landing_jsonl(split.records))
 
     parsed = read_landing_files([landing_file], day=day, root=landing.path)
-    other_ids: set[str] = set()  # one generation of the day (Lake.read_parts), never a mix
-    for part, frame in the_lake.read_parts(RAW_ASSET, day_key, columns=["doc_id"]).items():
-        if part != offsets.part:
-            other_ids |= set(frame["doc_id"])
+    # one generation of the day, through its day index: the cost does not grow with its parts
+    other_ids = the_lake.read_day_columns(
+        RAW_ASSET, day_key, ["doc_id"], exclude_parts=[offsets.part]
+    )["doc_id"]
     repeated = cross_part_duplicates(parsed.docs, other_ids)
     docs = parsed.docs.filter(~repeated)
     duplicates = quarantine_docs(

@@ -14,6 +14,12 @@ requested earlier (one bounded instance query by their part tags), and plans wit
   mode (TAG_MODE, TAG_FAILURE = the last run's error), where the raw stage sends every message
   of the range to the dead-letter topic and the quarantine. Failed ranges count in the lag,
   are listed in the observation (`failed_ranges`, with their runs) and logged as warnings.
+- the day stages (quality, aggregates, report: they read the whole day, so they cost more as
+  the day fills) run in at most one micro-batch per day and `NLP_KAFKA_DAY_REFRESH_MINUTES`: the
+  tick's last request of the day asks for the whole job, the others (`asset_selection`) for the
+  part stages only. A day with parts newer than its day stages and no range outstanding gets a
+  run of the day stages alone (run key `topic:day:<day>:<time>`): once the interval passed, or
+  at once when the day has closed, so a closed day's report is final without a schedule.
 - a recreated topic (a new Kafka topic id, or offsets behind the cursor) starts a new
   generation read from the low watermarks (policy "restart") or halts (policy "halt").
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -33,7 +40,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from nlp_assets import metrics, settings
 from nlp_assets.executor import micro_batch_run_config
-from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
 from nlp_assets.kafka.messages import (
     MODE_DEAD_LETTER,
     TAG_ATTEMPT,
@@ -45,6 +52,7 @@ from nlp_assets.kafka.messages import (
     RunState,
     TopicCursor,
     failure_tag,
+    plan_day_refresh,
     plan_tick,
 )
 from nlp_assets.kafka.resource import KafkaResource, KafkaUnavailable
@@ -123,6 +131,31 @@ def failure_reason(instance: dg.DagsterInstance, run_id: str | None) -> str:
     return failure_tag(f"run {run_id} ended {status} without an error message")
 
 
+def _job_stages(
+    context: dg.SensorEvaluationContext, selection: dg.AssetSelection
+) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
+    graph = context.repository_def.asset_graph if context.repository_def else None
+    if graph is None:
+        raise dg.DagsterInvariantViolationError("a Kafka sensor needs its code location's assets")
+    return sorted(selection.resolve(graph)), sorted(selection.resolve_checks(graph))
+
+
+def part_stages(
+    context: dg.SensorEvaluationContext, job: dg.UnresolvedAssetJobDefinition
+) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
+    """The job's assets and checks less the day stages: what a micro-batch that does not
+    refresh the day runs. The checks are named: left unnamed, Dagster would add every check of
+    those assets, the freshness checks the job leaves out included."""
+    return _job_stages(context, job.selection - dg.AssetSelection.assets(*DAY_STAGES))
+
+
+def day_stages(
+    context: dg.SensorEvaluationContext, job: dg.UnresolvedAssetJobDefinition
+) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
+    """The job's day stages and their checks: a refresh with no new messages."""
+    return _job_stages(context, job.selection & dg.AssetSelection.assets(*DAY_STAGES))
+
+
 def build_kafka_sensor(
     topic: str,
     *,
@@ -132,6 +165,7 @@ def build_kafka_sensor(
     max_outstanding_ranges: int | None = None,
     max_range_attempts: int | None = None,
     range_retry_backoff_seconds: float | None = None,
+    day_refresh_minutes: float | None = None,
     on_reset: ResetPolicy = "restart",
     minimum_interval_seconds: int = 30,
     job: dg.UnresolvedAssetJobDefinition = daily_pipeline_job,
@@ -148,6 +182,9 @@ def build_kafka_sensor(
         if range_retry_backoff_seconds is None
         else range_retry_backoff_seconds
     )
+    refresh_minutes = (
+        settings.kafka_day_refresh_minutes() if day_refresh_minutes is None else day_refresh_minutes
+    )
 
     @dg.sensor(
         name=sensor_name(topic),
@@ -159,7 +196,9 @@ def build_kafka_sensor(
         f"{priority}). Cursor: the next offset per partition and the ranges not yet known to "
         f"have succeeded (at most {outstanding_limit}). A range whose runs failed is requested "
         f"again after {backoff:g} s (doubling), {attempts} attempts, then once more in "
-        f"dead-letter mode. A recreated topic: policy '{on_reset}'.",
+        f"dead-letter mode. A recreated topic: policy '{on_reset}'. The day stages "
+        f"({', '.join(DAY_STAGES)}) run in at most one micro-batch per day every "
+        f"{refresh_minutes:g} min; the others in every one.",
     )
     def kafka_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
         cursor = TopicCursor.from_json(context.cursor)
@@ -170,13 +209,13 @@ def build_kafka_sensor(
             return dg.SkipReason(f"broker unreachable, cursor kept: {error}")
         if watermarks is None:
             return dg.SkipReason(f"topic {topic} does not exist (yet); cursor kept")
-        day = today()
+        day, at = today(), now()
         plan = plan_tick(
             topic,
             cursor,
             watermarks,
             range_runs(context.instance, cursor.outstanding),
-            now=now(),
+            now=at,
             max_messages_per_run=per_run,
             max_runs=per_tick,
             max_outstanding=outstanding_limit,
@@ -193,8 +232,19 @@ def build_kafka_sensor(
                 f"Kafka range {trouble.outstanding.run_key} ({trouble.outstanding.range.size} "
                 f"messages) of {topic}: {trouble.state}; last failed run {trouble.run_id}"
             )
+        days = [entry.day or day for entry in plan.requests]
+        refresh = plan_day_refresh(
+            days,
+            plan.cursor.day_refreshed,
+            plan.cursor.days_stale,
+            busy=[entry.day or day for entry in plan.cursor.outstanding],
+            today=day,
+            now=at,
+            every_s=refresh_minutes * 60,
+        )
+        part_assets, part_checks = part_stages(context, job)
         requests = []
-        for entry in plan.requests:
+        for index, entry in enumerate(plan.requests):
             tags = {
                 **entry.range.tags(),
                 PART_TAG: entry.range.part,
@@ -208,9 +258,24 @@ def build_kafka_sensor(
             requests.append(
                 dg.RunRequest(
                     run_key=entry.run_key,
-                    partition_key=entry.day or day,
+                    partition_key=days[index],
                     tags=tags,
                     run_config=micro_batch_run_config(),
+                    # None: the whole job; else the part stages only
+                    asset_selection=None if index in refresh.chosen else part_assets,
+                    asset_check_keys=None if index in refresh.chosen else part_checks,
+                )
+            )
+        day_assets, day_checks = day_stages(context, job)
+        for stale_day in refresh.day_runs:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{topic}:day:{stale_day}:{at:.0f}",
+                    partition_key=stale_day,
+                    tags={TRIGGER_TAG: "kafka", PRIORITY_TAG: str(priority)},
+                    run_config=micro_batch_run_config(),
+                    asset_selection=day_assets,
+                    asset_check_keys=day_checks,
                 )
             )
         observation = dg.AssetObservation(
@@ -261,7 +326,9 @@ def build_kafka_sensor(
                 )
         return dg.SensorResult(
             run_requests=requests,
-            cursor=plan.cursor.to_json(),
+            cursor=replace(
+                plan.cursor, day_refreshed=refresh.refreshed, days_stale=refresh.stale
+            ).to_json(),
             asset_events=[observation],
             skip_reason=dg.SkipReason(skip) if skip else None,
         )

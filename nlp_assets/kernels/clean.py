@@ -205,6 +205,22 @@ def clean_documents(raw: pl.DataFrame, day: date, config: CleanConfig | None = N
     return CleanResult(docs=docs.cast(CLEANED_SCHEMA), quarantine=quarantine)  # type: ignore[arg-type]
 
 
+def mark_duplicates_across_parts(docs: pl.DataFrame, elsewhere: pl.DataFrame) -> pl.DataFrame:
+    """A micro-batch's documents whose text another part of the day already holds
+    (`elsewhere`: `content_hash`, `doc_id`) are duplicates of that part's first document by
+    doc_id: in a stream the first arrival is the original. (A backfill of the day compares all
+    of it at once and keeps the smallest doc_id.)"""
+    first = elsewhere.group_by("content_hash").agg(pl.col("doc_id").min().alias("_elsewhere"))
+    return (
+        docs.join(first, on="content_hash", how="left", maintain_order="left")
+        .with_columns(
+            (pl.col("is_duplicate") | pl.col("_elsewhere").is_not_null()).alias("is_duplicate"),
+            pl.coalesce("_elsewhere", "duplicate_of").alias("duplicate_of"),
+        )
+        .drop("_elsewhere")
+    )
+
+
 def _sha256(texts: pl.Series) -> pl.Series:
     return texts.map_elements(
         lambda t: hashlib.sha256(t.encode("utf-8")).hexdigest(), return_dtype=pl.String

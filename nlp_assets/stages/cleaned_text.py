@@ -7,8 +7,9 @@ from pydantic import Field
 from nlp_assets.engines import SPARK
 from nlp_assets.engines.local import clean_days
 from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days
-from nlp_assets.kernels.clean import CleanConfig
-from nlp_assets.resources.lake import LakeResource
+from nlp_assets.kernels.clean import CleanConfig, mark_duplicates_across_parts
+from nlp_assets.lake import DAY_PART
+from nlp_assets.resources.lake import LakeResource, run_part
 from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import cleaned_text_schema
 from nlp_assets.stages.common import stage_asset, stage_result
@@ -27,7 +28,8 @@ class CleaningConfig(EngineConfig):
     group="preprocess",
     kinds={"polars", "parquet"},
     description="NFKC, HTML stripped, whitespace normalised, URLs/e-mails/phones masked, exact "
-    "duplicates marked, language detected offline; empty or over-long texts are quarantined.",
+    "duplicates marked (in a micro-batch, also against the rest of its day), language detected "
+    "offline; empty or over-long texts are quarantined.",
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def cleaned_text(
@@ -47,6 +49,12 @@ def cleaned_text(
     else:
         result = clean_days(raw_text, run_days(context), cleaning)
     docs = result.docs
+    part = run_part(context)
+    if part != DAY_PART:  # a micro-batch: texts the rest of its day already has are duplicates
+        elsewhere = lake.lake().read_day_columns(
+            "cleaned_text", context.partition_key, ["content_hash", "doc_id"], exclude_parts=[part]
+        )
+        docs = mark_duplicates_across_parts(docs, elsewhere)
     return stage_result(
         context,
         docs,

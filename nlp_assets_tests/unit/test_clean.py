@@ -21,6 +21,7 @@ from nlp_assets.kernels.clean import (
     clean_documents,
     clean_text_expr,
     detect_languages,
+    mark_duplicates_across_parts,
 )
 from nlp_assets.kernels.ingest import RAW_SCHEMA
 from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA
@@ -403,3 +404,36 @@ def test_a_text_of_only_invisible_characters_is_quarantined_as_empty() -> None:
 def test_generated_text_never_keeps_a_control_or_invisible_character(text: str) -> None:
     cleaned = clean(text)
     assert not FORBIDDEN.search(cleaned), ascii(cleaned)
+
+
+@given(
+    texts=st.lists(st.sampled_from(["good film", "bad film", "so so", "fine"]), max_size=12),
+    split=st.integers(0, 12),
+)
+def test_a_micro_batch_marks_texts_an_earlier_part_holds_and_the_whole_day_agrees_on_counts(
+    texts: list[str], split: int
+):
+    """Parts one after the other: each document is a duplicate exactly when its text came
+    earlier in the day (in its own part or an earlier one), and points at a document that has
+    that text; the day as a whole has as many duplicates as a backfill of it finds."""
+    docs = {f"m{i:02d}": t for i, t in enumerate(texts)}
+    ids = list(docs)
+    first = clean_documents(raw_frame({i: docs[i] for i in ids[:split]}), DAY, NO_MASKS).docs
+    second = clean_documents(raw_frame({i: docs[i] for i in ids[split:]}), DAY, NO_MASKS).docs
+    second = mark_duplicates_across_parts(second, first.select("content_hash", "doc_id"))
+    day = pl.concat([first, second])
+    for row in day.iter_rows(named=True):
+        earlier = [i for i in ids[: ids.index(row["doc_id"])] if docs[i] == docs[row["doc_id"]]]
+        assert row["is_duplicate"] == bool(earlier)
+        if earlier:
+            assert docs[row["duplicate_of"]] == docs[row["doc_id"]]
+            assert row["duplicate_of"] in earlier
+        else:
+            assert row["duplicate_of"] is None
+    backfill = clean_documents(raw_frame(docs), DAY, NO_MASKS).docs
+    assert day["is_duplicate"].sum() == backfill["is_duplicate"].sum()
+    assert (
+        day.select(pl.exclude("is_duplicate", "duplicate_of"))
+        .sort("doc_id")
+        .equals(backfill.select(pl.exclude("is_duplicate", "duplicate_of")).sort("doc_id"))
+    )

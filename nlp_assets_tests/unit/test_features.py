@@ -10,6 +10,7 @@ from nlp_assets.kernels.features import (
     features_schema,
     long_ngram_frame,
     ngram_counts,
+    stop_words,
     tfidf_top_terms,
 )
 from nlp_assets.kernels.tokenize import tokenize_documents
@@ -121,3 +122,16 @@ def test_cpu_batches_are_capped_at_the_measured_rows_and_embed_the_same(embedder
         assert np.abs(capped - whole).max() < 1e-5
     else:
         assert np.sum(capped * whole, axis=1).min() >= MIN_COSINE
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "de", "nl", "es", "it", "pt", "ru", "ja"])
+def test_stop_words_are_spacys_for_the_language(lang: str):
+    import spacy.util
+
+    expected = frozenset(spacy.util.get_lang_class(lang).Defaults.stop_words)
+    assert expected and stop_words(lang) == expected
+
+
+@pytest.mark.parametrize("lang", [None, "", "xx", "../../etc", "EN"])
+def test_stop_words_of_an_unknown_or_odd_language_are_english(lang: str | None):
+    assert stop_words(lang) == stop_words("en") and "the" in stop_words(lang)

@@ -4,11 +4,15 @@ dead-lettered; a recreated topic (new topic id) starts a new generation."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nlp_assets.kafka.messages import (
+    DAY_REFRESH_MEMORY,
     FAILURE_TAG_MAX_CHARS,
     MAX_RETRY_BACKOFF_SECONDS,
     NO_RUN_GRACE_SECONDS,
@@ -18,6 +22,7 @@ from nlp_assets.kafka.messages import (
     RangeRun,
     TopicCursor,
     failure_tag,
+    plan_day_refresh,
     plan_tick,
     retry_backoff,
 )
@@ -179,3 +184,95 @@ def test_the_failure_tag_is_the_first_line_cut_to_its_limit():
 def test_invalid_limits_are_refused():
     with pytest.raises(ValueError):
         _tick(TopicCursor(), now=T0, max_attempts=0)
+
+
+# -- the day stages: at most one micro-batch per day and interval refreshes them ------------------
+
+DAYS = ["2026-11-24", "2026-11-25", "2026-11-26"]
+
+
+@given(
+    ticks=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(DAYS), max_size=12),
+            st.sets(st.sampled_from(DAYS)),
+            st.floats(0, 3_600),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    every_s=st.sampled_from([60.0, 600.0]),
+)
+def test_day_stages_run_at_most_once_per_interval_and_never_leave_a_closed_day_stale(
+    ticks: list[tuple[list[str], set[str], float]], every_s: float
+):
+    refreshed: dict[str, float] = {}
+    stale: tuple[str, ...] = ()
+    now = T0
+    asked: dict[str, list[float]] = {}
+    today = DAYS[-1]
+    for days, busy, wait in ticks:
+        now += wait
+        plan = plan_day_refresh(
+            days, refreshed, stale, busy=busy, today=today, now=now, every_s=every_s
+        )
+        for day in set(days):
+            mine = [i for i, d in enumerate(days) if d == day]
+            picked = plan.chosen & set(mine)
+            # one request per day and tick at most, and then the day's last (it sees the most)
+            assert picked in (set(), {mine[-1]})
+            # a day with a new part stays stale until a run of its day stages alone, after
+            # every range of it has landed
+            assert day in plan.stale
+            assert day not in plan.day_runs  # its micro-batches are still to run
+            if picked:
+                asked.setdefault(day, []).append(now)
+        for day in plan.day_runs:
+            assert day not in busy and day in (set(stale) | set(days))
+            asked.setdefault(day, []).append(now)
+        assert plan.chosen <= set(range(len(days)))
+        # a closed day with nothing outstanding is never left stale
+        assert not {d for d in plan.stale if d < today} - busy - set(days)
+        refreshed, stale = plan.refreshed, plan.stale
+    for day, times in asked.items():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert day < today or all(gap >= every_s for gap in gaps)
+
+
+def test_day_stages_are_refreshed_again_once_the_interval_has_passed():
+    days = ["2026-11-25", "2026-11-25"]
+    first = plan_day_refresh(days, {}, now=T0, every_s=600)
+    assert first.chosen == {1} and first.stale == ("2026-11-25",)
+    within = plan_day_refresh(days, first.refreshed, now=T0 + 599, every_s=600)
+    assert within.chosen == set() and within.stale == ("2026-11-25",)
+    due = plan_day_refresh(days, within.refreshed, within.stale, now=T0 + 600, every_s=600)
+    assert due.chosen == {1} and due.day_runs == []
+    # 0 = the day stages in every micro-batch
+    assert plan_day_refresh(days, first.refreshed, now=T0 + 1, every_s=0).chosen == {0, 1}
+
+
+def test_a_stale_day_runs_its_day_stages_alone_when_quiet_or_closed():
+    day, before = "2026-11-25", "2026-11-24"
+    refreshed = {day: T0, before: T0}
+    stale = (before, day)
+    # its ranges still outstanding: wait for them
+    busy = plan_day_refresh(
+        [], refreshed, stale, busy=[before, day], today=day, now=T0 + 1, every_s=600
+    )
+    assert busy.day_runs == [] and busy.stale == stale
+    # nothing outstanding: the closed day at once, today's once the interval has passed
+    quiet = plan_day_refresh([], refreshed, stale, today=day, now=T0 + 1, every_s=600)
+    assert quiet.day_runs == [before] and quiet.stale == (day,)
+    later = plan_day_refresh([], quiet.refreshed, quiet.stale, today=day, now=T0 + 600, every_s=600)
+    assert later.day_runs == [day] and later.stale == ()
+
+
+def test_the_cursor_remembers_day_refreshes_of_the_newest_days_only():
+    seen: dict[str, float] = {}
+    for n in range(DAY_REFRESH_MEMORY + 5):
+        seen = plan_day_refresh([f"2026-11-{n + 1:02d}"], seen, now=T0 + n, every_s=60).refreshed
+    assert len(seen) == DAY_REFRESH_MEMORY
+    assert min(seen) == f"2026-11-{5 + 1:02d}"
+    cursor = TopicCursor(offsets={0: 3}, day_refreshed=seen, days_stale=("2026-11-10",))
+    assert TopicCursor.from_json(cursor.to_json()) == cursor
+    assert TopicCursor.from_json(json.dumps({"offsets": {"0": 3}})).day_refreshed == {}

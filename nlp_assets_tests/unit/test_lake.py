@@ -16,6 +16,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from upath import UPath
 
@@ -56,6 +58,58 @@ def lake(request, tmp_path: Path) -> Lake:
     if request.param == "local":
         return Lake(tmp_path / "lake")
     return Lake(f"memory://lake-{uuid.uuid4().hex}")
+
+
+# Lake: the day index a micro-batch reads the rest of its day through -------------------------
+ids = st.lists(st.sampled_from([f"d{i}" for i in range(12)]), max_size=6)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("part"), st.sampled_from(["p1", "p2", "p3", "p4"]), ids),
+        st.tuples(st.just("day"), st.just(DAY_PART), ids),
+        st.tuples(st.just("read"), st.sampled_from(["p1", "p2", "none"]), st.just([])),
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=operations)
+def test_day_index_reads_exactly_what_the_parts_hold_whatever_was_rewritten(
+    lake: Lake, steps: list[tuple[str, str, list[str]]]
+) -> None:
+    """Retried parts, whole-day rewrites and index rewrites in any order: the index never
+    serves an id a live part no longer holds, nor misses one it does."""
+    asset = f"index_{uuid.uuid4().hex[:8]}"  # a fresh day for each example
+    for kind, part, doc_ids in steps:
+        if kind == "read":
+            expected = sorted(
+                doc_id
+                for name, frame_ in lake.read_parts(asset, DAY, columns=["doc_id"]).items()
+                if name != part
+                for doc_id in frame_["doc_id"]
+            )
+            got = lake.read_day_columns(asset, DAY, ["doc_id"], exclude_parts=[part], index_after=1)
+            assert sorted(got["doc_id"]) == expected
+        else:
+            rows = pl.DataFrame({"doc_id": doc_ids}, schema={"doc_id": pl.String})
+            lake.write(asset, DAY, rows, part)
+
+
+def test_day_index_is_written_after_enough_parts_and_then_read_instead_of_them(
+    lake: Lake,
+) -> None:
+    for k in range(5):
+        lake.write(ASSET, DAY, frame(f"a{k}", f"b{k}"), f"p{k}")
+    read = lake.read_day_columns(ASSET, DAY, ["doc_id"], exclude_parts=["p0"], index_after=3)
+    assert sorted(read["doc_id"]) == sorted(f"{x}{k}" for k in range(1, 5) for x in "ab")
+    index = lake.day_dir(ASSET, DAY) / "_index" / "doc_id.parquet"
+    assert sorted(lake_module._read_parquet(index)["part"].unique()) == [f"p{k}" for k in range(5)]
+    # the parts it covers are not read again: remove one's file behind the lake's back
+    lake.parts(ASSET, DAY)[1].unlink()
+    again = lake.read_day_columns(ASSET, DAY, ["doc_id"], index_after=3)
+    assert sorted(again["doc_id"]) == sorted(f"{x}{k}" for k in range(5) for x in "ab")
 
 
 # Lake: writing -------------------------------------------------------------------------------
