@@ -82,6 +82,7 @@ bench: setup
 	$(BIN)/python -m bench.models --texts short --docs 2000
 	$(BIN)/python -m bench.models --texts long --docs 600
 	$(BIN)/python -m bench.batch_shapes
+	$(BIN)/python -m bench.entities
 	$(BIN)/python -m bench.finetune
 	$(BIN)/python -m bench.engines --docs 100000 --stages cleaned,tokens
 	$(BIN)/python -m bench.engines --docs 400 --stages features,predictions --small 100
