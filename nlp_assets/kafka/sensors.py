@@ -266,7 +266,7 @@ def build_kafka_sensor(
                     asset_check_keys=None if index in refresh.chosen else part_checks,
                 )
             )
-        day_assets, day_checks = day_stages(context, job)
+        day_assets, day_checks = day_stages(context, job) if refresh.day_runs else ([], [])
         for stale_day in refresh.day_runs:
             requests.append(
                 dg.RunRequest(
