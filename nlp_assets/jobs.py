@@ -5,7 +5,7 @@ from nlp_assets.checks import daily_partition_freshness
 PIPELINE_GROUPS = ("ingest", "preprocess", "features", "inference", "analytics")
 #: The pipeline's stages that always compute the whole day (asset metadata SCOPE_DAY), even in a
 #: micro-batch run; the others compute the run's part. Kafka micro-batches refresh these at most
-#: every NLP_KAFKA_DAY_REFRESH_MINUTES, and `daily_reports` makes them final once the day closed.
+#: every NLP_KAFKA_DAY_REFRESH_MINUTES, and the topic's sensor once more after the day closed.
 DAY_STAGES = ("quality", "aggregates", "reports")
 
 daily_pipeline_job = dg.define_asset_job(

@@ -67,8 +67,8 @@ def ner_model() -> str:
 
 
 def ner_processes() -> int:
-    """`NLP_NER_PROCESSES`: processes spaCy NER runs a large call in (`nlp.pipe(n_process=)`);
-    0 (default): one per CPU core this process may use; 1: in-process."""
+    """`NLP_NER_PROCESSES`: forked worker processes spaCy NER runs a large call in
+    (`EntityRecognizer`); 0 (default): one per CPU core this process may use; 1: in-process."""
     value = int(os.getenv("NLP_NER_PROCESSES", "0"))
     if value < 0:
         raise ValueError(f"NLP_NER_PROCESSES must be >= 0, got {value}")

@@ -9,8 +9,10 @@ plain Python (usable in a Spark worker); torch, transformers and spaCy are impor
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -596,8 +598,6 @@ class EntityRecognizer(_EntityModel):
     def processes_for(self, n_texts: int) -> int:
         """Worker processes for a call of `n_texts`: 1 (in-process) for a small one, and in a
         daemonic process (which may not start children)."""
-        import multiprocessing
-
         if multiprocessing.current_process().daemon:
             return 1
         per_process = self.MIN_BATCHES_PER_PROCESS * self.batch_size
@@ -615,9 +615,6 @@ class EntityRecognizer(_EntityModel):
         return out
 
     def _entities_in_processes(self, texts: list[str], workers: int) -> Entities:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         size = -(-len(texts) // (workers * self.CHUNKS_PER_PROCESS))
         jobs = [(texts[i : i + size], self.batch_size) for i in range(0, len(texts), size)]
         with ProcessPoolExecutor(
