@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export NLP_DATA_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup services instance data run dev defs api test lint typecheck bench constraints clean
+.PHONY: setup services instance data run dev defs api test chaos lint typecheck bench constraints clean
 
 setup: $(VENV)/.installed $(TOOLS)/.installed
 
@@ -72,8 +72,17 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist): a test module goes whole to one worker, the longest first
+# (nlp_assets_tests/conftest.py); every service a test starts is on a free port or a database
+# of its own. PYTEST_WORKERS=0 runs in one process. docs/tests.md says where the time goes.
+PYTEST_WORKERS ?= 2
 test: services setup data lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The chaos test's faults (SIGKILLed run, paused broker, stopped Redis) at 20,000 messages, with
+# figures (the test runs them at 2,500; docs/guarantees.md).
+chaos: setup
+	$(BIN)/python -m bench.chaos --messages 20000
 
 # Benchmarks (docs/benchmarks.md; after `make run`): kernels vs notebook, models, engines,
 # streaming. Each prints its figures beside the baseline a user would otherwise run.

@@ -438,6 +438,10 @@ def chaos_stack(
             }
             | (extra_env or {})
         )
+        # The instance's SQLite storages are created (and stamped by alembic) here, once,
+        # before the daemon and the CLI open them: processes stamping a new database at once
+        # can leave two alembic heads ("more than one head present"; seen under load).
+        instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         log = stack.enter_context((root / "daemon.log").open("ab"))
         daemon = subprocess.Popen(
             [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
@@ -448,7 +452,6 @@ def chaos_stack(
             start_new_session=True,
         )
         stack.callback(stop_process_group, daemon, 30)
-        instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         name = sensor_name(topic)
         started = subprocess.run(
             [str(BIN / "dagster"), "sensor", "start", name, "-w", str(workspace)],
