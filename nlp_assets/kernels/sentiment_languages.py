@@ -282,41 +282,6 @@ def accuracy_figures(
     }
 
 
-@dataclass(frozen=True)
-class LanguageTrainResult:
-    model: LanguageSentiment
-    held_out: dict[str, float | int]  # out-of-fold over the training pool
-    landed: dict[str, float | int]  # the final model on the landed sample (never trained on)
-
-
-def train_language(
-    pool: pl.DataFrame, landed: pl.DataFrame, lang: str, *, folds: int = 5, seed: int = 0
-) -> LanguageTrainResult:
-    """Held-out figures by k-fold cross-validation on the pool, then the final model on the
-    whole pool, scored on the landed sample too."""
-    texts, labels = pool["text"].to_list(), pool["label"].to_list()
-
-    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        model = fit_language_model([texts[i] for i in train], [labels[i] for i in train], lang)
-        proba = model.predict_proba_texts([texts[i] for i in test])
-        return np.asarray(model.labels)[proba.argmax(axis=1)]
-
-    predicted = out_of_fold_predictions(texts, labels, fit_predict, folds=folds, seed=seed)
-    held_out = accuracy_figures(labels, predicted)
-    held_out["majority_baseline"] = max(labels.count(x) for x in set(labels)) / len(labels)
-    model = fit_language_model(texts, labels, lang)
-    landed_predicted = (
-        np.asarray(model.labels)[model.predict_proba_texts(landed["text"].to_list()).argmax(1)]
-        if landed.height
-        else np.asarray([], dtype=str)
-    )
-    return LanguageTrainResult(
-        model=model,
-        held_out=held_out,
-        landed=accuracy_figures(landed["label"].to_list(), landed_predicted),
-    )
-
-
 # --- routing in the predictions stage -----------------------------------------------------
 
 
