@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
+	# editable: setuptools' import finder maps resources/ and sensors/ to nlp_assets.resources
+	# and nlp_assets.sensors (pyproject.toml's package-dir), one path per file
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
@@ -68,9 +70,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy on the package (resources/ and sensors/ through nlp_assets/resources and nlp_assets/sensors).
+# mypy on the package, resources/ and sensors/ named as installed (nlp_assets.resources, ...).
 typecheck: setup
-	$(BIN)/mypy
+	$(BIN)/python -m dev.typecheck
 
 test: services setup data lint typecheck
 	$(BIN)/pytest
