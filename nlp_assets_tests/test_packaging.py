@@ -8,7 +8,9 @@ sentence."""
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -77,9 +79,16 @@ def test_typecheck_resolves_resources_and_sensors_by_their_package_names(tmp_pat
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of the sources (setuptools writes build/ beside what it builds)."""
+    out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in INSTALLED_AS:
+        shutil.copytree(
+            REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     subprocess.run(
-        [*PIP, "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(out)],
+        [*PIP, "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w", str(out)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -108,6 +117,21 @@ def test_the_wheel_holds_every_source_file_where_it_is_imported_from(wheel: Path
     assert "nlp_assets/resources/lake.py" in expected
     assert sorted(expected - names) == []
     assert sorted(n for n in names if n.endswith(".py") and n not in expected) == []
+
+
+def test_no_installed_module_runs_a_package_manager() -> None:
+    """Data and models are prepared by `make data` / `make setup`; an asset never installs or
+    downloads packages (a production pod has no apt, and no business running pip)."""
+    managers = {"apt", "apt-get", "dpkg", "dpkg-deb", "pip", "pip3", "conda", "uv"}
+    found = []
+    for folder in INSTALLED_AS:
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    words = node.value.split()
+                    if words and words[0] in managers:
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert found == []
 
 
 def test_the_default_embedding_model_is_a_declared_dependency(wheel: Path) -> None:

@@ -1,7 +1,7 @@
 """Sentiment for French, German and Dutch: one TF-IDF (word and character n-grams) logistic
 regression per language, trained on the review polarity sets of Debian's python3-pattern.
 
-Every review that the sample corpus lands (`sample_corpus._foreign_sample`, the same
+Every review that the sample corpus lands (`pattern_corpora.foreign_sample`, the same
 deterministic selection) is kept out of training, compared by normalised text, so the landing
 days are a second held-out set. A trained model is stored as a plain table (term, idf,
 coefficient), never a pickle, and is versioned by a hash of that content. Prediction rebuilds
@@ -26,14 +26,14 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import normalize
 
-from nlp_assets.kernels.predict import PREDICTED_COLUMNS
-from nlp_assets.kernels.sentiment import wilson_interval
-from nlp_assets.sample_corpus import (
+from nlp_assets.kernels.pattern_corpora import (
     FOREIGN_REVIEWS,
-    _foreign_sample,
+    foreign_sample,
     read_polarity_csv,
     text_key,
 )
+from nlp_assets.kernels.predict import PREDICTED_COLUMNS
+from nlp_assets.kernels.sentiment import wilson_interval
 
 LANGUAGES: tuple[str, ...] = tuple(FOREIGN_REVIEWS)  # fr, de, nl
 MODEL_NAME = "tfidf-logreg-sentiment"
@@ -67,7 +67,7 @@ MODEL_SCHEMA: dict[str, pl.DataType] = {
 def landed_sample_keys(corpora_dir: Path) -> dict[str, set[str]]:
     """Normalised texts (`text_key`) of the reviews the sample corpus lands, per language."""
     keys: dict[str, set[str]] = {lang: set() for lang in LANGUAGES}
-    for record in _foreign_sample(corpora_dir):
+    for record in foreign_sample(corpora_dir):
         keys[record["metadata"]["lang_hint"]].add(text_key(record["text"]))
     return keys
 
