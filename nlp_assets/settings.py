@@ -35,7 +35,9 @@ def _var(name: str, default: Any = None, **constraints: Any) -> Any:
 
 class Settings(BaseSettings):
     """The environment, typed (docs/settings.md lists every variable). Unset and empty
-    variables take the default."""
+    variables take the default. The API's own variables (`nlp_assets/api/config.py`,
+    `NLP_API_*`, `NLP_JWT_*`, `DATABASE_URL`, `REDIS_URL`, `NLP_DAGSTER_GRAPHQL_URL`) belong
+    here too, as fields like these, with `ApiSettings.from_env` reading `get()`."""
 
     model_config = SettingsConfigDict(
         case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
