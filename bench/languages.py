@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 from sklearn.linear_model import LogisticRegression
 
+from dev.sample_corpus import fetch_pattern_corpora
 from nlp_assets import settings
 from nlp_assets.kernels.sentiment_languages import (
     LANGUAGES,
@@ -26,7 +27,6 @@ from nlp_assets.kernels.sentiment_languages import (
     language_reviews,
     out_of_fold_predictions,
 )
-from nlp_assets.sample_corpus import fetch_pattern_corpora
 
 
 def tfidf_figures(pool: pl.DataFrame, landed: pl.DataFrame, lang: str, c: float) -> dict:

@@ -38,16 +38,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dev.sample_corpus import DRUG_TEST, fetch_pattern_corpora, read_drug_reviews
 from nlp_assets import settings
+from nlp_assets.kernels.pattern_corpora import PANG_LEE_REVIEWS, read_polarity_csv
 from nlp_assets.kernels.sentiment import SentimentHead, train_sentiment_head
 from nlp_assets.resources.models import ModelResource, SentenceEmbedder, pool_windows
-from nlp_assets.sample_corpus import (
-    DRUG_TEST,
-    PANG_LEE_REVIEWS,
-    fetch_pattern_corpora,
-    read_drug_reviews,
-    read_polarity_csv,
-)
 
 POOLINGS = ("mean", "token-weighted-mean", "max")
 #: Windows a document may have while measuring (caps below are prefixes of these windows).

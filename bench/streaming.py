@@ -47,12 +47,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from dev.kafka_drain import tick_and_run
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
-from nlp_assets.kafka.drain import tick_and_run
 from nlp_assets.kafka.messages import OffsetRange
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor

@@ -1,7 +1,8 @@
 """The step executor: in-process/multiprocess by default, `k8s_job_executor` on Kubernetes.
 
-`NLP_EXECUTOR=k8s` makes every step a Kubernetes Job whose pod comes from
-`deploy/k8s/executor.yaml` (`NLP_K8S_EXECUTOR_CONFIG` points elsewhere): steps of the `gpu`
+`NLP_EXECUTOR=k8s` makes every step a Kubernetes Job whose pod comes from the profile file
+`NLP_K8S_EXECUTOR_CONFIG` names (the image's `/opt/dagster/app/deploy/k8s/executor.yaml`; an
+absolute path: never resolved against the current directory): steps of the `gpu`
 pool request `nvidia.com/gpu`, steps of the `spark` pool a Spark driver's resources. Unset, the
 code location uses Dagster's default executor and never imports the Kubernetes client.
 """
@@ -17,15 +18,14 @@ import yaml
 
 from nlp_assets import settings
 
-DEFAULT_CONFIG = Path("deploy/k8s/executor.yaml")
-
 
 def load_k8s_profile(path: str | Path | None = None) -> dict[str, Any]:
-    path = Path(path or settings.k8s_executor_config_path() or DEFAULT_CONFIG)
-    if not path.is_file():
+    path = Path(path or settings.k8s_executor_config_path())
+    if not path.is_absolute() or not path.is_file():
         raise FileNotFoundError(
-            f"k8s executor config {path} not found: set NLP_K8S_EXECUTOR_CONFIG to the "
-            "deploy/k8s/executor.yaml shipped in the image"
+            f"k8s executor config {str(path)!r} is not an absolute path to a file: set "
+            "NLP_K8S_EXECUTOR_CONFIG to the deploy/k8s/executor.yaml shipped in the image "
+            "(/opt/dagster/app/deploy/k8s/executor.yaml)"
         )
     profile = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = set(profile) - {"executor", "pools"}

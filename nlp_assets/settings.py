@@ -1,18 +1,155 @@
-"""Where things live, from environment variables (none is a secret; each has a default, except
-the folders and instance of `NLP_ENV=prod`: see `environment()` and docs/environments.md)."""
+"""Every environment variable the pipeline and the API read, in one typed object.
+
+`get()` returns the process's `Settings` (pydantic-settings): each variable is parsed and
+validated in one place, once, and a bad value fails with the variable's name. A deployed process
+never changes its environment, so it builds the object once; tests that set a variable get a
+new one (`get()` rebuilds only when a value it reads differs). The module functions below
+(`lake_dir()`, `kafka_topics()`, ...) are the call sites' shorthands for its fields.
+
+None is a secret except where noted (secrets reach resources as `dg.EnvVar`, never a field);
+each has a default, except the folders and instance of `NLP_ENV=prod`: see `environment()` and
+docs/environments.md. Importing this module reads nothing and writes nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Default of `NLP_EMBEDDING_MAX_WINDOWS` (docs/models.md "Long documents").
+EMBEDDING_MAX_WINDOWS = 4
+
+
+def _var(name: str, default: Any = None, **constraints: Any) -> Any:
+    """A field read from environment variable `name` (exactly that name)."""
+    return Field(default, validation_alias=name, **constraints)
+
+
+class Settings(BaseSettings):
+    """The environment, typed (docs/settings.md lists every variable). Unset and empty
+    variables take the default. The API's own variables (`nlp_assets/api/config.py`,
+    `NLP_API_*`, `NLP_JWT_*`, `DATABASE_URL`, `REDIS_URL`, `NLP_DAGSTER_GRAPHQL_URL`) belong
+    here too, as fields like these, with `ApiSettings.from_env` reading `get()`."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    # where things live (the environment's folders: `environment()`)
+    data_dir: Path = _var("NLP_DATA_DIR", Path("data"))
+    env_name: str = _var("NLP_ENV", "dev")
+    lake_dir: str | None = _var("NLP_LAKE_DIR")
+    landing_dir: str | None = _var("NLP_LANDING_DIR")
+    reports_dir: str | None = _var("NLP_REPORTS_DIR")
+    kafka_topic_prefix: str | None = _var("NLP_KAFKA_TOPIC_PREFIX")
+    warehouse_schema: str | None = _var("NLP_WAREHOUSE_SCHEMA")
+    cache_namespace: str | None = _var("NLP_CACHE_NAMESPACE")
+    dagster_home: str | None = _var("DAGSTER_HOME")
+    labelled_sentiment: str | None = _var("NLP_LABELLED_SENTIMENT")
+    partitions_start: str = _var("NLP_PARTITIONS_START", "2026-01-01")
+    # models (docs/models.md)
+    embedding_model_path: str = _var("NLP_EMBEDDING_MODEL_PATH", "")
+    embedding_max_windows: int = _var("NLP_EMBEDDING_MAX_WINDOWS", EMBEDDING_MAX_WINDOWS, ge=1)
+    ner_model: str = _var("NLP_NER_MODEL", "")
+    ner_processes: int = _var("NLP_NER_PROCESSES", 0, ge=0)
+    device: str = _var("NLP_DEVICE", "auto")
+    model_dtype: str = _var("NLP_MODEL_DTYPE", "auto")
+    cache_ttl_seconds: int = _var("NLP_CACHE_TTL_SECONDS", 30 * 86_400)
+    finetuned_sentiment_dir: str | None = _var("NLP_FINETUNED_SENTIMENT_DIR")
+    finetune_epochs: int = _var("NLP_FINETUNE_EPOCHS", 2)
+    finetune_max_rows: int = _var("NLP_FINETUNE_MAX_ROWS", 2000)
+    finetune_device: str = _var("NLP_FINETUNE_DEVICE", "cpu")
+    sentiment_ab_share: float = _var("NLP_SENTIMENT_AB_SHARE", 0.5)
+    # where steps run, metrics (docs/production.md, docs/monitoring.md)
+    executor: str = _var("NLP_EXECUTOR", "default")
+    k8s_executor_config: str = _var("NLP_K8S_EXECUTOR_CONFIG", "")
+    spark_master: str = _var("NLP_SPARK_MASTER", "local[*]")
+    spark_conf: str = _var("NLP_SPARK_CONF", "")
+    pushgateway: str | None = _var("PROMETHEUS_PUSHGATEWAY")
+    metrics_textfile_dir: Path | None = _var("NLP_METRICS_TEXTFILE_DIR")
+    # landing-file caps (nlp_assets/kernels/ingest.py)
+    ingest_max_file_bytes: int = _var("NLP_INGEST_MAX_FILE_BYTES", 256 * 1024 * 1024)
+    ingest_max_record_bytes: int = _var("NLP_INGEST_MAX_RECORD_BYTES", 4 * 1024 * 1024)
+    # Kafka (docs/kafka.md)
+    kafka_topics: str = _var("NLP_KAFKA_TOPICS", "nlp-documents")
+    kafka_bootstrap_servers: str = _var("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    kafka_security_protocol: str = _var("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    kafka_sasl_mechanism: str | None = _var("KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = _var("KAFKA_SASL_USERNAME")
+    # a secret: only whether it is set is used here (the resource reads it as a dg.EnvVar)
+    kafka_sasl_password: SecretStr | None = _var("KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca_location: str | None = _var("KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate_location: str | None = _var("KAFKA_SSL_CERTIFICATE_LOCATION")
+    kafka_ssl_key_location: str | None = _var("KAFKA_SSL_KEY_LOCATION")
+    kafka_extra_config: dict[str, Any] = _var("KAFKA_EXTRA_CONFIG", {})  # a JSON object
+    kafka_max_messages_per_run: int = _var("NLP_KAFKA_MAX_MESSAGES_PER_RUN", 5000)
+    kafka_max_runs_per_tick: int = _var("NLP_KAFKA_MAX_RUNS_PER_TICK", 10)
+    kafka_sensor_interval_seconds: int = _var("NLP_KAFKA_SENSOR_INTERVAL_SECONDS", 30)
+    kafka_max_message_bytes: int = _var("NLP_KAFKA_MAX_MESSAGE_BYTES", 64 * 1024)
+    kafka_range_max_attempts: int = _var("NLP_KAFKA_RANGE_MAX_ATTEMPTS", 3)
+    kafka_range_retry_backoff_seconds: float = _var("NLP_KAFKA_RANGE_RETRY_BACKOFF_SECONDS", 60.0)
+    kafka_day_refresh_minutes: float = _var("NLP_KAFKA_DAY_REFRESH_MINUTES", 10.0)
+    kafka_max_outstanding_ranges: int = _var("NLP_KAFKA_MAX_OUTSTANDING_RANGES", 100)
+    # set by `dg check defs` / `dagster definitions validate` while they load the definitions
+    validating_definitions: bool = _var("DAGSTER_IS_DEFS_VALIDATION_CLI", False)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator(
+        "env_name",
+        "lake_dir",
+        "landing_dir",
+        "reports_dir",
+        "kafka_topic_prefix",
+        "warehouse_schema",
+        "cache_namespace",
+        "dagster_home",
+        "spark_conf",
+    )
+    @classmethod
+    def _stripped(cls, value: str | None) -> str | None:
+        return value.strip() if isinstance(value, str) else value
+
+    @classmethod
+    def variables(cls) -> tuple[str, ...]:
+        """Every environment variable a `Settings` reads."""
+        return tuple(str(field.validation_alias) for field in cls.model_fields.values())
+
+    def is_set(self, variable: str) -> bool:
+        """Whether `variable` (one of `variables()`) was set, non-empty."""
+        return any(
+            field.validation_alias == variable and name in self.model_fields_set
+            for name, field in type(self).model_fields.items()
+        )
+
+
+def get() -> Settings:
+    """This process's settings, built and validated once from its environment (again only if
+    a variable they read changed since: tests do that, a deployed process does not)."""
+    return _settings(tuple(os.environ.get(name) for name in _VARIABLES))
+
+
+_VARIABLES = Settings.variables()
+
+
+@functools.lru_cache(maxsize=8)
+def _settings(values: tuple[str | None, ...]) -> Settings:  # `values` is the cache key
+    return Settings()
 
 
 def data_dir() -> Path:
-    return Path(os.getenv("NLP_DATA_DIR", "data")).resolve()
+    return get().data_dir
 
 
 def landing_dir() -> str:
@@ -31,20 +168,13 @@ def reports_dir() -> str:
 
 
 def labelled_sentiment_path() -> str:
-    return os.getenv("NLP_LABELLED_SENTIMENT", str(data_dir() / "labelled" / "sentiment.parquet"))
-
-
-#: Default of `NLP_EMBEDDING_MAX_WINDOWS` (docs/models.md "Long documents").
-EMBEDDING_MAX_WINDOWS = 4
+    return get().labelled_sentiment or str(data_dir() / "labelled" / "sentiment.parquet")
 
 
 def embedding_max_windows() -> int:
     """`NLP_EMBEDDING_MAX_WINDOWS`: the most windows a long document is embedded in (1: only
     its first window, as before windowing); the rest of its text is not read."""
-    value = int(os.getenv("NLP_EMBEDDING_MAX_WINDOWS", str(EMBEDDING_MAX_WINDOWS)))
-    if value < 1:
-        raise ValueError(f"NLP_EMBEDDING_MAX_WINDOWS must be >= 1, got {value}")
-    return value
+    return get().embedding_max_windows
 
 
 def configured(name: str, default: str) -> str:
@@ -52,68 +182,65 @@ def configured(name: str, default: str) -> str:
     run config show the variable's name (Dagster reads its value at run time), else `default`."""
     import dagster as dg
 
-    return dg.EnvVar(name) if os.getenv(name) else default
+    return dg.EnvVar(name) if get().is_set(name) else default
 
 
 # Models (docs/models.md): the default entries of the model resource.
 def embedding_model_path() -> str:
     """`NLP_EMBEDDING_MODEL_PATH`: folder of an encoder checkpoint ('' = bundled MiniLM)."""
-    return os.getenv("NLP_EMBEDDING_MODEL_PATH", "")
+    return get().embedding_model_path
 
 
 def ner_model() -> str:
     """`NLP_NER_MODEL`: installed spaCy pipeline package or folder ('' = the default)."""
-    return os.getenv("NLP_NER_MODEL", "")
+    return get().ner_model
 
 
 def ner_processes() -> int:
     """`NLP_NER_PROCESSES`: forked worker processes spaCy NER runs a large call in
     (`EntityRecognizer`); 0 (default): one per CPU core this process may use; 1: in-process."""
-    value = int(os.getenv("NLP_NER_PROCESSES", "0"))
-    if value < 0:
-        raise ValueError(f"NLP_NER_PROCESSES must be >= 0, got {value}")
-    return value or len(os.sched_getaffinity(0))
+    return get().ner_processes or len(os.sched_getaffinity(0))
 
 
 def model_device() -> str:
     """`NLP_DEVICE`: 'auto' (CUDA when present), 'cpu' or 'cuda'."""
-    return os.getenv("NLP_DEVICE", "auto")
+    return get().device
 
 
 def cache_ttl_seconds() -> int:
     """`NLP_CACHE_TTL_SECONDS`: how long a cached model result lives in Redis (30 days)."""
-    return int(os.getenv("NLP_CACHE_TTL_SECONDS", str(30 * 86_400)))
+    return get().cache_ttl_seconds
 
 
 # Where steps run (docs/production.md) and where metrics go (docs/monitoring.md).
 def executor_choice() -> str:
     """`NLP_EXECUTOR`: 'default' (Dagster's multiprocess executor) or 'k8s' (a pod per step)."""
-    return os.getenv("NLP_EXECUTOR", "default")
+    return get().executor
 
 
 def k8s_executor_config_path() -> str:
-    """`NLP_K8S_EXECUTOR_CONFIG`: the step-pod profiles ('' = deploy/k8s/executor.yaml)."""
-    return os.getenv("NLP_K8S_EXECUTOR_CONFIG", "")
+    """`NLP_K8S_EXECUTOR_CONFIG`: the step-pod profiles (required with `NLP_EXECUTOR=k8s`)."""
+    return get().k8s_executor_config
 
 
 def spark_master() -> str:
     """`NLP_SPARK_MASTER`: local[*] (default), spark://host:7077 or sc://host:15002."""
-    return os.getenv("NLP_SPARK_MASTER", "local[*]")
+    return get().spark_master
 
 
 def spark_conf() -> str:
     """`NLP_SPARK_CONF`: a JSON object of Spark settings ('' = none)."""
-    return os.getenv("NLP_SPARK_CONF", "").strip()
+    return get().spark_conf
 
 
 def pushgateway_url() -> str | None:
     """`PROMETHEUS_PUSHGATEWAY`: host:port of a Pushgateway; unset, metrics go to text files."""
-    return os.getenv("PROMETHEUS_PUSHGATEWAY") or None
+    return get().pushgateway
 
 
 def metrics_textfile_dir() -> Path:
     """`NLP_METRICS_TEXTFILE_DIR`: the node exporter's text-file folder (<data>/metrics)."""
-    return Path(os.getenv("NLP_METRICS_TEXTFILE_DIR", str(data_dir() / "metrics")))
+    return get().metrics_textfile_dir or data_dir() / "metrics"
 
 
 # The fine-tuned sentiment classifier (docs/models.md "Fine-tuned classifier").
@@ -122,46 +249,45 @@ def finetuned_sentiment_dir(lake: str | None = None) -> str:
     (`<version>/` and `CURRENT`); default `<lake>/sentiment_finetuned` for a local lake (set it
     when the lake is on object storage: Hugging Face loads checkpoints from local files)."""
     lake = lake or lake_dir()
-    default = f"{lake.removeprefix('file://')}/sentiment_finetuned"
-    return os.getenv("NLP_FINETUNED_SENTIMENT_DIR", default)
+    return get().finetuned_sentiment_dir or f"{lake.removeprefix('file://')}/sentiment_finetuned"
 
 
 def finetune_epochs() -> int:
     """`NLP_FINETUNE_EPOCHS`: passes over the training rows (2)."""
-    return int(os.getenv("NLP_FINETUNE_EPOCHS", "2"))
+    return get().finetune_epochs
 
 
 def finetune_max_rows() -> int:
     """`NLP_FINETUNE_MAX_ROWS`: training rows used, a stratified sample (2000 of 3636; 0 =
     all), to keep `make run` within minutes on a 2-core CPU."""
-    return int(os.getenv("NLP_FINETUNE_MAX_ROWS", "2000"))
+    return get().finetune_max_rows
 
 
 def finetune_device() -> str:
     """`NLP_FINETUNE_DEVICE`: 'cpu' (default: same bytes on every run), 'cuda' or 'auto'."""
-    return os.getenv("NLP_FINETUNE_DEVICE", "cpu")
+    return get().finetune_device
 
 
 def sentiment_ab_share() -> float:
     """`NLP_SENTIMENT_AB_SHARE`: share of documents the fine-tuned classifier serves as the A/B
     candidate against the logistic head (0 switches the A/B test off)."""
-    return float(os.getenv("NLP_SENTIMENT_AB_SHARE", "0.5"))
+    return get().sentiment_ab_share
 
 
 def partitions_start() -> str:
-    return os.getenv("NLP_PARTITIONS_START", "2026-01-01")
+    return get().partitions_start
 
 
 # Landing-file ingest caps (nlp_assets/kernels/ingest.py), checked before anything is parsed.
 def ingest_max_file_bytes() -> int:
     """`NLP_INGEST_MAX_FILE_BYTES`: a larger landing file is one quarantine row (256 MiB)."""
-    return int(os.getenv("NLP_INGEST_MAX_FILE_BYTES", str(256 * 1024 * 1024)))
+    return get().ingest_max_file_bytes
 
 
 def ingest_max_record_bytes() -> int:
     """`NLP_INGEST_MAX_RECORD_BYTES`: the most a JSONL line, CSV row, Parquet cell or TXT file
     may hold (4 MiB); a larger one is quarantined, its raw bytes cut to this."""
-    return int(os.getenv("NLP_INGEST_MAX_RECORD_BYTES", str(4 * 1024 * 1024)))
+    return get().ingest_max_record_bytes
 
 
 # Kafka (docs/kafka.md): connection settings are read by `kafka.resource.kafka_from_env`;
@@ -171,7 +297,7 @@ def kafka_topics() -> list[tuple[str, int]]:
     name given without, and returned with, the environment's topic prefix."""
     env = environment()
     topics = []
-    for item in os.getenv("NLP_KAFKA_TOPICS", "nlp-documents").split(","):
+    for item in get().kafka_topics.split(","):
         name, _, priority = item.strip().partition(":")
         if name:
             topics.append((env.topic(name), int(priority or 0)))
@@ -198,62 +324,59 @@ def kafka_connection() -> KafkaConnection:
     `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SSL_CA_LOCATION`,
     `KAFKA_SSL_CERTIFICATE_LOCATION`, `KAFKA_SSL_KEY_LOCATION` (unset: None) and
     `KAFKA_EXTRA_CONFIG` (a JSON object of more librdkafka settings)."""
-
-    def env(name: str) -> str | None:
-        return os.getenv(name) or None
-
+    s = get()
     return KafkaConnection(
-        bootstrap_servers=os.getenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-        security_protocol=os.getenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        sasl_mechanism=env("KAFKA_SASL_MECHANISM"),
-        sasl_username=env("KAFKA_SASL_USERNAME"),
-        ssl_ca_location=env("KAFKA_SSL_CA_LOCATION"),
-        ssl_certificate_location=env("KAFKA_SSL_CERTIFICATE_LOCATION"),
-        ssl_key_location=env("KAFKA_SSL_KEY_LOCATION"),
-        extra_config=json.loads(os.getenv("KAFKA_EXTRA_CONFIG", "{}")),
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        security_protocol=s.kafka_security_protocol,
+        sasl_mechanism=s.kafka_sasl_mechanism,
+        sasl_username=s.kafka_sasl_username,
+        ssl_ca_location=s.kafka_ssl_ca_location,
+        ssl_certificate_location=s.kafka_ssl_certificate_location,
+        ssl_key_location=s.kafka_ssl_key_location,
+        extra_config=dict(s.kafka_extra_config),
     )
 
 
 def kafka_sasl_password_set() -> bool:
-    return bool(os.getenv("KAFKA_SASL_PASSWORD"))
+    return get().kafka_sasl_password is not None
 
 
 def kafka_max_messages_per_run() -> int:
-    return int(os.getenv("NLP_KAFKA_MAX_MESSAGES_PER_RUN", "5000"))
+    return get().kafka_max_messages_per_run
 
 
 def kafka_max_runs_per_tick() -> int:
-    return int(os.getenv("NLP_KAFKA_MAX_RUNS_PER_TICK", "10"))
+    return get().kafka_max_runs_per_tick
 
 
 def kafka_sensor_interval_seconds() -> int:
     """`NLP_KAFKA_SENSOR_INTERVAL_SECONDS`: the least time between two ticks of a topic sensor."""
-    return int(os.getenv("NLP_KAFKA_SENSOR_INTERVAL_SECONDS", "30"))
+    return get().kafka_sensor_interval_seconds
 
 
 def kafka_max_message_bytes() -> int:
-    return int(os.getenv("NLP_KAFKA_MAX_MESSAGE_BYTES", str(64 * 1024)))
+    return get().kafka_max_message_bytes
 
 
 def kafka_range_max_attempts() -> int:
     """Requests of a range whose runs fail before one more in dead-letter mode."""
-    return int(os.getenv("NLP_KAFKA_RANGE_MAX_ATTEMPTS", "3"))
+    return get().kafka_range_max_attempts
 
 
 def kafka_range_retry_backoff_seconds() -> float:
     """Wait after a range's first failure before its next request (doubles each attempt)."""
-    return float(os.getenv("NLP_KAFKA_RANGE_RETRY_BACKOFF_SECONDS", "60"))
+    return get().kafka_range_retry_backoff_seconds
 
 
 def kafka_day_refresh_minutes() -> float:
     """`NLP_KAFKA_DAY_REFRESH_MINUTES` (10): the least time between two micro-batches of a topic
     that also refresh the day's quality figures, aggregates and report; 0 = every micro-batch."""
-    return float(os.getenv("NLP_KAFKA_DAY_REFRESH_MINUTES", "10"))
+    return get().kafka_day_refresh_minutes
 
 
 def kafka_max_outstanding_ranges() -> int:
     """Ranges requested and not yet succeeded a sensor keeps track of; no new ones past it."""
-    return int(os.getenv("NLP_KAFKA_MAX_OUTSTANDING_RANGES", "100"))
+    return get().kafka_max_outstanding_ranges
 
 
 # -- environments: dev, staging and prod side by side (docs/environments.md) ---------------------
@@ -308,7 +431,7 @@ class Environment:
 
 def environment_name() -> str:
     """`NLP_ENV`: dev (default), staging or prod; anything else is refused."""
-    name = os.getenv("NLP_ENV", "").strip() or "dev"
+    name = get().env_name or "dev"
     if name not in ENVIRONMENTS:
         raise InvalidEnvironment(
             f"NLP_ENV={name!r} is not an environment: choose one of {', '.join(ENVIRONMENTS)} "
@@ -348,9 +471,10 @@ def environment() -> Environment:
     around another's) is refused, so a copied setting cannot cross environments."""
     name = environment_name()
     values = _own_values(name)
-    for field, variable in ENVIRONMENT_VARIABLES.items():
-        if os.getenv(variable, "").strip():
-            values[field] = os.environ[variable].strip()
+    given = get()
+    for field in ENVIRONMENT_VARIABLES:
+        if getattr(given, field):
+            values[field] = getattr(given, field)
     missing = [ENVIRONMENT_VARIABLES[f] for f in _FOLDERS if values[f] is None]
     if missing:
         raise InvalidEnvironment(
@@ -384,7 +508,7 @@ def environment() -> Environment:
                     )
     return Environment(
         name=name,
-        dagster_home=os.getenv("DAGSTER_HOME", "").strip() or None,
+        dagster_home=given.dagster_home or None,
         **values,  # type: ignore[arg-type]
     )
 
@@ -392,7 +516,8 @@ def environment() -> Environment:
 def check_instance(env: Environment) -> None:
     """Each environment has its own Dagster instance. Prod needs DAGSTER_HOME named; staging and
     prod mark theirs (a file `nlp_env` in DAGSTER_HOME, when writable), and every environment
-    refuses an instance marked by another. Called once, when the code location loads."""
+    refuses an instance marked by another. Called when a run starts (`LakeResource`'s setup,
+    before any step writes) and by `dg check defs`, never on import."""
     if env.dagster_home is None:
         if env.name == "prod":
             raise InvalidEnvironment(

@@ -1,6 +1,6 @@
 """The `spark` tests' engines: Spark `local[2]` (one JVM) and a standalone cluster on this
 machine (a master and two workers, each its own JVM with its own executors and Python
-workers; `nlp_assets.engines.standalone`).
+workers; `dev.spark_cluster`).
 
 `spark_master` is parametrised with ids "local" and "cluster": a test (or module fixture) that
 asks for it runs once per engine. pytest groups the tests by engine, so the cluster starts once
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nlp_assets.engines.standalone import connect_server, standalone_cluster
+from dev.spark_cluster import connect_server, standalone_cluster
 from nlp_assets.resources.spark import SparkResource
 
 LOCAL_MASTER = "local[2]"

@@ -165,11 +165,7 @@ def dg_commands() -> dict[str, frozenset[str]]:
 
 def _package_files() -> Iterator[Path]:
     for folder in PACKAGE_DIRS:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            relative = path.relative_to(ROOT).parts
-            if relative[:2] in {("nlp_assets", "resources"), ("nlp_assets", "sensors")}:
-                continue  # the links: the same files as resources/ and sensors/
-            yield path
+        yield from sorted((ROOT / folder).rglob("*.py"))
 
 
 @cache

@@ -10,7 +10,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nlp_assets import checks, sample_corpus
+from dev import sample_corpus
+from nlp_assets import checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.lake import Lake

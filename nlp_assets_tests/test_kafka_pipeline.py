@@ -16,12 +16,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from dev.kafka_drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
-from nlp_assets.kafka.drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor

@@ -21,11 +21,11 @@ from dagster._core.storage.tags import (
     WILL_RETRY_TAG,
 )
 
+from dev.kafka_drain import evaluate_tick
 from nlp_assets import metrics
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
-from nlp_assets.kafka.drain import evaluate_tick
 from nlp_assets.kafka.messages import (
     MODE_DEAD_LETTER,
     TAG_ATTEMPT,

@@ -7,11 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dev.kafka_drain import evaluate_tick
 from nlp_assets import metrics
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
-from nlp_assets.kafka.drain import evaluate_tick
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor, sensor_name
 from nlp_assets_tests.kafka_broker import Broker

@@ -18,6 +18,12 @@ from sklearn.linear_model import LogisticRegression
 
 from nlp_assets import settings
 from nlp_assets.definitions import build_resources
+from nlp_assets.kernels.pattern_corpora import (
+    FOREIGN_SAMPLE_PER_LANG,
+    PATTERN_CACHE_NAME,
+    require,
+    text_key,
+)
 from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA, predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.kernels.sentiment_languages import (
@@ -36,7 +42,6 @@ from nlp_assets.kernels.sentiment_languages import (
 from nlp_assets.lake import Lake
 from nlp_assets.resources.lake import LakeResource
 from nlp_assets.resources.models import FRENCH_NER_ENTRY, ModelResource
-from nlp_assets.sample_corpus import FOREIGN_SAMPLE_PER_LANG, fetch_pattern_corpora, text_key
 from nlp_assets.stages import sentiment_languages as stage
 
 SLICE = 160
@@ -44,7 +49,7 @@ SLICE = 160
 
 @pytest.fixture(scope="module")
 def corpora() -> Path:
-    return fetch_pattern_corpora(settings.data_dir() / "cache")
+    return require(settings.data_dir() / "cache" / PATTERN_CACHE_NAME)  # `make data` put them
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +200,19 @@ def materialise(tmp_path: Path, **config) -> dg.ExecuteInProcessResult:
 def check_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
+
+
+def test_missing_training_corpora_fail_the_run_naming_make_data(tmp_path: Path) -> None:
+    """No download, no package manager: without the corpora the asset fails, once, with the
+    folder it read and the command that fills it."""
+    result = materialise(tmp_path, cache_dir=str(tmp_path / "empty"))
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert str(tmp_path / "empty" / PATTERN_CACHE_NAME) in message
+    assert "run `make data`" in message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert not (tmp_path / "empty").exists()  # nothing fetched into it
 
 
 def test_floor_blocks_the_german_model_and_keeps_it_out_of_the_lake(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr
 
+from nlp_assets import settings
 from nlp_assets.kernels.clean import mask_personal_data
 from nlp_assets.lake import DAY_PART, DayLocks, Lake
 
@@ -77,6 +78,8 @@ class LakeResource(dg.ConfigurableResource):
         run = context.run
         if run is None:  # a sensor, a schedule, a unit test: no run, no lease
             return
+        # this environment's own Dagster instance, before the run writes anything
+        settings.check_instance(settings.environment())
         self._locks = _join_locks(self, run.run_id, context)
         days = run_days(run.tags)
         try:

@@ -12,8 +12,9 @@ Read in this order:
    validation, the landing file's lines. Nothing in it talks to a broker or to Dagster.
 5. `raw.py`: what the `raw_text` asset does for a Kafka run: read the range, quarantine and
    dead-letter bad messages, land the rest and parse them as one part of the day.
-6. `drain.py`: runs a sensor and its runs in one process, as the daemon would (tests, the
-   streaming benchmark, a laptop without `dagster dev`).
+
+`dev/kafka_drain.py` (outside the package) runs a sensor and its runs in one process, as the
+daemon would (tests, the streaming benchmark, a laptop without `dagster dev`).
 
 From there the part flows through the same stages as a dropped file (`nlp_assets/stages`).
 """

@@ -1,7 +1,7 @@
 """Sentiment for French, German and Dutch: one TF-IDF (word and character n-grams) logistic
 regression per language, trained on the review polarity sets of Debian's python3-pattern.
 
-Every review that the sample corpus lands (`sample_corpus._foreign_sample`, the same
+Every review that the sample corpus lands (`pattern_corpora.foreign_sample`, the same
 deterministic selection) is kept out of training, compared by normalised text, so the landing
 days are a second held-out set. A trained model is stored as a plain table (term, idf,
 coefficient), never a pickle, and is versioned by a hash of that content. Prediction rebuilds
@@ -26,14 +26,14 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import normalize
 
-from nlp_assets.kernels.predict import PREDICTED_COLUMNS
-from nlp_assets.kernels.sentiment import wilson_interval
-from nlp_assets.sample_corpus import (
+from nlp_assets.kernels.pattern_corpora import (
     FOREIGN_REVIEWS,
-    _foreign_sample,
+    foreign_sample,
     read_polarity_csv,
     text_key,
 )
+from nlp_assets.kernels.predict import PREDICTED_COLUMNS
+from nlp_assets.kernels.sentiment import wilson_interval
 
 LANGUAGES: tuple[str, ...] = tuple(FOREIGN_REVIEWS)  # fr, de, nl
 MODEL_NAME = "tfidf-logreg-sentiment"
@@ -67,7 +67,7 @@ MODEL_SCHEMA: dict[str, pl.DataType] = {
 def landed_sample_keys(corpora_dir: Path) -> dict[str, set[str]]:
     """Normalised texts (`text_key`) of the reviews the sample corpus lands, per language."""
     keys: dict[str, set[str]] = {lang: set() for lang in LANGUAGES}
-    for record in _foreign_sample(corpora_dir):
+    for record in foreign_sample(corpora_dir):
         keys[record["metadata"]["lang_hint"]].add(text_key(record["text"]))
     return keys
 
@@ -280,41 +280,6 @@ def accuracy_figures(
         "macro_f1": float(f1_score(truth_a, predicted_a, average="macro")) if n else 0.0,
         "n": n,
     }
-
-
-@dataclass(frozen=True)
-class LanguageTrainResult:
-    model: LanguageSentiment
-    held_out: dict[str, float | int]  # out-of-fold over the training pool
-    landed: dict[str, float | int]  # the final model on the landed sample (never trained on)
-
-
-def train_language(
-    pool: pl.DataFrame, landed: pl.DataFrame, lang: str, *, folds: int = 5, seed: int = 0
-) -> LanguageTrainResult:
-    """Held-out figures by k-fold cross-validation on the pool, then the final model on the
-    whole pool, scored on the landed sample too."""
-    texts, labels = pool["text"].to_list(), pool["label"].to_list()
-
-    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        model = fit_language_model([texts[i] for i in train], [labels[i] for i in train], lang)
-        proba = model.predict_proba_texts([texts[i] for i in test])
-        return np.asarray(model.labels)[proba.argmax(axis=1)]
-
-    predicted = out_of_fold_predictions(texts, labels, fit_predict, folds=folds, seed=seed)
-    held_out = accuracy_figures(labels, predicted)
-    held_out["majority_baseline"] = max(labels.count(x) for x in set(labels)) / len(labels)
-    model = fit_language_model(texts, labels, lang)
-    landed_predicted = (
-        np.asarray(model.labels)[model.predict_proba_texts(landed["text"].to_list()).argmax(1)]
-        if landed.height
-        else np.asarray([], dtype=str)
-    )
-    return LanguageTrainResult(
-        model=model,
-        held_out=held_out,
-        landed=accuracy_figures(landed["label"].to_list(), landed_predicted),
-    )
 
 
 # --- routing in the predictions stage -----------------------------------------------------

@@ -13,6 +13,7 @@ from pydantic import Field
 from sklearn.model_selection import train_test_split
 
 from nlp_assets import settings
+from nlp_assets.kernels.pattern_corpora import PATTERN_CACHE_NAME, CorporaMissing, require
 from nlp_assets.kernels.sentiment_languages import (
     LANGUAGES,
     LanguageSentiment,
@@ -25,7 +26,6 @@ from nlp_assets.kernels.sentiment_languages import (
 )
 from nlp_assets.resources.lake import LakeResource, markdown_preview
 from nlp_assets.resources.models import ModelLoadError, ModelResource, Served
-from nlp_assets.sample_corpus import PATTERN_CACHE_NAME, fetch_pattern_corpora
 from nlp_assets.stages.common import RETRY_POLICY
 
 ASSET = "sentiment_languages"
@@ -46,8 +46,8 @@ MACRO_F1_FLOOR = 0.60
 class LanguageTrainingConfig(dg.Config):
     cache_dir: str = Field(
         default_factory=lambda: str(settings.data_dir() / "cache"),
-        description="Folder holding (or to receive) the pattern test corpora "
-        f"(`{PATTERN_CACHE_NAME}/`), as `make data` leaves it.",
+        description=f"Folder holding the pattern test corpora (`{PATTERN_CACHE_NAME}/`), as "
+        "`make data` leaves it; the asset only reads them.",
     )
     languages: list[str] = Field(
         default=["fr", "nl"],
@@ -121,7 +121,10 @@ def sentiment_languages(context: dg.AssetExecutionContext, config: LanguageTrain
     unknown = sorted(set(config.languages) - set(LANGUAGES))
     if unknown:
         raise dg.Failure(f"no review polarity set for {unknown}; known: {list(LANGUAGES)}")
-    corpora = fetch_pattern_corpora(Path(config.cache_dir))
+    try:
+        corpora = require(Path(config.cache_dir) / PATTERN_CACHE_NAME)
+    except CorporaMissing as missing:
+        raise dg.Failure(str(missing), allow_retries=False) from None
     kept: dict[str, LanguageSentiment] = {}
     per_language: dict[str, dict[str, Any]] = {}
     for lang in config.languages:

@@ -12,7 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nlp_assets import sample_corpus as sc
+from dev import sample_corpus as sc
+from nlp_assets.kernels import pattern_corpora
 
 REPO_ROOT = Path(__file__).parents[2]
 DAY_FILES = {sc.BBC_FILE, sc.DRUG_FILE, sc.MOVIE_FILE, sc.MULTILINGUAL_FILE, sc.FEEDBACK_FILE}
@@ -103,10 +104,12 @@ def test_totals_match_the_sources(
     counts = Counter(r["source"] for recs in records_by_day.values() for r in recs)
     assert counts["bbc_news"] == len(sc.read_bbc_articles()) == 2225
     assert counts["drug_reviews"] == len(sc.read_drug_reviews(sc.DRUG_TEST))
-    assert counts["movie_reviews"] == len(sc.read_polarity_csv(corpora_dir / sc.PANG_LEE_REVIEWS))
+    assert counts["movie_reviews"] == len(
+        pattern_corpora.read_polarity_csv(corpora_dir / pattern_corpora.PANG_LEE_REVIEWS)
+    )
     assert counts["movie_reviews"] == 1500
-    for lang in sc.FOREIGN_REVIEWS:
-        assert counts[f"reviews_{lang}"] == sc.FOREIGN_SAMPLE_PER_LANG
+    for lang in pattern_corpora.FOREIGN_REVIEWS:
+        assert counts[f"reviews_{lang}"] == pattern_corpora.FOREIGN_SAMPLE_PER_LANG
     assert counts["web_feedback"] == 7 * len(sc.SAMPLE_DAYS)
     assert 3000 < sum(counts.values()) < 6000
 
@@ -114,7 +117,12 @@ def test_totals_match_the_sources(
 def test_movie_reviews_land_once(records_by_day: dict[date, list[dict]], corpora_dir: Path) -> None:
     movies = [r for recs in records_by_day.values() for r in recs if r["source"] == "movie_reviews"]
     landed = Counter(r["text"] for r in movies)
-    source = [text for _, text in sc.read_polarity_csv(corpora_dir / sc.PANG_LEE_REVIEWS)]
+    source = [
+        text
+        for _, text in pattern_corpora.read_polarity_csv(
+            corpora_dir / pattern_corpora.PANG_LEE_REVIEWS
+        )
+    ]
     assert landed == Counter(source)
 
 
@@ -168,8 +176,10 @@ def test_no_labelled_text_in_the_corpus(
     built: Path, records_by_day: dict[date, list[dict]]
 ) -> None:
     labelled = pl.read_parquet(built / "labelled" / "sentiment.parquet")
-    labelled_keys = {sc.text_key(t) for t in labelled["text"]}
-    corpus_keys = {sc.text_key(r["text"]) for recs in records_by_day.values() for r in recs}
+    labelled_keys = {pattern_corpora.text_key(t) for t in labelled["text"]}
+    corpus_keys = {
+        pattern_corpora.text_key(r["text"]) for recs in records_by_day.values() for r in recs
+    }
     assert labelled_keys.isdisjoint(corpus_keys)
 
 

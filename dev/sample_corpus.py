@@ -11,14 +11,16 @@ The labelled set uses the Pang & Lee sentences and the drug *train* reviews; the
 uses the full movie reviews, the drug *test* reviews, BBC News, a sample of the foreign reviews
 and hand-written web feedback, so the two never share a text.
 
-Run as `python -m nlp_assets.sample_corpus`; re-running rewrites identical files.
+The pattern corpora stay extracted under `<cache>/pattern-corpora/`: the `sentiment_languages`
+asset trains on them there (`nlp_assets.kernels.pattern_corpora` reads them; the pipeline never
+downloads them). Run as `python -m dev.sample_corpus` (`make data`); re-running rewrites
+identical files.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import html
 import importlib.util
 import io
@@ -36,19 +38,21 @@ from typing import Any
 
 import polars as pl
 
+from nlp_assets.kernels.pattern_corpora import (
+    PANG_LEE_REVIEWS,
+    PANG_LEE_SENTENCES,
+    PATTERN_CACHE_NAME,
+    PATTERN_FILES,
+    foreign_sample,
+    read_polarity_csv,
+    stable_int,
+    text_key,
+)
+
 SAMPLE_DAYS: tuple[date, ...] = tuple(date(2026, 11, 16) + timedelta(days=i) for i in range(5))
 
 PATTERN_PACKAGE = "python3-pattern"
 PATTERN_CORPORA_IN_DEB = Path("usr/share/doc/python3-pattern/test/corpora")
-PATTERN_CACHE_NAME = "pattern-corpora"
-PANG_LEE_SENTENCES = "polarity-en-pang&lee2.csv"  # 4,000 sentences (the README swaps the two)
-PANG_LEE_REVIEWS = "polarity-en-pang&lee1.csv"  # 1,500 full reviews
-FOREIGN_REVIEWS: dict[str, str] = {
-    "fr": "polarity-fr-amazon.csv",  # columns text,label (the others are label,text)
-    "de": "polarity-de-amazon.csv",
-    "nl": "polarity-nl-bol.com.csv",
-}
-PATTERN_FILES = (PANG_LEE_SENTENCES, PANG_LEE_REVIEWS, *FOREIGN_REVIEWS.values())
 
 DRUG_ZIP_IN_PACKAGE = Path("assets/drugsCom.zip")
 DRUG_TRAIN = "drugsComTrain.tsv"
@@ -60,19 +64,10 @@ MOVIE_FILE = "movie_reviews.parquet"
 MULTILINGUAL_FILE = "reviews_multilingual.jsonl"
 FEEDBACK_FILE = "web_feedback.jsonl"
 BBC_TXT_PER_DAY = 10
-FOREIGN_SAMPLE_PER_LANG = 100  # 300 over all days, about 60 a day
-
-POLARITY = {"1": "positive", "-1": "negative"}
 SECONDS_PER_DAY = 86_400
 
 
 # --- deterministic placement -------------------------------------------------------------
-
-
-def stable_int(*parts: str) -> int:
-    """A 64-bit integer from the sha256 of the parts (stable across runs and machines)."""
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big")
 
 
 def day_for(source: str, doc_id: str, days: Sequence[date]) -> date:
@@ -85,11 +80,6 @@ def timestamp_for(source: str, doc_id: str, day: date) -> str:
     offset = stable_int("timestamp", source, doc_id) % SECONDS_PER_DAY
     moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=offset)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def text_key(text: str) -> str:
-    """Normalised text for overlap checks: HTML unescaped, lower case, whitespace collapsed."""
-    return " ".join(html.unescape(text).lower().split())
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -128,16 +118,6 @@ def fetch_pattern_corpora(cache_dir: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # a half-finished fetch never looks complete
     return target
-
-
-def read_polarity_csv(path: Path) -> list[tuple[str, str]]:
-    """(label, text) rows of a pattern polarity CSV; the label column may come first or last."""
-    rows: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        for first, second in csv.reader(handle):
-            label, text = (first, second) if first in POLARITY else (second, first)
-            rows.append((POLARITY[label], text.strip()))
-    return rows
 
 
 def _package_dir(name: str) -> Path:
@@ -427,22 +407,6 @@ def _record(doc_id: str, text: str, source: str, **extra: Any) -> dict[str, Any]
     return {"id": doc_id, "text": text, "source": source, "timestamp": None, **extra}
 
 
-def _foreign_sample(corpora_dir: Path) -> list[dict[str, Any]]:
-    """A fixed, hash-ordered sample of distinct texts from each foreign review file."""
-    sample: list[dict[str, Any]] = []
-    for lang, file_name in FOREIGN_REVIEWS.items():
-        source = f"reviews_{lang}"
-        candidates: dict[str, dict[str, Any]] = {}
-        for number, (_, text) in enumerate(read_polarity_csv(corpora_dir / file_name), start=1):
-            if text_key(text) not in candidates:  # the files repeat some reviews
-                candidates[text_key(text)] = _record(
-                    f"{lang}-{number:04d}", text, source, metadata={"lang_hint": lang}
-                )
-        ranked = sorted(candidates.values(), key=lambda r: stable_int("sample", source, r["id"]))
-        sample.extend(ranked[:FOREIGN_SAMPLE_PER_LANG])
-    return sample
-
-
 def _summary_writer(summary: list[dict[str, Any]], day: date) -> Callable[..., None]:
     """A function that notes one written file of `day` in the summary."""
 
@@ -493,7 +457,7 @@ def build_sample_corpus(
         ),
         days,
     )
-    foreign = _by_day(_foreign_sample(corpora_dir), days)
+    foreign = _by_day(foreign_sample(corpora_dir), days)
 
     summary: list[dict[str, Any]] = []
     for day_index, day in enumerate(days):
@@ -596,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         tbl_hide_column_data_types=True,
     )
     with table_style:
+        print(f"pattern review corpora (sentiment_languages trains on them): {corpora_dir}")
         print(f"labelled sentiment set: {labelled.height} rows -> {args.labelled}")
         print(counts)
         print(

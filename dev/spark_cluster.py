@@ -10,7 +10,7 @@ config on the worker (see `nlp_assets.engines.workers`).
     with standalone_cluster(workers=2) as master:    # "spark://127.0.0.1:PORT"
         SparkResource(master=master).spark_session ...
 
-or from a shell: `python -m nlp_assets.engines.standalone --workers 2` prints the master URL
+or from a shell: `python -m dev.spark_cluster --workers 2` prints the master URL
 and keeps the cluster up until Ctrl-C.
 """
 
@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 #: The repository root: put on the workers' PYTHONPATH so executors' Python workers import the
-#: project even where it is not installed into the interpreter they run.
-REPO = Path(__file__).resolve().parents[2]
+#: tests' and benchmarks' own modules (`nlp_assets` comes from the interpreter's install).
+REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
