@@ -29,33 +29,9 @@ from nlp_assets.schedules import (
 )
 from nlp_assets.sensors.alerts import run_failure_alert_sensor
 from nlp_assets.sensors.landing import landing_folder_sensor
-from nlp_assets.stages import (
-    aggregates,
-    cleaned_text,
-    features,
-    ner_evaluation,
-    predictions,
-    quality,
-    raw_text,
-    reports,
-    sentiment_finetuned,
-    sentiment_languages,
-    sentiment_model,
-    tokens,
-)
+from nlp_assets.stages import stage_assets
 from nlp_assets.stages.sentiment_finetuned import finetuned_ab_test, finetuned_sentiment_spec
 from nlp_assets.warehouse.assets import warehouse_assets
-
-STAGE_MODULES = [
-    raw_text,
-    cleaned_text,
-    tokens,
-    features,
-    predictions,
-    aggregates,
-    quality,
-    reports,
-]
 
 
 def build_resources(
@@ -120,15 +96,7 @@ def model_identities() -> dict[str, list[str]]:
 all_assets = conventions.apply(
     dg.with_source_code_references(
         [
-            *dg.load_assets_from_modules(
-                [
-                    *STAGE_MODULES,
-                    sentiment_model,
-                    sentiment_finetuned,
-                    sentiment_languages,
-                    ner_evaluation,
-                ]
-            ),
+            *stage_assets(),
             *warehouse_assets,
             sentiment_by_source.sentiment_by_source_asset,
         ]

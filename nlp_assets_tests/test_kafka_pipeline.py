@@ -18,7 +18,7 @@ import pytest
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
+from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
@@ -27,6 +27,8 @@ from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.lake import Lake
 from nlp_assets.sensors.landing import EMPTY_DAY, day_fingerprint
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import DAY_SCOPE
 from nlp_assets_tests.kafka_broker import Broker
 
 pytestmark = pytest.mark.kafka
@@ -242,7 +244,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     close = pipeline.tick(closing)
     (request,) = close.requests
     assert close.failed == [] and request.partition_key == DAY
-    assert set(request.asset_selection or []) == {dg.AssetKey(s) for s in DAY_STAGES}
+    assert set(request.asset_selection or []) == {dg.AssetKey(s) for s in stage_names(DAY_SCOPE)}
     assert pipeline.tick(closing).requests == []  # closed once
     aggregates_parts = [p.stem for p in pipeline.lake.parts("aggregates", DAY)]
     assert aggregates_parts == ["day"]  # whole-day assets replace the day, never add parts

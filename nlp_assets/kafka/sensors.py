@@ -40,7 +40,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from nlp_assets import metrics, settings
 from nlp_assets.executor import micro_batch_run_config
-from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
+from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka.messages import (
     MODE_DEAD_LETTER,
     TAG_ATTEMPT,
@@ -58,6 +58,8 @@ from nlp_assets.kafka.messages import (
 from nlp_assets.kafka.resource import KafkaResource, KafkaUnavailable
 from nlp_assets.kafka.topics import topic_asset_key
 from nlp_assets.resources.lake import PART_TAG
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import DAY_SCOPE
 
 TRIGGER_TAG = "nlp/trigger"
 PRIORITY_TAG = "dagster/priority"
@@ -146,14 +148,14 @@ def part_stages(
     """The job's assets and checks less the day stages: what a micro-batch that does not
     refresh the day runs. The checks are named: left unnamed, Dagster would add every check of
     those assets, the freshness checks the job leaves out included."""
-    return _job_stages(context, job.selection - dg.AssetSelection.assets(*DAY_STAGES))
+    return _job_stages(context, job.selection - DAY_SCOPE)
 
 
 def day_stages(
     context: dg.SensorEvaluationContext, job: dg.UnresolvedAssetJobDefinition
 ) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
     """The job's day stages and their checks: a refresh with no new messages."""
-    return _job_stages(context, job.selection & dg.AssetSelection.assets(*DAY_STAGES))
+    return _job_stages(context, job.selection & DAY_SCOPE)
 
 
 def build_kafka_sensor(
@@ -197,7 +199,7 @@ def build_kafka_sensor(
         f"have succeeded (at most {outstanding_limit}). A range whose runs failed is requested "
         f"again after {backoff:g} s (doubling), {attempts} attempts, then once more in "
         f"dead-letter mode. A recreated topic: policy '{on_reset}'. The day stages "
-        f"({', '.join(DAY_STAGES)}) run in at most one micro-batch per day every "
+        f"({', '.join(stage_names(DAY_SCOPE))}) run in at most one micro-batch per day every "
         f"{refresh_minutes:g} min; the others in every one.",
     )
     def kafka_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
