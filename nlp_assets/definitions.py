@@ -93,15 +93,15 @@ def model_identities() -> dict[str, list[str]]:
     }
 
 
+#: The materialisable assets, before the conventions pass.
+asset_definitions = [
+    *stage_assets(),
+    *warehouse_assets,
+    sentiment_by_source.sentiment_by_source_asset,
+]
 all_assets = conventions.apply(
-    dg.with_source_code_references(
-        [
-            *stage_assets(),
-            *warehouse_assets,
-            sentiment_by_source.sentiment_by_source_asset,
-        ]
-    ),
-    conventions.code_versions(model_identities()),
+    dg.with_source_code_references(asset_definitions),
+    conventions.code_versions(asset_definitions, model_identities()),
 )
 topic_specs = conventions.apply(kafka_topics.topic_specs, {})
 
