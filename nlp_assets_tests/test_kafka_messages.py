@@ -29,15 +29,14 @@ from nlp_assets.kafka.messages import (
     KafkaRecord,
     MessageError,
     OffsetRange,
-    TopicCursor,
     dead_letter_frame,
     dead_letter_headers,
     dead_letter_message,
     landing_jsonl,
-    plan_ranges,
     split_messages,
     validate_message,
 )
+from nlp_assets.kafka.planner import TopicCursor, plan_ranges
 from nlp_assets.kafka.resource import KafkaResource, kafka_from_env
 from nlp_assets.kafka.sensors import sensor_name
 from nlp_assets.kernels.ingest import RecordError, doc_id_for, normalise_record, read_landing_files

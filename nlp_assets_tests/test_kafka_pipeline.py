@@ -9,6 +9,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
+from nlp_assets.kafka.planner import TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
@@ -73,8 +75,9 @@ class Pipeline:
         self.assets = [*all_assets, *all_checks, kafka_topics.topic_spec(topic)]
         self.cursor: str | None = None
 
-    def sensor(self, **kwargs) -> dg.SensorDefinition:
-        return build_kafka_sensor(self.topic, today=lambda: DAY, **kwargs)
+    def sensor(self, today: str = DAY, **limits) -> dg.SensorDefinition:
+        config = replace(TopicSettings.from_env(self.topic), **limits)
+        return build_kafka_sensor(config, today=lambda: today)
 
     def definitions(self, sensor: dg.SensorDefinition) -> dg.Definitions:
         return dg.Definitions(
@@ -238,9 +241,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     # retry refreshed only its part. Once the day has closed, the next tick runs them alone.
     assert [r.asset_selection is None for r in first.requests] == [False, False, True]
     assert pipeline.lake.read_day("aggregates", DAY)["n_docs"].sum() == prediction_count_then
-    closing = build_kafka_sensor(
-        topic, today=lambda: NEXT_DAY, max_messages_per_run=50, max_runs_per_tick=10
-    )
+    closing = pipeline.sensor(NEXT_DAY, max_messages_per_run=50, max_runs_per_tick=10)
     close = pipeline.tick(closing)
     (request,) = close.requests
     assert close.failed == [] and request.partition_key == DAY

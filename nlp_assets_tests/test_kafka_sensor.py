@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -36,6 +37,7 @@ from nlp_assets.kafka.messages import (
     TAG_START,
     TAG_TOPIC,
 )
+from nlp_assets.kafka.planner import TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.resources.lake import PART_TAG
@@ -46,10 +48,12 @@ pytestmark = pytest.mark.kafka
 DAY = "2026-11-25"
 
 
-def _sensor(topic: str, **kwargs) -> dg.SensorDefinition:
-    kwargs.setdefault("max_messages_per_run", 10)
-    kwargs.setdefault("max_runs_per_tick", 3)
-    return build_kafka_sensor(topic, today=lambda: DAY, **kwargs)
+def _sensor(topic: str, now=time.time, **limits) -> dg.SensorDefinition:
+    """The topic's sensor with the environment's settings, but 10 messages a run and 3 runs a
+    tick unless `limits` say otherwise."""
+    limits = {"max_messages_per_run": 10, "max_runs_per_tick": 3} | limits
+    config = replace(TopicSettings.from_env(topic), **limits)
+    return build_kafka_sensor(config, today=lambda: DAY, now=now)
 
 
 def _messages(n: int, start: int = 0) -> list[dict]:
@@ -258,7 +262,7 @@ def test_a_failed_range_is_re_requested_with_backoff_then_dead_lettered(
     topic = kafka_broker.create_topic("failing", partitions=1)
     kafka_broker.produce(topic, _messages(10), partition=0)
     clock = Clock()
-    sensor = _sensor(topic, now=clock, max_range_attempts=2, range_retry_backoff_seconds=60)
+    sensor = _sensor(topic, now=clock, max_range_attempts=2, range_retry_backoff_s=60)
     broker = kafka_broker.bootstrap
 
     first = _tick(sensor, broker, None, instance)
@@ -340,7 +344,7 @@ def test_a_failed_run_that_dagster_will_retry_is_not_re_requested(kafka_broker: 
         topic = kafka_broker.create_topic("dagster-retry", partitions=1)
         kafka_broker.produce(topic, _messages(6), partition=0)
         clock = Clock()
-        sensor = _sensor(topic, now=clock, range_retry_backoff_seconds=60)
+        sensor = _sensor(topic, now=clock, range_retry_backoff_s=60)
         first = _tick(sensor, kafka_broker.bootstrap, None, instance)
         [request] = first.requests
         failed = _run(failing_range_job, request, sensor, instance)

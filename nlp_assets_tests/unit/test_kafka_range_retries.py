@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nlp_assets.kafka.messages import (
+from nlp_assets.kafka.messages import FAILURE_TAG_MAX_CHARS, OffsetRange, failure_tag
+from nlp_assets.kafka.planner import (
     DAY_REFRESH_MEMORY,
-    FAILURE_TAG_MAX_CHARS,
     MAX_RETRY_BACKOFF_SECONDS,
     NO_RUN_GRACE_SECONDS,
     RETRY_PENDING_GRACE_SECONDS,
-    OffsetRange,
     Outstanding,
     RangeRun,
     TopicCursor,
-    failure_tag,
+    TopicSettings,
     plan_day_refresh,
     plan_tick,
     retry_backoff,
@@ -32,16 +32,28 @@ T0 = 1_800_000_000.0
 RANGE = OffsetRange(TOPIC, 0, 0, 10)
 
 
-def _tick(cursor: TopicCursor, runs=None, *, now: float, watermarks=None, **kwargs):
-    options = {
-        "max_messages_per_run": 10,
-        "max_runs": 5,
-        "max_outstanding": 10,
-        "max_attempts": 2,
-        "backoff_s": 60.0,
-    } | kwargs
+LIMITS = TopicSettings(
+    topic=TOPIC,
+    priority=0,
+    interval_s=30,
+    max_messages_per_run=10,
+    max_runs_per_tick=5,
+    max_outstanding_ranges=10,
+    max_range_attempts=2,
+    range_retry_backoff_s=60.0,
+    day_refresh_minutes=10.0,
+)
+
+
+def _tick(cursor: TopicCursor, runs=None, *, now: float, watermarks=None, topic_id=None, **limits):
     return plan_tick(
-        TOPIC, cursor, watermarks or {0: (0, 10)}, runs or {}, now=now, day="2026-11-25", **options
+        replace(LIMITS, **limits),
+        cursor,
+        watermarks or {0: (0, 10)},
+        runs or {},
+        now=now,
+        day="2026-11-25",
+        topic_id=topic_id,
     )
 
 
@@ -135,11 +147,11 @@ def test_outstanding_ranges_are_bounded_and_requests_share_the_tick_budget():
     entries = [Outstanding(OffsetRange(TOPIC, 0, i * 10, i * 10 + 10), 1, T0) for i in range(3)]
     cursor = TopicCursor({0: 30}, 0, "id-1", tuple(entries))
     watermarks = {0: (0, 100)}
-    full = _tick(cursor, now=T0 + 1, watermarks=watermarks, max_outstanding=3)
+    full = _tick(cursor, now=T0 + 1, watermarks=watermarks, max_outstanding_ranges=3)
     assert full.requests == [] and full.total_lag == 70
     assert any("outstanding (limit 3)" in note for note in full.notes)
     runs = {e.range.part: [_run(f"r{i}", "failed", ended=T0)] for i, e in enumerate(entries)}
-    plan = _tick(cursor, runs, now=T0 + 60, watermarks=watermarks, max_runs=4)
+    plan = _tick(cursor, runs, now=T0 + 60, watermarks=watermarks, max_runs_per_tick=4)
     assert [o.run_key for o in plan.requests] == [
         "docs:0:0-10:a2",
         "docs:0:10-20:a2",
@@ -182,8 +194,10 @@ def test_the_failure_tag_is_the_first_line_cut_to_its_limit():
 
 
 def test_invalid_limits_are_refused():
-    with pytest.raises(ValueError):
-        _tick(TopicCursor(), now=T0, max_attempts=0)
+    with pytest.raises(ValueError, match="max_range_attempts"):
+        replace(LIMITS, max_range_attempts=0)
+    with pytest.raises(ValueError, match="max_messages_per_run"):
+        replace(LIMITS, max_messages_per_run=0)
 
 
 # -- the day stages: at most one micro-batch per day and interval refreshes them ------------------
