@@ -178,44 +178,10 @@ def kafka_topics() -> list[tuple[str, int]]:
     return topics
 
 
-@dataclass(frozen=True)
-class KafkaConnection:
-    """How to reach the brokers; the SASL password is not here (the resource holds
-    `dg.EnvVar("KAFKA_SASL_PASSWORD")`)."""
-
-    bootstrap_servers: str
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str | None
-    ssl_ca_location: str | None
-    ssl_certificate_location: str | None
-    ssl_key_location: str | None
-    extra_config: dict
-
-
-def kafka_connection() -> KafkaConnection:
-    """`KAFKA_BOOTSTRAP_SERVERS` (localhost:9092), `KAFKA_SECURITY_PROTOCOL` (PLAINTEXT),
-    `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SSL_CA_LOCATION`,
-    `KAFKA_SSL_CERTIFICATE_LOCATION`, `KAFKA_SSL_KEY_LOCATION` (unset: None) and
-    `KAFKA_EXTRA_CONFIG` (a JSON object of more librdkafka settings)."""
-
-    def env(name: str) -> str | None:
-        return os.getenv(name) or None
-
-    return KafkaConnection(
-        bootstrap_servers=os.getenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-        security_protocol=os.getenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        sasl_mechanism=env("KAFKA_SASL_MECHANISM"),
-        sasl_username=env("KAFKA_SASL_USERNAME"),
-        ssl_ca_location=env("KAFKA_SSL_CA_LOCATION"),
-        ssl_certificate_location=env("KAFKA_SSL_CERTIFICATE_LOCATION"),
-        ssl_key_location=env("KAFKA_SSL_KEY_LOCATION"),
-        extra_config=json.loads(os.getenv("KAFKA_EXTRA_CONFIG", "{}")),
-    )
-
-
-def kafka_sasl_password_set() -> bool:
-    return bool(os.getenv("KAFKA_SASL_PASSWORD"))
+def kafka_extra_config() -> dict[str, str]:
+    """`KAFKA_EXTRA_CONFIG`: a JSON object of more librdkafka settings (`{}`); the other
+    `KAFKA_*` variables become `dg.EnvVar` fields in `kafka.resource.kafka_from_env`."""
+    return json.loads(os.getenv("KAFKA_EXTRA_CONFIG", "{}"))
 
 
 def kafka_max_messages_per_run() -> int:
