@@ -278,7 +278,14 @@ def test_range_names_tags_and_round_trip():
 
 def test_cursor_json_round_trip():
     cursor = TopicCursor({0: 12, 3: 7}, generation=2)
-    assert json.loads(cursor.to_json()) == {"generation": 2, "offsets": {"0": 12, "3": 7}}
+    assert json.loads(cursor.to_json()) == {
+        "generation": 2,
+        "offsets": {"0": 12, "3": 7},
+        "topic_id": None,
+        "outstanding": [],
+        "day_refreshed": {},
+        "days_stale": [],
+    }
     assert TopicCursor.from_json(cursor.to_json()) == cursor
     assert TopicCursor.from_json(None) == TopicCursor()
 

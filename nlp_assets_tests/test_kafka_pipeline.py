@@ -23,7 +23,7 @@ from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
-from nlp_assets.kafka.planner import TopicSettings
+from nlp_assets.kafka.planner import TopicCursor, TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
@@ -211,7 +211,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
 
     # the cursor moved past every range: nothing more; an old cursor is de-duplicated by run_key
     assert pipeline.tick(sensor).requests == []
-    replay = pipeline.tick(sensor, cursor=json.dumps({"generation": 0, "offsets": {"0": 0}}))
+    replay = pipeline.tick(sensor, cursor=TopicCursor({0: 0}).to_json())
     assert replay.launched == [] and replay.deduplicated == keys
 
     predictions = pipeline.predictions()

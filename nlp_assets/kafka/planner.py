@@ -79,10 +79,10 @@ class Outstanding:
     """
 
     range: OffsetRange
+    day: str  # the partition of its first request: every attempt lands there
     attempt: int = 1
     requested_at: float = 0.0  # unix seconds of the latest request of this attempt
     failed_run: str | None = None  # the failed run that made this attempt (None for attempt 1)
-    day: str | None = None  # the partition of its first request: every attempt lands there
 
     @property
     def run_key(self) -> str:
@@ -107,18 +107,19 @@ class Outstanding:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Outstanding:
+        """What `to_dict` wrote; a `KeyError` names a missing key."""
         return cls(
             range=OffsetRange(
                 str(data["topic"]),
                 int(data["partition"]),
                 int(data["start"]),
                 int(data["end"]),
-                int(data.get("generation", 0)),
+                int(data["generation"]),
             ),
-            attempt=int(data.get("attempt", 1)),
-            requested_at=float(data.get("requested_at", 0.0)),
-            failed_run=data.get("failed_run"),
-            day=data.get("day"),
+            day=str(data["day"]),
+            attempt=int(data["attempt"]),
+            requested_at=float(data["requested_at"]),
+            failed_run=data["failed_run"],
         )
 
 
@@ -133,12 +134,19 @@ class RangeRun:
     ended_at: float | None = None
 
 
+#: The keys of a cursor's JSON, every one always written.
+CURSOR_KEYS = frozenset(
+    {"offsets", "generation", "topic_id", "outstanding", "day_refreshed", "days_stale"}
+)
+
+
 @dataclass(frozen=True)
 class TopicCursor:
     """What a topic's sensor remembers: the next offset per partition, the generation, the
     topic's identity (Kafka topic id, when the broker tells it) and the ranges requested but not
     yet known to have succeeded, and when it last asked for each day's day stages (see
-    `plan_day_refresh`). Old cursors (offsets and generation only) still load."""
+    `plan_day_refresh`). Its JSON always holds every key (`CURSOR_KEYS`); a cursor of any other
+    shape is refused, naming what it lacks (reset the sensor's cursor in the UI)."""
 
     offsets: dict[int, int] = field(default_factory=dict)
     generation: int = 0
@@ -148,33 +156,44 @@ class TopicCursor:
     days_stale: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "generation": self.generation,
-            "offsets": {str(p): o for p, o in self.offsets.items()},
-        }
-        if self.outstanding:  # absent when empty: such a cursor reads as before
-            data["outstanding"] = [o.to_dict() for o in self.outstanding]
-        if self.topic_id is not None:
-            data["topic_id"] = self.topic_id
-        if self.day_refreshed:
-            data["day_refreshed"] = self.day_refreshed
-        if self.days_stale:
-            data["days_stale"] = list(self.days_stale)
-        return json.dumps(data, sort_keys=True)
+        return json.dumps(
+            {
+                "offsets": {str(p): o for p, o in self.offsets.items()},
+                "generation": self.generation,
+                "topic_id": self.topic_id,
+                "outstanding": [o.to_dict() for o in self.outstanding],
+                "day_refreshed": self.day_refreshed,
+                "days_stale": list(self.days_stale),
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str | None) -> TopicCursor:
+        """The cursor `to_json` wrote; none yet (a new sensor): the empty cursor."""
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(
-            offsets={int(p): int(o) for p, o in data.get("offsets", {}).items()},
-            generation=int(data.get("generation", 0)),
-            topic_id=data.get("topic_id"),
-            outstanding=tuple(Outstanding.from_dict(o) for o in data.get("outstanding", [])),
-            day_refreshed={str(d): float(t) for d, t in data.get("day_refreshed", {}).items()},
-            days_stale=tuple(str(d) for d in data.get("days_stale", [])),
-        )
+        missing = sorted(CURSOR_KEYS - set(data)) if isinstance(data, dict) else CURSOR_KEYS
+        if missing:
+            raise ValueError(
+                f"Kafka sensor cursor of an unknown shape: no {', '.join(sorted(missing))}; "
+                "reset the sensor's cursor (the topic is then read from its low watermarks)"
+            )
+        try:
+            return cls(
+                offsets={int(p): int(o) for p, o in data["offsets"].items()},
+                generation=int(data["generation"]),
+                topic_id=data["topic_id"],
+                outstanding=tuple(Outstanding.from_dict(o) for o in data["outstanding"]),
+                day_refreshed={str(d): float(t) for d, t in data["day_refreshed"].items()},
+                days_stale=tuple(str(d) for d in data["days_stale"]),
+            )
+        except KeyError as error:
+            raise ValueError(
+                f"Kafka sensor cursor: an outstanding range has no {error}; reset the "
+                "sensor's cursor"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -407,9 +426,7 @@ def plan_tick(
             continue
         retry_at = ended + retry_backoff(entry.attempt, limits.range_retry_backoff_s)
         if now >= retry_at and budget:
-            following = Outstanding(
-                entry.range, entry.attempt + 1, now, newest.run_id, day=entry.day
-            )
+            following = Outstanding(entry.range, entry.day, entry.attempt + 1, now, newest.run_id)
             requests.append(following)
             kept.append(following)
             mode = (
@@ -459,7 +476,7 @@ def plan_tick(
         return TickPlan([], cursor, plan.lag, 0, troubled, notes, halted=plan.halted)
     if plan.cursor.generation != cursor.generation:
         requests, troubled = [], []  # the old topic's ranges are gone with it
-    fresh = [Outstanding(r, 1, now, day=day) for r in plan.ranges]
+    fresh = [Outstanding(r, day, 1, now) for r in plan.ranges]
     outstanding = (*plan.cursor.outstanding, *fresh)
     lag = dict(plan.lag)
     failed_parts = {t.outstanding.range.part for t in troubled}

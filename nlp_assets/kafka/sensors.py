@@ -180,13 +180,14 @@ def refresh_plan(
     config: TopicSettings, plan: TickPlan, *, day: str, now: float
 ) -> tuple[list[str], DayRefreshPlan]:
     """Each request's day (a re-requested range keeps the day of its first request), and which
-    requests also run the day stages, or which days run them alone (`plan_day_refresh`)."""
-    days = [entry.day or day for entry in plan.requests]
+    requests also run the day stages, or which days run them alone (`plan_day_refresh`);
+    `day` is today's (UTC): the days before it have closed."""
+    days = [entry.day for entry in plan.requests]
     refresh = plan_day_refresh(
         days,
         plan.cursor.day_refreshed,
         plan.cursor.days_stale,
-        busy=[entry.day or day for entry in plan.cursor.outstanding],
+        busy=[entry.day for entry in plan.cursor.outstanding],
         today=day,
         now=now,
         every_s=config.day_refresh_minutes * 60,
