@@ -1,4 +1,4 @@
-"""End to end, raw landing day to report: the seven-stage Dagster job against the notebook a user
+"""End to end, raw landing day to report: the eight-stage Dagster job against the notebook a user
 would otherwise write, on short texts and on long texts separately.
 
 Both sides take the same real documents, written as one JSON Lines file of a landing day:
@@ -112,7 +112,7 @@ def notebook(landing_file: Path, out_dir: Path, models: dict[str, Any]) -> dict[
 def ours(
     root: Path, instance: dg.DagsterInstance, resources: dict[str, Any]
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
-    """The seven stages of one landing day, as `make run` materialises them."""
+    """The eight stages of one landing day, as `make run` materialises them."""
     from nlp_assets.checks import all_checks
     from nlp_assets.definitions import all_assets
     from nlp_assets.jobs import daily_pipeline_job

@@ -32,6 +32,7 @@ Run (uses the sentiment head `make run` trained, or trains one first):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -54,6 +55,7 @@ from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.messages import OffsetRange
+from nlp_assets.kafka.planner import TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for, read_landing_day
@@ -186,12 +188,12 @@ def run_mode(
         ),
     }
     assets = [*all_assets, *all_checks, kafka_topics.topic_spec(topic)]
-    sensor = build_kafka_sensor(
-        topic,
-        today=lambda: DAY,
+    config = dataclasses.replace(
+        TopicSettings.from_env(topic),
         max_messages_per_run=args.max_messages_per_run,
         max_runs_per_tick=args.max_runs_per_tick,
     )
+    sensor = build_kafka_sensor(config, today=lambda: DAY)
     definitions = dg.Definitions(
         assets=assets, jobs=[daily_pipeline_job], sensors=[sensor], resources=resources
     )

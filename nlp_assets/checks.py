@@ -17,19 +17,11 @@ from typing import Any
 
 import dagster as dg
 
-STAGES = (
-    "raw_text",
-    "cleaned_text",
-    "tokens",
-    "features",
-    "predictions",
-    "aggregates",
-    "quality",
-    "reports",
-)
-MODEL_STAGES = ("features", "predictions")
-#: Yesterday's partition (UTC) of every stage is expected by 03:00 UTC (the daily schedules run
-#: at 00:30 and 01:00; two hours of slack).
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import MODEL_STAGES, PIPELINE
+
+#: Yesterday's partition (UTC) of every pipeline stage is expected by 03:00 UTC (the daily
+#: schedules run at 00:30 and 01:00; two hours of slack).
 FRESHNESS_DEADLINE_HOUR_UTC = 3
 FRESHNESS_CHECK = "freshness"
 MODEL_HEALTH_CHECK = "model_health"
@@ -57,7 +49,7 @@ def expected_partition(now: datetime, hour: int = FRESHNESS_DEADLINE_HOUR_UTC) -
             description=f"Yesterday's partition (UTC) of {stage} exists by "
             f"{FRESHNESS_DEADLINE_HOUR_UTC:02d}:00 UTC.",
         )
-        for stage in STAGES
+        for stage in stage_names(PIPELINE)
     ],
     can_subset=True,
     name="daily_partition_freshness",
@@ -161,38 +153,7 @@ def _model_health_check(stage: str) -> dg.AssetChecksDefinition:
     return check
 
 
-model_health_checks = [_model_health_check(stage) for stage in MODEL_STAGES]
-
-
-#: Warns (never blocks) when a day's predictions moved from the previous seven days beyond the
-#: thresholds of `nlp_assets.kernels.quality` (docs/quality.md); evaluated with each
-#: materialisation of `quality`, so it judges the partition just computed.
-QUALITY_SHIFT_CHECK = "quality_shift"
-quality_shift_spec = dg.AssetCheckSpec(
-    QUALITY_SHIFT_CHECK,
-    asset="quality",
-    blocking=False,
-    description="Per source with enough documents: the embedding centroid, the positive share "
-    "and the skipped share stay within their thresholds of the previous seven days "
-    "(docs/quality.md).",
-)
-
-
-def quality_shift_result(
-    findings: list[str], judged: list[str], not_judged: list[str]
-) -> dg.AssetCheckResult:
-    """The shift check's result: WARN with one line per figure past its threshold."""
-    return dg.AssetCheckResult(
-        check_name=QUALITY_SHIFT_CHECK,
-        passed=not findings,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(findings) or "no shift beyond the thresholds",
-        metadata={
-            "shifts": len(findings),
-            "judged_sources": ", ".join(judged) or "none",
-            "not_judged_sources": ", ".join(not_judged) or "none",
-        },
-    )
+model_health_checks = [_model_health_check(stage) for stage in stage_names(MODEL_STAGES)]
 
 
 all_checks = [daily_partition_freshness, *model_health_checks]

@@ -2,22 +2,32 @@
 
 - Owners and a `domain` tag come from the asset's group, so a new asset in a group is owned
   the day it is added.
-- A stage's `code_version` is a hash of the source files that decide its rows (its wiring and
-  kernels) and of the models it runs. Change a kernel or point `NLP_EMBEDDING_MODEL_PATH` at
-  another checkpoint and the UI shows the stage, and everything downstream of it, as stale
-  ("code version changed") instead of silently mixing old and new partitions.
+- A stage's `code_version` is a hash of its sources and of the models it runs. Its sources are
+  the module that defines it and every first-party module that module imports, directly or
+  through others (`sources`: the import statements read with `ast`, function-level imports
+  included, nothing executed). Change a kernel, or a module a stage reaches only through
+  another (the entity spans and window pooling of the model adapters, say), or point
+  `NLP_EMBEDDING_MODEL_PATH` at another checkpoint, and the UI shows the stage, and everything
+  downstream of it, as stale ("code version changed") instead of silently mixing old and new
+  partitions. No list is kept by hand, so none can fall behind the imports.
+
+  The closure is by module, so it errs on the side of stale: `schemas.py` imports every
+  kernel's schema, so a kernel edit moves every stage that checks a schema.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import importlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE_NAME = "nlp_assets"
 
 #: Group -> the team that answers for it (Dagster owners: `team:<name>` or an e-mail).
 OWNERS_BY_GROUP: Mapping[str, str] = {
@@ -32,53 +42,108 @@ OWNERS_BY_GROUP: Mapping[str, str] = {
     "downstream": "team:analytics",
 }
 
-#: Asset -> the package files (relative to nlp_assets/) whose code decides its output.
-ASSET_SOURCES: Mapping[str, Sequence[str]] = {
-    "raw_text": [
-        "stages/raw_text.py",
-        "kernels/ingest.py",
-        "kafka/raw.py",
-        "kafka/messages.py",
-        "schemas.py",
-    ],
-    "cleaned_text": ["stages/cleaned_text.py", "kernels/clean.py", "kernels/quarantine.py"],
-    "tokens": ["stages/tokens.py", "kernels/tokenize.py"],
-    "features": ["stages/features.py", "kernels/features.py"],
-    "predictions": ["stages/predictions.py", "kernels/predict.py", "kernels/sentiment.py"],
-    "aggregates": ["stages/aggregates.py", "kernels/aggregate.py"],
-    "quality": ["stages/quality.py", "kernels/quality.py"],
-    "reports": ["stages/reports.py", "kernels/report.py"],
-    # models trained beside the pipeline, the warehouse tables, the example downstream asset
-    "sentiment_model": ["stages/sentiment_model.py", "kernels/sentiment.py"],
-    "sentiment_finetuned": ["stages/sentiment_finetuned.py", "kernels/finetune.py"],
-    "sentiment_languages": ["stages/sentiment_languages.py", "kernels/sentiment_languages.py"],
-    "ner_evaluation": ["stages/ner_evaluation.py", "kernels/ner_eval.py"],
-    **{
-        f"warehouse_{table}": ["warehouse/assets.py", "warehouse/load.py"]
-        for table in ("documents", "predictions", "aggregates")
-    },
-    "sentiment_by_source": ["downstream/sentiment_by_source.py"],
-}
+
+def _module_file(name: str) -> Path | None:
+    """The source file of a first-party module, or None when `name` is not a module (an
+    attribute: `from nlp_assets.kernels.predict import predict_documents`)."""
+    parent, _, leaf = name.rpartition(".")
+    if not parent:
+        package = importlib.import_module(name)
+        return Path(package.__file__ or "")
+    try:
+        folders = getattr(importlib.import_module(parent), "__path__", None)
+    except ImportError:
+        return None
+    for folder in folders or []:
+        for candidate in (Path(folder) / leaf / "__init__.py", Path(folder) / f"{leaf}.py"):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
-def source_version(files: Sequence[str], models: Sequence[str] = ()) -> str:
-    """First 12 hex digits of sha256 over the files' bytes and the model identities."""
+@cache
+def _imports(module: str) -> frozenset[str]:
+    """First-party modules that `module`'s source imports anywhere (top level or in a
+    function), parents of dotted names included (importing `a.b` runs `a/__init__.py`)."""
+    file = _module_file(module)
+    if file is None:
+        return frozenset()
+    named: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            named.add(node.module)
+            named.update(f"{node.module}.{alias.name}" for alias in node.names)
+    found: set[str] = set()
+    for name in named:
+        if name.split(".")[0] != PACKAGE_NAME:
+            continue
+        parts = name.split(".")
+        found.update(
+            prefix
+            for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            if _module_file(prefix) is not None
+        )
+    found.discard(module)
+    return frozenset(found)
+
+
+@cache
+def sources(module: str) -> tuple[str, ...]:
+    """`module` and every first-party module it imports, directly or not: sorted names."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_imports(name))
+    return tuple(sorted(seen))
+
+
+def defining_module(assets_def: dg.AssetsDefinition) -> str:
+    """The module of the function that computes the asset."""
+    compute_fn: Any = getattr(assets_def.node_def, "compute_fn", None)
+    function = getattr(compute_fn, "decorated_fn", compute_fn)
+    return str(function.__module__)
+
+
+def source_version(
+    modules: Sequence[str],
+    models: Sequence[str] = (),
+    read: Callable[[Path], bytes] = Path.read_bytes,
+) -> str:
+    """First 12 hex digits of sha256 over the modules' names and source bytes and the model
+    identities."""
     digest = hashlib.sha256()
-    for name in files:
-        digest.update(name.encode())
-        digest.update((PACKAGE / name).read_bytes())
+    for name in modules:
+        file = _module_file(name)
+        digest.update(b"\0module:" + name.encode())
+        digest.update(read(file) if file is not None else b"")
     for model in models:
         digest.update(b"\0model:" + model.encode())
     return digest.hexdigest()[:12]
 
 
-def code_versions(model_identities: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """`code_version` of each asset: its sources plus the models it runs
-    (`model_identities`: stage -> strings naming each model and its settings)."""
-    return {
-        stage: source_version(files, model_identities.get(stage, ()))
-        for stage, files in ASSET_SOURCES.items()
-    }
+def code_versions(
+    assets: Iterable[Any],
+    model_identities: Mapping[str, Sequence[str]],
+    read: Callable[[Path], bytes] = Path.read_bytes,
+) -> dict[str, str]:
+    """`code_version` of each materialisable asset of `assets` (AssetsDefinitions; specs are
+    skipped): the `sources` of its defining module plus the models it runs
+    (`model_identities`: asset -> strings naming each model and its settings). `read` reads a
+    source file (a test passes an edited one)."""
+    versions: dict[str, str] = {}
+    for assets_def in assets:
+        if not isinstance(assets_def, dg.AssetsDefinition) or not assets_def.is_executable:
+            continue
+        modules = sources(defining_module(assets_def))
+        for key in assets_def.keys:
+            name = key.to_user_string()
+            versions[name] = source_version(modules, model_identities.get(name, ()), read)
+    return versions
 
 
 def apply(assets: Iterable[Any], code_versions: Mapping[str, str]) -> list[Any]:

@@ -41,33 +41,9 @@ from nlp_assets.schedules import (
 )
 from nlp_assets.sensors.alerts import run_failure_alert_sensor
 from nlp_assets.sensors.landing import landing_folder_sensor
-from nlp_assets.stages import (
-    aggregates,
-    cleaned_text,
-    features,
-    ner_evaluation,
-    predictions,
-    quality,
-    raw_text,
-    reports,
-    sentiment_finetuned,
-    sentiment_languages,
-    sentiment_model,
-    tokens,
-)
+from nlp_assets.stages import stage_assets
 from nlp_assets.stages.sentiment_finetuned import finetuned_ab_test, finetuned_sentiment_spec
 from nlp_assets.warehouse.assets import warehouse_assets
-
-STAGE_MODULES = [
-    raw_text,
-    cleaned_text,
-    tokens,
-    features,
-    predictions,
-    aggregates,
-    quality,
-    reports,
-]
 
 
 def build_resources(
@@ -129,23 +105,15 @@ def model_identities() -> dict[str, list[str]]:
     }
 
 
+#: The materialisable assets, before the conventions pass.
+asset_definitions = [
+    *stage_assets(),
+    *warehouse_assets,
+    sentiment_by_source.sentiment_by_source_asset,
+]
 all_assets = conventions.apply(
-    dg.with_source_code_references(
-        [
-            *dg.load_assets_from_modules(
-                [
-                    *STAGE_MODULES,
-                    sentiment_model,
-                    sentiment_finetuned,
-                    sentiment_languages,
-                    ner_evaluation,
-                ]
-            ),
-            *warehouse_assets,
-            sentiment_by_source.sentiment_by_source_asset,
-        ]
-    ),
-    conventions.code_versions(model_identities()),
+    dg.with_source_code_references(asset_definitions),
+    conventions.code_versions(asset_definitions, model_identities()),
 )
 topic_specs = conventions.apply(kafka_topics.topic_specs, {})
 

@@ -1,20 +1,16 @@
 import dagster as dg
 
 from nlp_assets.checks import daily_partition_freshness
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import ENGINE_STAGES, PIPELINE
 
-PIPELINE_GROUPS = ("ingest", "preprocess", "features", "inference", "analytics")
-#: The pipeline's stages that always compute the whole day (asset metadata SCOPE_DAY), even in a
-#: micro-batch run; the others compute the run's part. Kafka micro-batches refresh these at most
-#: every NLP_KAFKA_DAY_REFRESH_MINUTES, and the topic's sensor once more after the day closed.
-DAY_STAGES = ("quality", "aggregates", "reports")
-
+# Stages are chosen by their tags (nlp_assets/stages/common.py), never by a list of names.
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline",
     # the freshness checks judge "yesterday by 03:00", not this run's day: their own schedule
-    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS)
-    - dg.AssetSelection.checks(daily_partition_freshness),
-    description="The seven stages, raw text to report, for one ingestion day. Backfill a date "
-    "range from the asset graph or this job's Partitions tab.",
+    selection=PIPELINE - dg.AssetSelection.checks(daily_partition_freshness),
+    description="The eight stages, raw text to report (quality included), for one ingestion "
+    "day. Backfill a date range from the asset graph or this job's Partitions tab.",
 )
 
 train_sentiment_job = dg.define_asset_job(
@@ -40,13 +36,11 @@ warehouse_load_job = dg.define_asset_job(
     "Postgres warehouse tables (needs DATABASE_URL; skips with a warning without it).",
 )
 
-#: The stages that run on either engine (nlp_assets.engines); their backfills are single runs.
-ENGINE_STAGES = ("cleaned_text", "tokens", "features", "predictions")
-
 backfill_pipeline_spark_job = dg.define_asset_job(
     "backfill_pipeline_spark",
-    selection=dg.AssetSelection.assets(*ENGINE_STAGES),
-    config={"ops": {stage: {"config": {"engine": "spark"}} for stage in ENGINE_STAGES}},
+    selection=ENGINE_STAGES,
+    # the stages that run on either engine (nlp_assets.engines); their backfills are single runs
+    config={"ops": {name: {"config": {"engine": "spark"}} for name in stage_names(ENGINE_STAGES)}},
     tags={"nlp/engine": "spark"},
     description="cleaned_text to predictions on the Spark engine (the `spark` resource) for a "
     "range of days in one run: materialise raw_text for those days first, then launch this job "

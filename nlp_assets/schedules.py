@@ -4,7 +4,8 @@ from typing import Any
 import dagster as dg
 
 from nlp_assets.checks import daily_partition_freshness
-from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
+from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.stages.common import DAY_SCOPE
 
 
 def yesterday(context: dg.ScheduleEvaluationContext) -> str:
@@ -36,13 +37,13 @@ daily_pipeline_schedule = yesterday_schedule(
     "daily_pipeline_schedule",
     daily_pipeline_job,
     "0 1 * * *",
-    "Materialises yesterday's partition (all seven stages) at 01:00 UTC.",
+    "Materialises yesterday's partition (all eight stages) at 01:00 UTC.",
 )
 
 
 daily_reports_job = dg.define_asset_job(
     "daily_reports",
-    selection=dg.AssetSelection.assets(*DAY_STAGES),
+    selection=DAY_SCOPE,
     description="Aggregates, quality figures and the report of one day, recomputed from all of "
     "the day's parts.",
 )
@@ -62,7 +63,7 @@ daily_reports_schedule = yesterday_schedule(
 freshness_checks_job = dg.define_asset_job(
     "freshness_checks",
     selection=dg.AssetSelection.checks(daily_partition_freshness),
-    description="Evaluates the daily freshness checks of the seven stages.",
+    description="Evaluates the daily freshness checks of the eight stages.",
 )
 
 freshness_checks_schedule = dg.ScheduleDefinition(

@@ -304,41 +304,10 @@ def kafka_topics() -> list[tuple[str, int]]:
     return topics
 
 
-@dataclass(frozen=True)
-class KafkaConnection:
-    """How to reach the brokers; the SASL password is not here (the resource holds
-    `dg.EnvVar("KAFKA_SASL_PASSWORD")`)."""
-
-    bootstrap_servers: str
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str | None
-    ssl_ca_location: str | None
-    ssl_certificate_location: str | None
-    ssl_key_location: str | None
-    extra_config: dict
-
-
-def kafka_connection() -> KafkaConnection:
-    """`KAFKA_BOOTSTRAP_SERVERS` (localhost:9092), `KAFKA_SECURITY_PROTOCOL` (PLAINTEXT),
-    `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SSL_CA_LOCATION`,
-    `KAFKA_SSL_CERTIFICATE_LOCATION`, `KAFKA_SSL_KEY_LOCATION` (unset: None) and
-    `KAFKA_EXTRA_CONFIG` (a JSON object of more librdkafka settings)."""
-    s = get()
-    return KafkaConnection(
-        bootstrap_servers=s.kafka_bootstrap_servers,
-        security_protocol=s.kafka_security_protocol,
-        sasl_mechanism=s.kafka_sasl_mechanism,
-        sasl_username=s.kafka_sasl_username,
-        ssl_ca_location=s.kafka_ssl_ca_location,
-        ssl_certificate_location=s.kafka_ssl_certificate_location,
-        ssl_key_location=s.kafka_ssl_key_location,
-        extra_config=dict(s.kafka_extra_config),
-    )
-
-
-def kafka_sasl_password_set() -> bool:
-    return get().kafka_sasl_password is not None
+def kafka_extra_config() -> dict:
+    """`KAFKA_EXTRA_CONFIG`: a JSON object of more librdkafka settings (`{}`); the other
+    `KAFKA_*` variables become `dg.EnvVar` fields in `kafka.resource.kafka_from_env`."""
+    return dict(get().kafka_extra_config)
 
 
 def kafka_max_messages_per_run() -> int:

@@ -16,6 +16,8 @@ from nlp_assets.schedules import (
     daily_reports_schedule,
     freshness_checks_schedule,
 )
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import PIPELINE
 
 
 @pytest.mark.parametrize(
@@ -85,7 +87,7 @@ def test_freshness_passes_only_for_stages_that_have_the_expected_day(tmp_path: P
             resources=resources,
         )
     evaluations = _check_results(result)
-    assert {asset for asset, _ in evaluations} == set(checks.STAGES)
+    assert {asset for asset, _ in evaluations} == set(stage_names(PIPELINE))
     raw = evaluations[("raw_text", checks.FRESHNESS_CHECK)]
     assert raw.passed and raw.metadata["expected_partition"].value == day
     cleaned = evaluations[("cleaned_text", checks.FRESHNESS_CHECK)]

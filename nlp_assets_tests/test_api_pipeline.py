@@ -15,9 +15,9 @@ import dagster as dg
 import pytest
 
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.resources.models import ModelResource
+from nlp_assets.stages.common import PIPELINE
 from nlp_assets_tests.api_server import REPO, api_server
 
 pytestmark = pytest.mark.api
@@ -99,7 +99,7 @@ def test_cli_submit_then_pipeline_then_cli_status_shows_the_prediction(
         with dg.instance_for_test() as instance:
             result = dg.materialize(
                 all_assets,
-                selection=dg.AssetSelection.groups(*PIPELINE_GROUPS),
+                selection=PIPELINE,
                 partition_key=today,
                 instance=instance,
                 resources=resources,

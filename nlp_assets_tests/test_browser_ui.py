@@ -22,7 +22,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nlp_assets import checks
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import PIPELINE
 from nlp_assets_tests.services import free_port, stop_process_group, wait_for_http
 
 pytestmark = pytest.mark.browser
@@ -44,7 +45,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DAY = "2026-11-18"
-STAGES = list(checks.STAGES)  # the pipeline's stages, in order
+STAGES = list(stage_names(PIPELINE))  # the pipeline's stages, in order
 DOCS = [
     "The delivery was quick and the parcel intact, great service.",
     "Terrible support, nobody answered my e-mail for two weeks.",
@@ -156,9 +157,9 @@ def _asset_names_in_graph(page) -> list[str]:
     return sorted(page.locator('[class*="AssetNode_assetName"]').all_inner_texts())
 
 
-def test_lineage_shows_the_seven_stages_connected(dagster_ui, page) -> None:
+def test_lineage_shows_the_eight_stages_connected(dagster_ui, page) -> None:
     page.locator('a[href="/asset-groups"]').first.click()
-    # every asset on a path from raw_text to reports: all seven exactly when they are connected
+    # every asset on a path from raw_text to reports: all eight exactly when they are connected
     query = page.locator('textarea[aria-label="Search and filter assets"]')
     query.focus()
     page.keyboard.type('key:"raw_text"+ and +key:"reports"')

@@ -1,17 +1,18 @@
 """Owners, tags and code versions (nlp_assets/conventions.py): every asset is owned, and a
-stage's code version moves when its kernel or its model changes, and only then."""
+stage's code version moves when a module it imports (directly or not) or its model changes,
+and only then."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from nlp_assets import conventions
-from nlp_assets.checks import STAGES  # the pipeline stages and quality, in order
-from nlp_assets.definitions import defs, model_identities
+from nlp_assets.definitions import asset_definitions, defs, model_identities
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import PIPELINE
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,13 @@ def test_every_asset_has_an_owning_team_and_a_domain_tag(specs) -> None:
         assert spec.tags.get("domain") == spec.group_name, name
 
 
+def _versions(read=Path.read_bytes) -> dict[str, str]:
+    return conventions.code_versions(asset_definitions, model_identities(), read)
+
+
 def test_every_stage_carries_the_code_version_of_its_sources_and_models(specs) -> None:
-    expected = conventions.code_versions(model_identities())
-    for stage in STAGES:
+    expected = _versions()
+    for stage in stage_names(PIPELINE):
         assert specs[stage].code_version == expected[stage], stage
 
 
@@ -42,39 +47,66 @@ def test_an_asset_in_a_group_without_an_owner_is_refused() -> None:
         conventions.apply([orphan], {})
 
 
-def test_a_kernel_edit_moves_its_stage_and_no_other(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    before = conventions.code_versions(model_identities())
-    package = tmp_path / "nlp_assets"
-    shutil.copytree(conventions.PACKAGE, package, symlinks=True)
-    kernel = package / "kernels" / "features.py"
-    kernel.write_text(kernel.read_text() + "\n# a changed kernel\n")
-    monkeypatch.setattr(conventions, "PACKAGE", package)
+def test_predictions_sources_hold_the_modules_that_decide_its_rows_through_others() -> None:
+    """Entity spans and window pooling live in the model adapters, which predictions reaches
+    only through the engines and the model resource."""
+    sources = conventions.sources("nlp_assets.stages.predictions")
+    for module in (
+        "nlp_assets.stages.predictions",
+        "nlp_assets.kernels.predict",
+        "nlp_assets.kernels.sentiment_languages",
+        "nlp_assets.resources.models.adapters",  # spans(), pool_windows()
+    ):
+        assert module in sources, module
 
-    after = conventions.code_versions(model_identities())
 
-    assert after["features"] != before["features"]
-    assert {name for name in before if before[name] != after[name]} == {"features"}
+def test_code_versions_are_the_same_on_every_load() -> None:
+    first = _versions()
+    conventions.sources.cache_clear()
+    conventions._imports.cache_clear()
+    assert _versions() == first
+
+
+def test_a_kernel_edit_moves_the_stages_that_import_it_and_no_other() -> None:
+    kernel = conventions._module_file("nlp_assets.kernels.report")
+    assert kernel is not None
+    before = _versions()
+
+    def edited(path: Path) -> bytes:
+        return path.read_bytes() + (b"\n# a changed kernel\n" if path == kernel else b"")
+
+    after = _versions(edited)
+
+    assert {name for name in before if before[name] != after[name]} == {"reports"}
+
+
+def test_an_adapter_edit_moves_predictions_though_it_never_imports_it_directly() -> None:
+    adapters = conventions._module_file("nlp_assets.resources.models.adapters")
+    before = _versions()
+
+    after = _versions(lambda path: path.read_bytes() + (b"#" if path == adapters else b""))
+
+    assert before["predictions"] != after["predictions"]
+    assert before["aggregates"] == after["aggregates"]  # it runs no model
 
 
 def test_another_embedding_checkpoint_moves_tokens_and_features_only(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("NLP_EMBEDDING_MODEL_PATH", raising=False)
-    before = conventions.code_versions(model_identities())
+    before = _versions()
     monkeypatch.setenv("NLP_EMBEDDING_MODEL_PATH", str(tmp_path / "other-encoder"))
 
-    after = conventions.code_versions(model_identities())
+    after = _versions()
 
     assert {name for name in before if before[name] != after[name]} == {"tokens", "features"}
 
 
 def test_another_ner_pipeline_moves_predictions_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NLP_NER_MODEL", raising=False)
-    before = conventions.code_versions(model_identities())
+    before = _versions()
     monkeypatch.setenv("NLP_NER_MODEL", "xx_ent_wiki_sm")
 
-    after = conventions.code_versions(model_identities())
+    after = _versions()
 
     assert {name for name in before if before[name] != after[name]} == {"predictions"}

@@ -200,11 +200,13 @@ def test_kafka_and_alert_webhook_reach_code_server_run_and_step_pods_from_secret
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         kafka = kafka_from_env()
-        assert kafka.bootstrap_servers == env["KAFKA_BOOTSTRAP_SERVERS"], where
-        assert "localhost" not in kafka.bootstrap_servers, where
-        assert kafka.security_protocol == "SASL_SSL" and kafka.sasl_username == "pipeline"
+        config = kafka.client_config()  # the values of the EnvVar fields
+        assert config["bootstrap.servers"] == env["KAFKA_BOOTSTRAP_SERVERS"], where
+        assert "localhost" not in config["bootstrap.servers"], where
+        assert config["security.protocol"] == "SASL_SSL", where
+        assert config["sasl.username"] == "pipeline", where
         assert isinstance(kafka.sasl_password, dg.EnvVar)
-        assert kafka.sasl_password.get_value() == "s3cret", where
+        assert config["sasl.password"] == "s3cret", where
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:

@@ -1,4 +1,4 @@
-"""All seven stages for one day on a temporary instance, checked the way a data team would."""
+"""All eight stages for one day on a temporary instance, checked the way a data team would."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from dev import sample_corpus
-from nlp_assets import checks
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.lake import Lake
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import PIPELINE
 from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,7 @@ DAY = date(2026, 11, 18)
 SLICE = {"bbc_news.jsonl": 30, "reviews_multilingual.jsonl": 12, "web_feedback.jsonl": 100}
 TABLE_SLICE = 20
 TXT_FILES = 3
-STAGES = list(checks.STAGES)  # the pipeline's stages, in order
+STAGES = list(stage_names(PIPELINE))  # the pipeline's stages, in order
 
 
 def _slice_day(full: Path, out: Path) -> int:
@@ -76,7 +76,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         )
         result = dg.materialize(
             all_assets,
-            selection=dg.AssetSelection.groups(*PIPELINE_GROUPS),
+            selection=PIPELINE,
             partition_key=DAY.isoformat(),
             instance=instance,
             resources=resources,

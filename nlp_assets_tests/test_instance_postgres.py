@@ -13,12 +13,12 @@ import polars as pl
 import psycopg2
 import pytest
 
-from nlp_assets import checks
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import PIPELINE_GROUPS
 from nlp_assets.lake import Lake
 from nlp_assets.resources.models import ModelResource
 from nlp_assets.resources.warehouse import WarehouseResource
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import PIPELINE
 from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
 from nlp_assets.warehouse import warehouse_rows
 from nlp_assets_tests.postgres_db import ADMIN_URL, temp_database, url_for
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).parents[1]
 DAY = "2026-11-18"
-STAGES = list(checks.STAGES)  # the pipeline's stages, in order
+STAGES = list(stage_names(PIPELINE))  # the pipeline's stages, in order
 WAREHOUSE = ["warehouse_documents", "warehouse_predictions", "warehouse_aggregates"]
 #: Per (domain, label) of the labelled set: enough for the head to pass its accuracy check.
 TRAINING_ROWS_PER_CLASS = 250  # held-out accuracy 0.743 (floor 0.70), measured
@@ -122,7 +122,7 @@ def production(tmp_path_factory: pytest.TempPathFactory, models: ModelResource):
             )
             day = dg.materialize(
                 all_assets,
-                selection=dg.AssetSelection.groups(*PIPELINE_GROUPS, "warehouse"),
+                selection=PIPELINE | dg.AssetSelection.groups("warehouse"),
                 partition_key=DAY,
                 instance=instance,
                 resources=resources,

@@ -29,15 +29,14 @@ from nlp_assets.kafka.messages import (
     KafkaRecord,
     MessageError,
     OffsetRange,
-    TopicCursor,
     dead_letter_frame,
     dead_letter_headers,
     dead_letter_message,
     landing_jsonl,
-    plan_ranges,
     split_messages,
     validate_message,
 )
+from nlp_assets.kafka.planner import TopicCursor, plan_ranges
 from nlp_assets.kafka.resource import KafkaResource, kafka_from_env
 from nlp_assets.kafka.sensors import sensor_name
 from nlp_assets.kernels.ingest import RecordError, doc_id_for, normalise_record, read_landing_files
@@ -279,7 +278,14 @@ def test_range_names_tags_and_round_trip():
 
 def test_cursor_json_round_trip():
     cursor = TopicCursor({0: 12, 3: 7}, generation=2)
-    assert json.loads(cursor.to_json()) == {"generation": 2, "offsets": {"0": 12, "3": 7}}
+    assert json.loads(cursor.to_json()) == {
+        "generation": 2,
+        "offsets": {"0": 12, "3": 7},
+        "topic_id": None,
+        "outstanding": [],
+        "day_refreshed": {},
+        "days_stale": [],
+    }
     assert TopicCursor.from_json(cursor.to_json()) == cursor
     assert TopicCursor.from_json(None) == TopicCursor()
 

@@ -10,6 +10,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -20,14 +21,17 @@ from dev.kafka_drain import TickOutcome, materialize_runner, tick_and_run
 from nlp_assets import settings
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
+from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.messages import HEADER_OFFSET, HEADER_REASON, KAFKA_LANDING_DIR
+from nlp_assets.kafka.planner import TopicCursor, TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.kernels.ingest import doc_id_for
 from nlp_assets.lake import Lake
 from nlp_assets.sensors.landing import EMPTY_DAY, day_fingerprint
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import DAY_SCOPE
 from nlp_assets_tests.kafka_broker import Broker
 
 pytestmark = pytest.mark.kafka
@@ -72,8 +76,9 @@ class Pipeline:
         self.assets = [*all_assets, *all_checks, kafka_topics.topic_spec(topic)]
         self.cursor: str | None = None
 
-    def sensor(self, **kwargs) -> dg.SensorDefinition:
-        return build_kafka_sensor(self.topic, today=lambda: DAY, **kwargs)
+    def sensor(self, today: str = DAY, **limits) -> dg.SensorDefinition:
+        config = replace(TopicSettings.from_env(self.topic), **limits)
+        return build_kafka_sensor(config, today=lambda: today)
 
     def definitions(self, sensor: dg.SensorDefinition) -> dg.Definitions:
         return dg.Definitions(
@@ -207,7 +212,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
 
     # the cursor moved past every range: nothing more; an old cursor is de-duplicated by run_key
     assert pipeline.tick(sensor).requests == []
-    replay = pipeline.tick(sensor, cursor=json.dumps({"generation": 0, "offsets": {"0": 0}}))
+    replay = pipeline.tick(sensor, cursor=TopicCursor({0: 0}).to_json())
     assert replay.launched == [] and replay.deduplicated == keys
 
     predictions = pipeline.predictions()
@@ -237,13 +242,11 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     # retry refreshed only its part. Once the day has closed, the next tick runs them alone.
     assert [r.asset_selection is None for r in first.requests] == [False, False, True]
     assert pipeline.lake.read_day("aggregates", DAY)["n_docs"].sum() == prediction_count_then
-    closing = build_kafka_sensor(
-        topic, today=lambda: NEXT_DAY, max_messages_per_run=50, max_runs_per_tick=10
-    )
+    closing = pipeline.sensor(NEXT_DAY, max_messages_per_run=50, max_runs_per_tick=10)
     close = pipeline.tick(closing)
     (request,) = close.requests
     assert close.failed == [] and request.partition_key == DAY
-    assert set(request.asset_selection or []) == {dg.AssetKey(s) for s in DAY_STAGES}
+    assert set(request.asset_selection or []) == {dg.AssetKey(s) for s in stage_names(DAY_SCOPE)}
     assert pipeline.tick(closing).requests == []  # closed once
     aggregates_parts = [p.stem for p in pipeline.lake.parts("aggregates", DAY)]
     assert aggregates_parts == ["day"]  # whole-day assets replace the day, never add parts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -36,6 +37,7 @@ from nlp_assets.kafka.messages import (
     TAG_START,
     TAG_TOPIC,
 )
+from nlp_assets.kafka.planner import TopicCursor, TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor
 from nlp_assets.resources.lake import PART_TAG
@@ -46,10 +48,12 @@ pytestmark = pytest.mark.kafka
 DAY = "2026-11-25"
 
 
-def _sensor(topic: str, **kwargs) -> dg.SensorDefinition:
-    kwargs.setdefault("max_messages_per_run", 10)
-    kwargs.setdefault("max_runs_per_tick", 3)
-    return build_kafka_sensor(topic, today=lambda: DAY, **kwargs)
+def _sensor(topic: str, now=time.time, **limits) -> dg.SensorDefinition:
+    """The topic's sensor with the environment's settings, but 10 messages a run and 3 runs a
+    tick unless `limits` say otherwise."""
+    limits = {"max_messages_per_run": 10, "max_runs_per_tick": 3} | limits
+    config = replace(TopicSettings.from_env(topic), **limits)
+    return build_kafka_sensor(config, today=lambda: DAY, now=now)
 
 
 def _messages(n: int, start: int = 0) -> list[dict]:
@@ -129,12 +133,12 @@ def test_ticks_emit_bounded_ranges_and_move_the_cursor(kafka_broker: Broker, ins
 
 
 def test_partitions_missing_from_the_cursor_are_picked_up(kafka_broker: Broker, instance):
-    """Tansu cannot add partitions (no CreatePartitions): a cursor written when the topic had
-    one partition stands for the topic before it grew."""
+    """Tansu cannot add partitions (no CreatePartitions): a cursor that knows one partition
+    stands for the topic before it grew."""
     topic = kafka_broker.create_topic("grown", partitions=3)
     for partition in range(3):
         kafka_broker.produce(topic, _messages(4, start=10 * partition), partition=partition)
-    old_cursor = json.dumps({"generation": 0, "offsets": {"0": 4}})
+    old_cursor = TopicCursor({0: 4}).to_json()
     outcome = _tick(_sensor(topic), kafka_broker.bootstrap, old_cursor, instance)
     assert [r.run_key for r in outcome.requests] == [f"{topic}:1:0-4", f"{topic}:2:0-4"]
     assert json.loads(outcome.cursor)["offsets"] == {"0": 4, "1": 4, "2": 4}
@@ -165,7 +169,7 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(kafka_broker: Broke
 
 
 def test_a_missing_topic_skips_and_keeps_the_cursor(kafka_broker: Broker, instance):
-    cursor = json.dumps({"generation": 0, "offsets": {"0": 3}})
+    cursor = TopicCursor({0: 3}).to_json()
     outcome = _tick(_sensor("never-created-topic"), kafka_broker.bootstrap, cursor, instance)
     assert outcome.requests == [] and outcome.cursor == cursor
     assert outcome.skip_reason == "topic never-created-topic does not exist (yet); cursor kept"
@@ -258,7 +262,7 @@ def test_a_failed_range_is_re_requested_with_backoff_then_dead_lettered(
     topic = kafka_broker.create_topic("failing", partitions=1)
     kafka_broker.produce(topic, _messages(10), partition=0)
     clock = Clock()
-    sensor = _sensor(topic, now=clock, max_range_attempts=2, range_retry_backoff_seconds=60)
+    sensor = _sensor(topic, now=clock, max_range_attempts=2, range_retry_backoff_s=60)
     broker = kafka_broker.bootstrap
 
     first = _tick(sensor, broker, None, instance)
@@ -304,7 +308,7 @@ def test_a_failed_range_is_re_requested_with_backoff_then_dead_lettered(
     clock.now += 5
     done = _tick(sensor, broker, last.cursor, instance)
     assert done.requests == [] and _lag(done) == 0 and _failed_ranges(done) == []
-    assert "outstanding" not in json.loads(done.cursor)
+    assert json.loads(done.cursor)["outstanding"] == []
     assert _gauges(prom) == {metrics.CONSUMER_LAG: 0.0, metrics.FAILED_RANGES: 0.0}
 
 
@@ -340,7 +344,7 @@ def test_a_failed_run_that_dagster_will_retry_is_not_re_requested(kafka_broker: 
         topic = kafka_broker.create_topic("dagster-retry", partitions=1)
         kafka_broker.produce(topic, _messages(6), partition=0)
         clock = Clock()
-        sensor = _sensor(topic, now=clock, range_retry_backoff_seconds=60)
+        sensor = _sensor(topic, now=clock, range_retry_backoff_s=60)
         first = _tick(sensor, kafka_broker.bootstrap, None, instance)
         [request] = first.requests
         failed = _run(failing_range_job, request, sensor, instance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +13,7 @@ from nlp_assets import metrics
 from nlp_assets.checks import all_checks
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.jobs import daily_pipeline_job
+from nlp_assets.kafka.planner import TopicSettings
 from nlp_assets.kafka.resource import KafkaResource
 from nlp_assets.kafka.sensors import build_kafka_sensor, sensor_name
 from nlp_assets_tests.kafka_broker import Broker
@@ -25,9 +27,8 @@ def test_a_tick_pushes_the_topic_lag(kafka_broker: Broker, tmp_path: Path, monke
     kafka_broker.produce(topic, [{"id": f"m{i}", "text": f"m {i}"} for i in range(7)], partition=0)
     kafka_broker.produce(topic, [{"id": f"n{i}", "text": f"n {i}"} for i in range(5)], partition=1)
     # one run of at most 4 messages a tick: 12 - 4 = 8 messages still behind
-    sensor = build_kafka_sensor(
-        topic, today=lambda: "2026-11-25", max_messages_per_run=4, max_runs_per_tick=1
-    )
+    config = replace(TopicSettings.from_env(topic), max_messages_per_run=4, max_runs_per_tick=1)
+    sensor = build_kafka_sensor(config, today=lambda: "2026-11-25")
     definitions = dg.Definitions(
         assets=all_assets,
         asset_checks=all_checks,

@@ -29,7 +29,7 @@ def test_settings_are_one_typed_object_built_once_per_environment(monkeypatch) -
     first = settings.get()
     assert first is settings.get()  # read once: the same object while nothing changes
     assert first.kafka_max_messages_per_run == 250 == settings.kafka_max_messages_per_run()
-    assert settings.kafka_connection().extra_config == {"linger.ms": 5}
+    assert settings.kafka_extra_config() == {"linger.ms": 5}
     monkeypatch.setenv("NLP_KAFKA_MAX_MESSAGES_PER_RUN", "300")
     assert settings.get() is not first and settings.kafka_max_messages_per_run() == 300
 
@@ -47,7 +47,7 @@ def test_an_empty_variable_is_unset(monkeypatch) -> None:
     monkeypatch.setenv("NLP_DEVICE", "")
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "")
     assert settings.model_device() == "auto"
-    assert settings.kafka_connection().sasl_mechanism is None
+    assert settings.get().kafka_sasl_mechanism is None
 
 
 def test_importing_the_package_and_its_definitions_changes_nothing(tmp_path: Path) -> None:

@@ -13,11 +13,15 @@ import polars as pl
 import pytest
 
 from nlp_assets.definitions import all_assets, build_resources
-from nlp_assets.jobs import ENGINE_STAGES, backfill_pipeline_spark_job
+from nlp_assets.jobs import backfill_pipeline_spark_job
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.lake import DayLocks, Lake
 from nlp_assets.resources.models import ModelResource
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import ENGINE_STAGES as ENGINE_SELECTION
 from nlp_assets_tests.spark_cluster import spark_resource
+
+ENGINE_STAGES = stage_names(ENGINE_SELECTION)
 
 pytestmark = pytest.mark.spark
 

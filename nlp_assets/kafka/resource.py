@@ -79,22 +79,23 @@ class KafkaResource(dg.ConfigurableResource):
     )
 
     def client_config(self) -> dict[str, Any]:
+        """librdkafka's settings. Outside Dagster (the API's sink) a field may still hold the
+        `EnvVar` naming its variable: its value is read here."""
+
+        def value(field: str | None) -> str | None:
+            return field.get_value() if isinstance(field, dg.EnvVar) else field
+
         config: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
+            "bootstrap.servers": value(self.bootstrap_servers),
+            "security.protocol": value(self.security_protocol),
         }
         optional = {
-            "sasl.mechanism": self.sasl_mechanism,
-            "sasl.username": self.sasl_username,
-            # outside Dagster (the API) the field still holds the EnvVar naming the password
-            "sasl.password": (
-                self.sasl_password.get_value()
-                if isinstance(self.sasl_password, dg.EnvVar)
-                else self.sasl_password
-            ),
-            "ssl.ca.location": self.ssl_ca_location,
-            "ssl.certificate.location": self.ssl_certificate_location,
-            "ssl.key.location": self.ssl_key_location,
+            "sasl.mechanism": value(self.sasl_mechanism),
+            "sasl.username": value(self.sasl_username),
+            "sasl.password": value(self.sasl_password),
+            "ssl.ca.location": value(self.ssl_ca_location),
+            "ssl.certificate.location": value(self.ssl_certificate_location),
+            "ssl.key.location": value(self.ssl_key_location),
         }
         config |= {k: v for k, v in optional.items() if v}
         return config | dict(self.extra_config)
@@ -294,22 +295,32 @@ class KafkaResource(dg.ConfigurableResource):
 
 
 def kafka_from_env() -> KafkaResource:
-    """`KAFKA_*` variables (docs/kafka.md, read in `settings.kafka_connection`); the password
-    stays an `EnvVar` (not read here)."""
+    """The resource from the `KAFKA_*` variables (docs/kafka.md) and
+    `NLP_KAFKA_MAX_MESSAGE_BYTES`: each field is `dg.EnvVar(<variable>)` where the variable is
+    set, so the UI and run config show the variable's name and Dagster reads its value when a
+    sensor or run starts (the SASL password included: never a literal in config); unset, the
+    field's default. `KAFKA_EXTRA_CONFIG` is a JSON object, read here."""
     from nlp_assets import settings
 
-    connection = settings.kafka_connection()
-    return KafkaResource(
-        bootstrap_servers=connection.bootstrap_servers,
-        security_protocol=connection.security_protocol,
-        sasl_mechanism=connection.sasl_mechanism,
-        sasl_username=connection.sasl_username,
-        sasl_password=(
-            dg.EnvVar("KAFKA_SASL_PASSWORD") if settings.kafka_sasl_password_set() else None
+    def env(name: str) -> Any:
+        return settings.configured(name, "") or None
+
+    fields = {
+        "bootstrap_servers": env("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092",
+        "security_protocol": env("KAFKA_SECURITY_PROTOCOL"),
+        "sasl_mechanism": env("KAFKA_SASL_MECHANISM"),
+        "sasl_username": env("KAFKA_SASL_USERNAME"),
+        "sasl_password": env("KAFKA_SASL_PASSWORD"),
+        "ssl_ca_location": env("KAFKA_SSL_CA_LOCATION"),
+        "ssl_certificate_location": env("KAFKA_SSL_CERTIFICATE_LOCATION"),
+        "ssl_key_location": env("KAFKA_SSL_KEY_LOCATION"),
+        "max_message_bytes": (
+            dg.EnvVar.int("NLP_KAFKA_MAX_MESSAGE_BYTES")
+            if env("NLP_KAFKA_MAX_MESSAGE_BYTES")
+            else None
         ),
-        ssl_ca_location=connection.ssl_ca_location,
-        ssl_certificate_location=connection.ssl_certificate_location,
-        ssl_key_location=connection.ssl_key_location,
-        extra_config=connection.extra_config,
-        max_message_bytes=settings.kafka_max_message_bytes(),
+    }
+    return KafkaResource(
+        **{name: value for name, value in fields.items() if value is not None},
+        extra_config=settings.kafka_extra_config(),
     )

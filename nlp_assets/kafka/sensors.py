@@ -2,7 +2,7 @@
 
 A tick reads the topic's id and watermarks (never payloads), looks up the runs of the ranges it
 requested earlier (one bounded instance query by their part tags), and plans with
-`nlp_assets.kafka.messages.plan_tick`:
+`nlp_assets.kafka.planner.plan_tick`:
 
 - new ranges: one RunRequest each, run_key `topic:partition:start-end` (end exclusive), today's
   (UTC) partition, the range in tags, attempt 1, the topic's priority as `dagster/priority`;
@@ -26,12 +26,15 @@ requested earlier (one bounded instance query by their part tags), and plans wit
 Dagster stores the new cursor only after the runs are submitted, and never starts two runs with
 the same run_key, so a range attempt is requested once. When the broker cannot be reached, the
 tick is skipped and the cursor stays.
+
+The sensor itself is one line (`evaluate_topic`); each step of a tick is a function of its
+own, testable with `dg.build_sensor_context`. Its settings are one `TopicSettings`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -40,24 +43,30 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from nlp_assets import metrics, settings
 from nlp_assets.executor import micro_batch_run_config
-from nlp_assets.jobs import DAY_STAGES, daily_pipeline_job
+from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka.messages import (
     MODE_DEAD_LETTER,
     TAG_ATTEMPT,
     TAG_FAILURE,
     TAG_MODE,
+    failure_tag,
+)
+from nlp_assets.kafka.planner import (
+    DayRefreshPlan,
     Outstanding,
     RangeRun,
-    ResetPolicy,
     RunState,
+    TickPlan,
     TopicCursor,
-    failure_tag,
+    TopicSettings,
     plan_day_refresh,
     plan_tick,
 )
 from nlp_assets.kafka.resource import KafkaResource, KafkaUnavailable
 from nlp_assets.kafka.topics import topic_asset_key
 from nlp_assets.resources.lake import PART_TAG
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import DAY_SCOPE
 
 TRIGGER_TAG = "nlp/trigger"
 PRIORITY_TAG = "dagster/priority"
@@ -146,199 +155,238 @@ def part_stages(
     """The job's assets and checks less the day stages: what a micro-batch that does not
     refresh the day runs. The checks are named: left unnamed, Dagster would add every check of
     those assets, the freshness checks the job leaves out included."""
-    return _job_stages(context, job.selection - dg.AssetSelection.assets(*DAY_STAGES))
+    return _job_stages(context, job.selection - DAY_SCOPE)
 
 
 def day_stages(
     context: dg.SensorEvaluationContext, job: dg.UnresolvedAssetJobDefinition
 ) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
     """The job's day stages and their checks: a refresh with no new messages."""
-    return _job_stages(context, job.selection & dg.AssetSelection.assets(*DAY_STAGES))
+    return _job_stages(context, job.selection & DAY_SCOPE)
+
+
+def log_plan(context: dg.SensorEvaluationContext, topic: str, plan: TickPlan) -> None:
+    """What an operator should know of the tick, as warnings in the sensor's log."""
+    for note in plan.notes:
+        context.log.warning(note)
+    for trouble in plan.troubled:
+        context.log.warning(
+            f"Kafka range {trouble.outstanding.run_key} ({trouble.outstanding.range.size} "
+            f"messages) of {topic}: {trouble.state}; last failed run {trouble.run_id}"
+        )
+
+
+def refresh_plan(
+    config: TopicSettings, plan: TickPlan, *, day: str, now: float
+) -> tuple[list[str], DayRefreshPlan]:
+    """Each request's day (a re-requested range keeps the day of its first request), and which
+    requests also run the day stages, or which days run them alone (`plan_day_refresh`);
+    `day` is today's (UTC): the days before it have closed."""
+    days = [entry.day for entry in plan.requests]
+    refresh = plan_day_refresh(
+        days,
+        plan.cursor.day_refreshed,
+        plan.cursor.days_stale,
+        busy=[entry.day for entry in plan.cursor.outstanding],
+        today=day,
+        now=now,
+        every_s=config.day_refresh_minutes * 60,
+    )
+    return days, refresh
+
+
+def range_requests(
+    context: dg.SensorEvaluationContext,
+    config: TopicSettings,
+    requests: list[Outstanding],
+    days: list[str],
+    with_day_stages: set[int],
+    job: dg.UnresolvedAssetJobDefinition,
+) -> list[dg.RunRequest]:
+    """One micro-batch run per requested range (index i runs on `days[i]`): the whole job for
+    the indices in `with_day_stages`, the part stages only for the others. A range past its
+    attempts is requested in dead-letter mode, with its last run's error."""
+    part_assets, part_checks = part_stages(context, job) if requests else ([], [])
+    run_requests = []
+    for index, entry in enumerate(requests):
+        tags = {
+            **entry.range.tags(),
+            PART_TAG: entry.range.part,
+            TRIGGER_TAG: "kafka",
+            PRIORITY_TAG: str(config.priority),
+            TAG_ATTEMPT: str(entry.attempt),
+        }
+        if entry.dead_letter(config.max_range_attempts):
+            tags[TAG_MODE] = MODE_DEAD_LETTER
+            tags[TAG_FAILURE] = failure_reason(context.instance, entry.failed_run)
+        whole_job = index in with_day_stages
+        run_requests.append(
+            dg.RunRequest(
+                run_key=entry.run_key,
+                partition_key=days[index],
+                tags=tags,
+                run_config=micro_batch_run_config(),
+                # None: the whole job; else the part stages only
+                asset_selection=None if whole_job else part_assets,
+                asset_check_keys=None if whole_job else part_checks,
+            )
+        )
+    return run_requests
+
+
+def day_stage_requests(
+    context: dg.SensorEvaluationContext,
+    config: TopicSettings,
+    stale_days: list[str],
+    job: dg.UnresolvedAssetJobDefinition,
+    *,
+    now: float,
+) -> list[dg.RunRequest]:
+    """A run of the day stages alone for each of `stale_days` (no new messages of them)."""
+    if not stale_days:
+        return []
+    day_assets, day_checks = day_stages(context, job)
+    return [
+        dg.RunRequest(
+            run_key=f"{config.topic}:day:{stale_day}:{now:.0f}",
+            partition_key=stale_day,
+            tags={TRIGGER_TAG: "kafka", PRIORITY_TAG: str(config.priority)},
+            run_config=micro_batch_run_config(),
+            asset_selection=day_assets,
+            asset_check_keys=day_checks,
+        )
+        for stale_day in stale_days
+    ]
+
+
+def lag_observation(
+    config: TopicSettings, plan: TickPlan, watermarks: Mapping[int, tuple[int, int]]
+) -> dg.AssetObservation:
+    """The tick's figures on the topic's external asset: consumer lag, in-flight and failed
+    ranges, what was requested."""
+    return dg.AssetObservation(
+        asset_key=topic_asset_key(config.topic),
+        metadata={
+            "consumer_lag": plan.total_lag,
+            "consumer_lag_by_partition": dg.MetadataValue.json(
+                {str(p): lag for p, lag in sorted(plan.lag.items())}
+            ),
+            "in_flight_messages": plan.in_flight,
+            "outstanding_ranges": len(plan.cursor.outstanding),
+            "failed_ranges": dg.MetadataValue.json(
+                [trouble.as_metadata(config.max_range_attempts) for trouble in plan.troubled]
+            ),
+            "requested_messages": sum(r.range.size for r in plan.requests),
+            "requested_runs": len(plan.requests),
+            "partitions": len(watermarks),
+            "generation": plan.cursor.generation,
+            "topic_id": plan.cursor.topic_id or "unknown (the broker tells none)",
+        },
+    )
+
+
+def idle_reason(topic: str, plan: TickPlan) -> str:
+    """Why a tick requested nothing: the lag, and the first failed ranges with what is next."""
+    reason = f"no new messages on {topic} (lag {plan.total_lag})"
+    if plan.troubled:
+        reason += "; failed: " + "; ".join(
+            f"{t.outstanding.run_key} (run {t.run_id}) {t.state}"
+            + (f" at {datetime.fromtimestamp(t.retry_at, UTC).isoformat()}" if t.retry_at else "")
+            for t in plan.troubled[:5]
+        )
+    return reason
+
+
+def evaluate_topic(
+    context: dg.SensorEvaluationContext,
+    kafka: KafkaResource,
+    config: TopicSettings,
+    job: dg.UnresolvedAssetJobDefinition,
+    *,
+    day: str,
+    now: float,
+) -> dg.SensorResult | dg.SkipReason:
+    """One tick of a topic's sensor on `day` (UTC) at `now` (unix seconds)."""
+    topic = config.topic
+    cursor = TopicCursor.from_json(context.cursor)
+    try:
+        topic_id = kafka.topic_id(topic)  # before the watermarks (see plan_ranges)
+        watermarks = kafka.watermarks(topic)
+    except KafkaUnavailable as error:
+        return dg.SkipReason(f"broker unreachable, cursor kept: {error}")
+    if watermarks is None:
+        return dg.SkipReason(f"topic {topic} does not exist (yet); cursor kept")
+    plan = plan_tick(
+        config,
+        cursor,
+        watermarks,
+        range_runs(context.instance, cursor.outstanding),
+        now=now,
+        day=day,
+        topic_id=topic_id,
+    )
+    log_plan(context, topic, plan)
+    days, refresh = refresh_plan(config, plan, day=day, now=now)
+    requests = [
+        *range_requests(context, config, plan.requests, days, refresh.chosen, job),
+        *day_stage_requests(context, config, refresh.day_runs, job, now=now),
+    ]
+    observation = lag_observation(config, plan, watermarks)
+    metrics.export_consumer_lag(  # Prometheus: nlp_kafka_consumer_lag{topic}
+        topic=topic,
+        lag=plan.total_lag,
+        asset=topic_asset_key(topic).to_user_string(),
+        job=sensor_name(topic),
+        warn=context.log.warning,
+        failed_ranges=len(plan.troubled),
+    )
+    if plan.halted:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(plan.halted),
+            cursor=context.cursor,
+            asset_events=[observation],
+        )
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=replace(
+            plan.cursor, day_refreshed=refresh.refreshed, days_stale=refresh.stale
+        ).to_json(),
+        asset_events=[observation],
+        skip_reason=None if requests else dg.SkipReason(idle_reason(topic, plan)),
+    )
 
 
 def build_kafka_sensor(
-    topic: str,
+    config: TopicSettings,
     *,
-    priority: int = 0,
-    max_messages_per_run: int | None = None,
-    max_runs_per_tick: int | None = None,
-    max_outstanding_ranges: int | None = None,
-    max_range_attempts: int | None = None,
-    range_retry_backoff_seconds: float | None = None,
-    day_refresh_minutes: float | None = None,
-    on_reset: ResetPolicy = "restart",
-    minimum_interval_seconds: int = 30,
     job: dg.UnresolvedAssetJobDefinition = daily_pipeline_job,
     today: Callable[[], str] = lambda: datetime.now(UTC).date().isoformat(),
     now: Callable[[], float] = time.time,
 ) -> dg.SensorDefinition:
-    """A sensor for one topic; limits default to the `NLP_KAFKA_*` settings."""
-    per_run = max_messages_per_run or settings.kafka_max_messages_per_run()
-    per_tick = max_runs_per_tick or settings.kafka_max_runs_per_tick()
-    outstanding_limit = max_outstanding_ranges or settings.kafka_max_outstanding_ranges()
-    attempts = max_range_attempts or settings.kafka_range_max_attempts()
-    backoff = (
-        settings.kafka_range_retry_backoff_seconds()
-        if range_retry_backoff_seconds is None
-        else range_retry_backoff_seconds
-    )
-    refresh_minutes = (
-        settings.kafka_day_refresh_minutes() if day_refresh_minutes is None else day_refresh_minutes
-    )
+    """The sensor of one topic (`TopicSettings.from_env` for the `NLP_KAFKA_*` limits)."""
 
     @dg.sensor(
-        name=sensor_name(topic),
+        name=sensor_name(config.topic),
         job=job,
-        minimum_interval_seconds=minimum_interval_seconds,
+        minimum_interval_seconds=config.interval_s,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description=f"Kafka topic {topic}: new offsets become micro-batch runs of today's "
-        f"partition, at most {per_run} messages a run and {per_tick} runs a tick (priority "
-        f"{priority}). Cursor: the next offset per partition and the ranges not yet known to "
-        f"have succeeded (at most {outstanding_limit}). A range whose runs failed is requested "
-        f"again after {backoff:g} s (doubling), {attempts} attempts, then once more in "
-        f"dead-letter mode. A recreated topic: policy '{on_reset}'. The day stages "
-        f"({', '.join(DAY_STAGES)}) run in at most one micro-batch per day every "
-        f"{refresh_minutes:g} min; the others in every one.",
+        description=f"Kafka topic {config.topic}: new offsets become micro-batch runs of "
+        f"today's partition, at most {config.max_messages_per_run} messages a run and "
+        f"{config.max_runs_per_tick} runs a tick (priority {config.priority}). Cursor: the next "
+        "offset per partition and the ranges not yet known to have succeeded (at most "
+        f"{config.max_outstanding_ranges}). A range whose runs failed is requested again after "
+        f"{config.range_retry_backoff_s:g} s (doubling), {config.max_range_attempts} attempts, "
+        f"then once more in dead-letter mode. A recreated topic: policy '{config.on_reset}'. "
+        f"The day stages ({', '.join(stage_names(DAY_SCOPE))}) run in at most one micro-batch "
+        f"per day every {config.day_refresh_minutes:g} min; the others in every one.",
     )
     def kafka_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        cursor = TopicCursor.from_json(context.cursor)
-        try:
-            topic_id = kafka.topic_id(topic)  # before the watermarks (see plan_ranges)
-            watermarks = kafka.watermarks(topic)
-        except KafkaUnavailable as error:
-            return dg.SkipReason(f"broker unreachable, cursor kept: {error}")
-        if watermarks is None:
-            return dg.SkipReason(f"topic {topic} does not exist (yet); cursor kept")
-        day, at = today(), now()
-        plan = plan_tick(
-            topic,
-            cursor,
-            watermarks,
-            range_runs(context.instance, cursor.outstanding),
-            now=at,
-            max_messages_per_run=per_run,
-            max_runs=per_tick,
-            max_outstanding=outstanding_limit,
-            max_attempts=attempts,
-            backoff_s=backoff,
-            on_reset=on_reset,
-            topic_id=topic_id,
-            day=day,
-        )
-        for note in plan.notes:
-            context.log.warning(note)
-        for trouble in plan.troubled:
-            context.log.warning(
-                f"Kafka range {trouble.outstanding.run_key} ({trouble.outstanding.range.size} "
-                f"messages) of {topic}: {trouble.state}; last failed run {trouble.run_id}"
-            )
-        days = [entry.day or day for entry in plan.requests]
-        refresh = plan_day_refresh(
-            days,
-            plan.cursor.day_refreshed,
-            plan.cursor.days_stale,
-            busy=[entry.day or day for entry in plan.cursor.outstanding],
-            today=day,
-            now=at,
-            every_s=refresh_minutes * 60,
-        )
-        part_assets, part_checks = part_stages(context, job)
-        requests = []
-        for index, entry in enumerate(plan.requests):
-            tags = {
-                **entry.range.tags(),
-                PART_TAG: entry.range.part,
-                TRIGGER_TAG: "kafka",
-                PRIORITY_TAG: str(priority),
-                TAG_ATTEMPT: str(entry.attempt),
-            }
-            if entry.dead_letter(attempts):
-                tags[TAG_MODE] = MODE_DEAD_LETTER
-                tags[TAG_FAILURE] = failure_reason(context.instance, entry.failed_run)
-            requests.append(
-                dg.RunRequest(
-                    run_key=entry.run_key,
-                    partition_key=days[index],
-                    tags=tags,
-                    run_config=micro_batch_run_config(),
-                    # None: the whole job; else the part stages only
-                    asset_selection=None if index in refresh.chosen else part_assets,
-                    asset_check_keys=None if index in refresh.chosen else part_checks,
-                )
-            )
-        day_assets, day_checks = day_stages(context, job) if refresh.day_runs else ([], [])
-        for stale_day in refresh.day_runs:
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"{topic}:day:{stale_day}:{at:.0f}",
-                    partition_key=stale_day,
-                    tags={TRIGGER_TAG: "kafka", PRIORITY_TAG: str(priority)},
-                    run_config=micro_batch_run_config(),
-                    asset_selection=day_assets,
-                    asset_check_keys=day_checks,
-                )
-            )
-        observation = dg.AssetObservation(
-            asset_key=topic_asset_key(topic),
-            metadata={
-                "consumer_lag": plan.total_lag,
-                "consumer_lag_by_partition": dg.MetadataValue.json(
-                    {str(p): lag for p, lag in sorted(plan.lag.items())}
-                ),
-                "in_flight_messages": plan.in_flight,
-                "outstanding_ranges": len(plan.cursor.outstanding),
-                "failed_ranges": dg.MetadataValue.json(
-                    [trouble.as_metadata(attempts) for trouble in plan.troubled]
-                ),
-                "requested_messages": sum(r.range.size for r in plan.requests),
-                "requested_runs": len(plan.requests),
-                "partitions": len(watermarks),
-                "generation": plan.cursor.generation,
-                "topic_id": plan.cursor.topic_id or "unknown (the broker tells none)",
-            },
-        )
-        metrics.export_consumer_lag(  # Prometheus: nlp_kafka_consumer_lag{topic}
-            topic=topic,
-            lag=plan.total_lag,
-            asset=topic_asset_key(topic).to_user_string(),
-            job=sensor_name(topic),
-            warn=context.log.warning,
-            failed_ranges=len(plan.troubled),
-        )
-        if plan.halted:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(plan.halted),
-                cursor=context.cursor,
-                asset_events=[observation],
-            )
-        skip = None
-        if not requests:
-            skip = f"no new messages on {topic} (lag {plan.total_lag})"
-            if plan.troubled:
-                skip += "; failed: " + "; ".join(
-                    f"{t.outstanding.run_key} (run {t.run_id}) {t.state}"
-                    + (
-                        f" at {datetime.fromtimestamp(t.retry_at, UTC).isoformat()}"
-                        if t.retry_at
-                        else ""
-                    )
-                    for t in plan.troubled[:5]
-                )
-        return dg.SensorResult(
-            run_requests=requests,
-            cursor=replace(
-                plan.cursor, day_refreshed=refresh.refreshed, days_stale=refresh.stale
-            ).to_json(),
-            asset_events=[observation],
-            skip_reason=dg.SkipReason(skip) if skip else None,
-        )
+        return evaluate_topic(context, kafka, config, job, day=today(), now=now())
 
     return kafka_sensor
 
 
 kafka_sensors = [
-    build_kafka_sensor(
-        name, priority=priority, minimum_interval_seconds=settings.kafka_sensor_interval_seconds()
-    )
+    build_kafka_sensor(TopicSettings.from_env(name, priority))
     for name, priority in settings.kafka_topics()
 ]

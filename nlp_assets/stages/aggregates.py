@@ -15,7 +15,7 @@ from nlp_assets.stages.common import stage_asset, stage_result
     kinds={"polars", "parquet"},
     description="Per day x language x sentiment label: documents, duplicates, mean P(positive), "
     "top entities and top n-grams. Always recomputed over the whole day.",
-    metadata=SCOPE_DAY,  # computes the whole day: stored as the day, even in a micro-batch
+    scope="day",
     ins={
         "predictions": dg.AssetIn(metadata=SCOPE_DAY),
         "features": dg.AssetIn(metadata=SCOPE_DAY),

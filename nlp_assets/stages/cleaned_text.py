@@ -30,6 +30,9 @@ class CleaningConfig(EngineConfig):
     description="NFKC, HTML stripped, whitespace normalised, URLs/e-mails/phones masked, exact "
     "duplicates marked (in a micro-batch, also against the rest of its day), language detected "
     "offline; empty or over-long texts are quarantined.",
+    scope="part",
+    engines=True,
+    quarantine=True,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def cleaned_text(

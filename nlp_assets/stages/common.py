@@ -1,10 +1,16 @@
-"""What every stage asset does the same way: schema check, quarantine, metadata, retries."""
+"""What every stage asset does the same way: schema check, quarantine, metadata, retries, and
+the facts other code asks about a stage, kept as asset tags (`stage_asset`'s arguments).
+
+Jobs, checks, schedules and sensors select stages by these tags (the selections below); code
+that needs names resolves a selection with `nlp_assets.stages.stage_names`. No list of stage
+names is kept by hand anywhere else.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pandera.polars as pa
@@ -12,7 +18,7 @@ import polars as pl
 
 from nlp_assets import metrics
 from nlp_assets.partitions import daily_partitions
-from nlp_assets.resources.lake import LakeResource, markdown_preview, run_part
+from nlp_assets.resources.lake import SCOPE_DAY, LakeResource, markdown_preview, run_part
 
 SCHEMA_CHECK = "schema"
 FAILURE_PREVIEW_ROWS = 10
@@ -22,6 +28,43 @@ FAILURE_PREVIEW_ROWS = 10
 #: is retried.
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
+# --- stage facts, as asset tags (the UI shows them; selections below use them) ---------------
+#: Every stage of the daily pipeline (the `daily_pipeline` job): raw text to report.
+PIPELINE_TAG, PIPELINE_DAILY = "nlp/pipeline", "daily"
+#: "part": computes the run's part (a micro-batch, or the whole day in a backfill); "day":
+#: always computes the whole day (Kafka micro-batches refresh these at most every
+#: NLP_KAFKA_DAY_REFRESH_MINUTES, the topic's sensor once more after the day closed).
+SCOPE_TAG = "nlp/scope"
+Scope = Literal["part", "day"]
+#: Runs on either engine (local polars or Spark, `EngineConfig`); its backfills are single runs.
+ENGINE_TAG, ENGINE_LOCAL_OR_SPARK = "nlp/engine", "local_or_spark"
+#: Its quarantined rows are refused documents (counted by `quality` and the report).
+QUARANTINE_TAG = "nlp/quarantine"
+#: Serves models from the registry through the result cache (reports `model_fallback` and the
+#: cache figures that the `model_health` check reads).
+MODELS_TAG = "nlp/models"
+TRUE = "true"
+
+PIPELINE = dg.AssetSelection.tag(PIPELINE_TAG, PIPELINE_DAILY)
+DAY_SCOPE = dg.AssetSelection.tag(SCOPE_TAG, "day")
+ENGINE_STAGES = dg.AssetSelection.tag(ENGINE_TAG, ENGINE_LOCAL_OR_SPARK)
+QUARANTINE_STAGES = dg.AssetSelection.tag(QUARANTINE_TAG, TRUE)
+MODEL_STAGES = dg.AssetSelection.tag(MODELS_TAG, TRUE)
+
+
+def stage_tags(
+    scope: Scope, *, engines: bool = False, quarantine: bool = False, models: bool = False
+) -> dict[str, str]:
+    """The tags of a pipeline stage: its scope and whichever facts hold for it."""
+    tags = {PIPELINE_TAG: PIPELINE_DAILY, SCOPE_TAG: scope}
+    if engines:
+        tags[ENGINE_TAG] = ENGINE_LOCAL_OR_SPARK
+    if quarantine:
+        tags[QUARANTINE_TAG] = TRUE
+    if models:
+        tags[MODELS_TAG] = TRUE
+    return tags
+
 
 def stage_asset(
     name: str,
@@ -29,12 +72,17 @@ def stage_asset(
     group: str,
     kinds: set[str],
     description: str,
+    scope: Scope,
+    engines: bool = False,
+    quarantine: bool = False,
+    models: bool = False,
     check_specs: Sequence[dg.AssetCheckSpec] = (),
     **kwargs: Any,
 ):
     """`@asset` with what every stage shares: daily partitions, the lake IO manager, a
     blocking schema check (beside any `check_specs` of the stage's own), retries of transient
-    errors.
+    errors, and its facts as tags (`stage_tags`). `scope="day"` also stores the value as the
+    whole day (`SCOPE_DAY` metadata for the IO manager), even in a micro-batch run.
 
     Stage functions return `stage_result(...)` (a MaterializeResult carrying the value) and
     carry no return annotation: Dagster would read `-> MaterializeResult` as "no value".
@@ -44,6 +92,8 @@ def stage_asset(
         group_name=group,
         kinds=kinds,
         description=description,
+        tags=stage_tags(scope, engines=engines, quarantine=quarantine, models=models),
+        metadata=SCOPE_DAY if scope == "day" else None,
         partitions_def=daily_partitions,
         io_manager_key="lake_io_manager",
         check_specs=[

@@ -27,6 +27,9 @@ from nlp_assets.stages.common import stage_asset, stage_result
     kinds={"pytorch", "parquet"},
     description="Word n-grams (1-3) per document, top TF-IDF terms with idf over the day, and "
     "L2-normalised sentence embeddings from the model resource.",
+    scope="part",
+    engines=True,
+    models=True,
     pool="gpu",
     op_tags=gpu_op_tags(),
     backfill_policy=dg.BackfillPolicy.single_run(),

@@ -40,6 +40,9 @@ class PredictionConfig(EngineConfig):
     kinds={"spacy", "scikitlearn", "parquet"},
     description="Sentiment (label and P(positive)) and named entities (text, label, span in "
     "the cleaned text) per document, with the name and version of each model.",
+    scope="part",
+    engines=True,
+    models=True,
     pool="gpu",
     op_tags=gpu_op_tags(),
     backfill_policy=dg.BackfillPolicy.single_run(),

@@ -7,7 +7,6 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 
-from nlp_assets.checks import quality_shift_result, quality_shift_spec
 from nlp_assets.kernels.quality import (
     BASELINE_DAYS,
     SourceStats,
@@ -19,11 +18,40 @@ from nlp_assets.kernels.quality import (
 from nlp_assets.lake import Lake
 from nlp_assets.resources.lake import SCOPE_DAY, LakeResource, markdown_preview
 from nlp_assets.schemas import quality_schema
-from nlp_assets.stages.common import stage_asset, stage_result
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import QUARANTINE_STAGES, stage_asset, stage_result
 
-#: Stages whose quarantined rows count as the day's quarantined documents.
-QUARANTINE_STAGES = ("raw_text", "cleaned_text")
 _HISTORY_PREDICTIONS = ["doc_id", "source", "sentiment_label", "skipped_reason"]
+
+#: Warns (never blocks) when a day's predictions moved from the previous seven days beyond the
+#: thresholds of `nlp_assets.kernels.quality` (docs/quality.md); evaluated with each
+#: materialisation of `quality`, so it judges the partition just computed.
+QUALITY_SHIFT_CHECK = "quality_shift"
+quality_shift_spec = dg.AssetCheckSpec(
+    QUALITY_SHIFT_CHECK,
+    asset="quality",
+    blocking=False,
+    description="Per source with enough documents: the embedding centroid, the positive share "
+    "and the skipped share stay within their thresholds of the previous seven days "
+    "(docs/quality.md).",
+)
+
+
+def quality_shift_result(
+    findings: list[str], judged: list[str], not_judged: list[str]
+) -> dg.AssetCheckResult:
+    """The shift check's result: WARN with one line per figure past its threshold."""
+    return dg.AssetCheckResult(
+        check_name=QUALITY_SHIFT_CHECK,
+        passed=not findings,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(findings) or "no shift beyond the thresholds",
+        metadata={
+            "shifts": len(findings),
+            "judged_sources": ", ".join(judged) or "none",
+            "not_judged_sources": ", ".join(not_judged) or "none",
+        },
+    )
 
 
 @stage_asset(
@@ -34,7 +62,7 @@ _HISTORY_PREDICTIONS = ["doc_id", "source", "sentiment_label", "skipped_reason"]
     "quarantined documents, entities per document and per 100 tokens, and the cosine distance "
     "of the day's embedding centroid from the previous seven days'. The quality_shift check "
     "warns when a source moved beyond the thresholds in docs/quality.md.",
-    metadata=SCOPE_DAY,  # computes the whole day: stored as the day, even in a micro-batch
+    scope="day",
     ins={
         "predictions": dg.AssetIn(metadata=SCOPE_DAY),
         "features": dg.AssetIn(metadata=SCOPE_DAY),
@@ -54,7 +82,7 @@ def quality(
     raw = store.read_day(
         "raw_text", day.isoformat(), missing_ok=True, columns=["doc_id", "source", "file"]
     )
-    quarantined = [store.read_quarantine(stage, day) for stage in QUARANTINE_STAGES]
+    quarantined = [store.read_quarantine(stage, day) for stage in stage_names(QUARANTINE_STAGES)]
     quarantine = pl.concat(
         [frame.select("doc_id", "file") for frame in quarantined if frame.width]
         or [pl.DataFrame(schema={"doc_id": pl.String, "file": pl.String})]

@@ -21,6 +21,8 @@ from nlp_assets.stages.common import stage_asset, stage_result
     description="Documents landed for the day (JSONL, CSV, Parquet, TXT under "
     "<landing>/<day>/) with stable doc_ids; unparseable files and records are quarantined. "
     "A Kafka micro-batch run reads exactly its offset range instead (docs/kafka.md).",
+    scope="part",
+    quarantine=True,
     deps=[spec.key for spec in kafka_topics.topic_specs],
 )
 def raw_text(

@@ -9,9 +9,8 @@ from nlp_assets.kernels.report import TREND_DAYS, markdown_preview, write_report
 from nlp_assets.resources.folders import DayFolder
 from nlp_assets.resources.lake import SCOPE_DAY, LakeResource
 from nlp_assets.schemas import reports_schema
-from nlp_assets.stages.common import stage_asset, stage_result
-
-STAGES_WITH_QUARANTINE = ("raw_text", "cleaned_text")
+from nlp_assets.stages import stage_names
+from nlp_assets.stages.common import QUARANTINE_STAGES, stage_asset, stage_result
 
 
 @stage_asset(
@@ -21,7 +20,7 @@ STAGES_WITH_QUARANTINE = ("raw_text", "cleaned_text")
     description="A self-contained HTML report per day with charts, sentiment by source, the "
     "quality figures with their trend over the last days, and exports of predictions and "
     "aggregates as JSON, CSV and Parquet. The value is the manifest of files written.",
-    metadata=SCOPE_DAY,  # computes the whole day: stored as the day, even in a micro-batch
+    scope="day",
     ins={
         "predictions": dg.AssetIn(metadata=SCOPE_DAY),
         "aggregates": dg.AssetIn(metadata=SCOPE_DAY),
@@ -39,7 +38,8 @@ def reports(
     started = time.perf_counter()
     day = date.fromisoformat(context.partition_key)
     quarantined = {
-        stage: lake.lake().read_quarantine(stage, day).height for stage in STAGES_WITH_QUARANTINE
+        stage: lake.lake().read_quarantine(stage, day).height
+        for stage in stage_names(QUARANTINE_STAGES)
     }
     # the trend: the previous days' quality figures as the lake has them, then this day's
     earlier = [(day - timedelta(days=back)).isoformat() for back in range(TREND_DAYS - 1, 0, -1)]

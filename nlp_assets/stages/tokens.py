@@ -20,6 +20,8 @@ from nlp_assets.stages.common import stage_asset, stage_result
     description="Token ids from the embedding model's fast tokenizer, cut to what its windows "
     "read (max_windows windows of max_length tokens); n_tokens counts the whole text and "
     "`truncated` flags the cut.",
+    scope="part",
+    engines=True,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def tokens(

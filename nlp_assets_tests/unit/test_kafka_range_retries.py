@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nlp_assets.kafka.messages import (
+from nlp_assets.kafka.messages import FAILURE_TAG_MAX_CHARS, OffsetRange, failure_tag
+from nlp_assets.kafka.planner import (
     DAY_REFRESH_MEMORY,
-    FAILURE_TAG_MAX_CHARS,
     MAX_RETRY_BACKOFF_SECONDS,
     NO_RUN_GRACE_SECONDS,
     RETRY_PENDING_GRACE_SECONDS,
-    OffsetRange,
     Outstanding,
     RangeRun,
     TopicCursor,
-    failure_tag,
+    TopicSettings,
     plan_day_refresh,
     plan_tick,
     retry_backoff,
@@ -30,18 +30,31 @@ from nlp_assets.kafka.messages import (
 TOPIC = "docs"
 T0 = 1_800_000_000.0
 RANGE = OffsetRange(TOPIC, 0, 0, 10)
+DAY = "2026-11-25"
 
 
-def _tick(cursor: TopicCursor, runs=None, *, now: float, watermarks=None, **kwargs):
-    options = {
-        "max_messages_per_run": 10,
-        "max_runs": 5,
-        "max_outstanding": 10,
-        "max_attempts": 2,
-        "backoff_s": 60.0,
-    } | kwargs
+LIMITS = TopicSettings(
+    topic=TOPIC,
+    priority=0,
+    interval_s=30,
+    max_messages_per_run=10,
+    max_runs_per_tick=5,
+    max_outstanding_ranges=10,
+    max_range_attempts=2,
+    range_retry_backoff_s=60.0,
+    day_refresh_minutes=10.0,
+)
+
+
+def _tick(cursor: TopicCursor, runs=None, *, now: float, watermarks=None, topic_id=None, **limits):
     return plan_tick(
-        TOPIC, cursor, watermarks or {0: (0, 10)}, runs or {}, now=now, day="2026-11-25", **options
+        replace(LIMITS, **limits),
+        cursor,
+        watermarks or {0: (0, 10)},
+        runs or {},
+        now=now,
+        day=DAY,
+        topic_id=topic_id,
     )
 
 
@@ -53,18 +66,22 @@ def _run(run_id: str, state: str, *, attempt: int = 1, ended: float = T0 + 10) -
     return RangeRun(run_id, state, attempt, created_at=ended - 5, ended_at=ended)  # type: ignore[arg-type]
 
 
-def test_an_old_cursor_loads_and_the_new_one_round_trips():
-    old = TopicCursor.from_json(json.dumps({"generation": 2, "offsets": {"0": 7}}))
-    assert old == TopicCursor({0: 7}, generation=2)
-    assert old.outstanding == () and old.topic_id is None
-    new = _cursor(Outstanding(RANGE, 3, T0, "run-2", day="2026-11-25"))
-    assert TopicCursor.from_json(new.to_json()) == new
+def test_the_cursor_round_trips_and_one_of_another_shape_is_refused():
+    cursor = _cursor(Outstanding(RANGE, DAY, 3, T0, "run-2"))
+    assert TopicCursor.from_json(cursor.to_json()) == cursor
+    assert TopicCursor.from_json(None) == TopicCursor()
+    with pytest.raises(ValueError, match="no day_refreshed, days_stale, outstanding, topic_id"):
+        TopicCursor.from_json(json.dumps({"generation": 2, "offsets": {"0": 7}}))
+    entry = json.loads(cursor.to_json())
+    del entry["outstanding"][0]["day"]
+    with pytest.raises(ValueError, match="an outstanding range has no 'day'"):
+        TopicCursor.from_json(json.dumps(entry))
 
 
 def test_new_ranges_are_outstanding_until_a_run_of_them_succeeds():
     first = _tick(TopicCursor(), now=T0)
     assert [o.run_key for o in first.requests] == ["docs:0:0-10"]
-    assert first.cursor.outstanding == (Outstanding(RANGE, 1, T0, day="2026-11-25"),)
+    assert first.cursor.outstanding == (Outstanding(RANGE, DAY, 1, T0),)
     assert first.total_lag == 0 and first.in_flight == 10
     running = _tick(first.cursor, {RANGE.part: [_run("r1", "running")]}, now=T0 + 9999)
     assert running.requests == [] and running.cursor.outstanding == first.cursor.outstanding
@@ -73,7 +90,7 @@ def test_new_ranges_are_outstanding_until_a_run_of_them_succeeds():
 
 
 def test_a_failed_range_waits_its_backoff_then_is_requested_as_the_next_attempt():
-    cursor = _cursor(Outstanding(RANGE, 1, T0, day="2026-11-24"))
+    cursor = _cursor(Outstanding(RANGE, "2026-11-24", 1, T0))
     runs = {RANGE.part: [_run("r1", "failed", ended=T0 + 10)]}
     waiting = _tick(cursor, runs, now=T0 + 69)
     assert waiting.requests == [] and waiting.total_lag == 10 and waiting.in_flight == 0
@@ -81,13 +98,13 @@ def test_a_failed_range_waits_its_backoff_then_is_requested_as_the_next_attempt(
     assert (trouble.run_id, trouble.failed_at, trouble.retry_at) == ("r1", T0 + 10, T0 + 70)
     again = _tick(cursor, runs, now=T0 + 70)
     [request] = again.requests
-    assert request == Outstanding(RANGE, 2, T0 + 70, "r1", day="2026-11-24")  # same day
+    assert request == Outstanding(RANGE, "2026-11-24", 2, T0 + 70, "r1")  # same day
     assert request.run_key == "docs:0:0-10:a2" and not request.dead_letter(2)
     assert again.total_lag == 10  # a range that failed counts until it succeeds
 
 
 def test_past_the_bound_the_range_is_dead_lettered_until_that_succeeds():
-    cursor = _cursor(Outstanding(RANGE, 2, T0, "r1"))
+    cursor = _cursor(Outstanding(RANGE, DAY, 2, T0, "r1"))
     runs = {RANGE.part: [_run("r1", "failed", ended=T0 - 50), _run("r2", "failed", attempt=2)]}
     assert _tick(cursor, runs, now=T0 + 10 + 119).requests == []  # backoff doubled: 120 s
     [dead] = _tick(cursor, runs, now=T0 + 10 + 120).requests
@@ -104,7 +121,7 @@ def test_the_backoff_doubles_up_to_its_cap():
 
 
 def test_runs_of_an_earlier_attempt_do_not_decide_the_current_one():
-    cursor = _cursor(Outstanding(RANGE, 2, T0 + 100, "r1"))
+    cursor = _cursor(Outstanding(RANGE, DAY, 2, T0 + 100, "r1"))
     runs = {RANGE.part: [_run("r1", "failed", attempt=1, ended=T0)]}
     plan = _tick(cursor, runs, now=T0 + 200)  # attempt 2 has no run yet (within the grace)
     assert plan.requests == [] and plan.cursor.outstanding == cursor.outstanding
@@ -113,7 +130,7 @@ def test_runs_of_an_earlier_attempt_do_not_decide_the_current_one():
 
 
 def test_a_failed_run_dagster_will_retry_is_waited_for_within_a_grace():
-    cursor = _cursor(Outstanding(RANGE, 1, T0))
+    cursor = _cursor(Outstanding(RANGE, DAY, 1, T0))
     runs = {RANGE.part: [_run("r1", "retrying", ended=T0 + 10)]}
     pending = _tick(cursor, runs, now=T0 + 10 + RETRY_PENDING_GRACE_SECONDS - 1)
     assert pending.requests == [] and pending.troubled == [] and pending.total_lag == 0
@@ -123,7 +140,7 @@ def test_a_failed_run_dagster_will_retry_is_waited_for_within_a_grace():
 
 
 def test_a_request_that_never_became_a_run_is_requested_again_under_its_key():
-    cursor = _cursor(Outstanding(RANGE, 1, T0, day="2026-11-24"))
+    cursor = _cursor(Outstanding(RANGE, "2026-11-24", 1, T0))
     assert _tick(cursor, now=T0 + NO_RUN_GRACE_SECONDS - 1).requests == []
     lost = _tick(cursor, now=T0 + NO_RUN_GRACE_SECONDS)
     [request] = lost.requests
@@ -132,14 +149,16 @@ def test_a_request_that_never_became_a_run_is_requested_again_under_its_key():
 
 
 def test_outstanding_ranges_are_bounded_and_requests_share_the_tick_budget():
-    entries = [Outstanding(OffsetRange(TOPIC, 0, i * 10, i * 10 + 10), 1, T0) for i in range(3)]
+    entries = [
+        Outstanding(OffsetRange(TOPIC, 0, i * 10, i * 10 + 10), DAY, 1, T0) for i in range(3)
+    ]
     cursor = TopicCursor({0: 30}, 0, "id-1", tuple(entries))
     watermarks = {0: (0, 100)}
-    full = _tick(cursor, now=T0 + 1, watermarks=watermarks, max_outstanding=3)
+    full = _tick(cursor, now=T0 + 1, watermarks=watermarks, max_outstanding_ranges=3)
     assert full.requests == [] and full.total_lag == 70
     assert any("outstanding (limit 3)" in note for note in full.notes)
     runs = {e.range.part: [_run(f"r{i}", "failed", ended=T0)] for i, e in enumerate(entries)}
-    plan = _tick(cursor, runs, now=T0 + 60, watermarks=watermarks, max_runs=4)
+    plan = _tick(cursor, runs, now=T0 + 60, watermarks=watermarks, max_runs_per_tick=4)
     assert [o.run_key for o in plan.requests] == [
         "docs:0:0-10:a2",
         "docs:0:10-20:a2",
@@ -149,7 +168,7 @@ def test_outstanding_ranges_are_bounded_and_requests_share_the_tick_budget():
 
 
 def test_a_new_topic_id_starts_a_new_generation_and_drops_the_old_ranges():
-    cursor = _cursor(Outstanding(RANGE, 1, T0), topic_id="id-1")
+    cursor = _cursor(Outstanding(RANGE, DAY, 1, T0), topic_id="id-1")
     runs = {RANGE.part: [_run("r1", "failed")]}
     # the new topic already holds more messages than the old cursor (10)
     plan = _tick(cursor, runs, now=T0 + 999, watermarks={0: (0, 25)}, topic_id="id-2")
@@ -167,7 +186,7 @@ def test_a_new_topic_id_starts_a_new_generation_and_drops_the_old_ranges():
     assert plan.troubled == [] and any("dropped" in note for note in plan.notes)
     halted = _tick(cursor, now=T0, watermarks={0: (0, 25)}, topic_id="id-2", on_reset="halt")
     assert halted.halted and halted.requests == [] and halted.cursor == cursor
-    # no id known yet (an old cursor) or none told (an old broker): adopted, no reset
+    # no id known yet (the broker told none before) or none told now: adopted, no reset
     adopted = _tick(_cursor(topic_id=None), now=T0, watermarks={0: (0, 12)}, topic_id="id-9")
     assert adopted.cursor.topic_id == "id-9" and adopted.cursor.generation == 0
     kept = _tick(cursor, now=T0 + 1, watermarks={0: (0, 12)}, topic_id=None)
@@ -182,8 +201,10 @@ def test_the_failure_tag_is_the_first_line_cut_to_its_limit():
 
 
 def test_invalid_limits_are_refused():
-    with pytest.raises(ValueError):
-        _tick(TopicCursor(), now=T0, max_attempts=0)
+    with pytest.raises(ValueError, match="max_range_attempts"):
+        replace(LIMITS, max_range_attempts=0)
+    with pytest.raises(ValueError, match="max_messages_per_run"):
+        replace(LIMITS, max_messages_per_run=0)
 
 
 # -- the day stages: at most one micro-batch per day and interval refreshes them ------------------
@@ -275,4 +296,3 @@ def test_the_cursor_remembers_day_refreshes_of_the_newest_days_only():
     assert min(seen) == f"2026-11-{5 + 1:02d}"
     cursor = TopicCursor(offsets={0: 3}, day_refreshed=seen, days_stale=("2026-11-10",))
     assert TopicCursor.from_json(cursor.to_json()) == cursor
-    assert TopicCursor.from_json(json.dumps({"offsets": {"0": 3}})).day_refreshed == {}
