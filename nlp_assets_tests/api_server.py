@@ -22,6 +22,12 @@ ISSUER = "https://login.example.test/"
 AUDIENCE = "nlp-api"
 
 
+class ServerUrl(str):
+    """The server's URL, and the pid of its uvicorn process (to measure its memory)."""
+
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,16 +55,17 @@ class Signer:
         expires_in: int = 300,
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
+        **extra: object,
     ) -> str:
         now = int(time.time())
         claims = {"sub": sub, "iss": issuer, "aud": audience, "iat": now, "exp": now + expires_in}
-        return jwt.encode({**claims, "roles": roles}, self._key, algorithm="RS256")
+        return jwt.encode({**claims, "roles": roles, **extra}, self._key, algorithm="RS256")
 
 
 @contextmanager
 def api_server(
     env: dict[str, str], log_path: Path, timeout_s: float = 90.0, app: str | None = None
-) -> Iterator[str]:
+) -> Iterator[ServerUrl]:
     """Start `uvicorn nlp_assets.api.app:create_app --factory` (or `app`); yield its URL."""
     port = free_port()
     command = [
@@ -77,7 +84,8 @@ def api_server(
         process = subprocess.Popen(
             command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{port}"
+    url = ServerUrl(f"http://127.0.0.1:{port}")
+    url.pid = process.pid
     try:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, cast
 
 import polars as pl
@@ -27,7 +27,8 @@ from nlp_assets.api import submit as submitting
 from nlp_assets.api.accepted import AcceptedLog, accepted_log
 from nlp_assets.api.auth import Authenticator, AuthError, Forbidden, Principal, require
 from nlp_assets.api.backfills import DagsterUnavailable, NotFound, PipelineClient
-from nlp_assets.api.config import ApiSettings
+from nlp_assets.api.config import PUBLIC_PATHS, SMALL_BODY_BYTES, ApiSettings
+from nlp_assets.api.guard import Guard, printable
 from nlp_assets.api.keys import KeyStore, key_store
 from nlp_assets.api.metrics import ApiMetrics
 from nlp_assets.api.ratelimit import RateLimiter, RateLimiterUnavailable
@@ -45,6 +46,8 @@ access_log = logging.getLogger("nlp_assets.api.access")
 PARQUET = "application/vnd.apache.parquet"
 PARQUET_TYPES = (PARQUET, "application/x-parquet", "application/parquet")
 MAX_BACKFILL_DAYS = 366
+#: The largest `limit` or `offset` a caller may ask for (a day never has more rows).
+MAX_ROWS = 100_000_000
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Services:
     accepted: AcceptedLog
     results: Results
     metrics: ApiMetrics
+    failures: RateLimiter  # failed authentications, per client address
 
     def dagster(self) -> PipelineClient:
         if not self.config.dagster_graphql_url:
@@ -93,6 +97,12 @@ def build_services(config: ApiSettings) -> Services:
         accepted=accepted_log(config, submitting.API_LANDING_DIR),
         results=Results(config),
         metrics=ApiMetrics(),
+        failures=RateLimiter(
+            rate=config.auth_failure_rate_per_second,
+            burst=config.auth_failure_burst,
+            redis_url=config.redis_url,
+            prefix=f"{config.redis_prefix}:auth-failures",
+        ),
     )
 
 
@@ -135,7 +145,7 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         "Authenticate with an API key (`nlp keys create`) or a JWT: Authorize, then "
         "'Bearer <token>'.",
         docs_url=None,  # served below from the package's own Swagger UI files, not a CDN
-        openapi_url="/openapi.json",
+        openapi_url=None,  # served below, to a reader: only /healthz is anonymous
         redoc_url=None,
     )
     app.state.services = services
@@ -149,6 +159,24 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
     metrics = services.metrics
 
+    def refused(request: Request, error: AuthError) -> HTTPException:
+        """401, or 429 once this client address has failed too often (guessing is metered)."""
+        metrics.rejections.labels("unauthenticated").inc()
+        client = request.client.host if request.client else "-"
+        try:
+            decision = services.failures.take(f"ip:{client}")
+        except RateLimiterUnavailable:
+            return HTTPException(503, "service unavailable", {"Retry-After": "5"})
+        if not decision.allowed:
+            metrics.rejections.labels("rate limited").inc()
+            return HTTPException(
+                429,
+                "too many failed authentications from your address: "
+                f"retry after {decision.retry_after_s} s",
+                {"Retry-After": str(decision.retry_after_s)},
+            )
+        return HTTPException(401, str(error), {"WWW-Authenticate": "Bearer"})
+
     def caller(role: str) -> Callable[..., Principal]:
         def dependency(
             request: Request,
@@ -159,13 +187,15 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
             try:
                 principal = services.auth.authenticate(authorization, api_key)
             except AuthError as error:
-                metrics.rejections.labels("unauthenticated").inc()
-                raise HTTPException(401, str(error), {"WWW-Authenticate": "Bearer"}) from None
+                raise refused(request, error) from None
             except Forbidden as error:
                 metrics.rejections.labels("forbidden").inc()
                 raise HTTPException(403, str(error)) from None
-            except ConnectionError as error:
-                raise HTTPException(503, str(error), {"Retry-After": "5"}) from None
+            except ConnectionError as error:  # the key store; its reason is for the server log
+                log.warning("credential store unavailable: %s", printable(str(error), 300))
+                raise HTTPException(
+                    503, "credential store unavailable", {"Retry-After": "5"}
+                ) from None
             request.state.principal = principal.subject
             try:
                 decision = services.limiter.take(principal.subject)
@@ -192,7 +222,18 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     submitter = Depends(caller("submitter"))
     operator = Depends(caller("operator"))
 
-    # middleware: metrics and an access log without bodies --------------------------------
+    # middleware: caps and refusals before routing (inner), then metrics and an access log
+    # without bodies (outer, so it sees the Guard's answers too) ------------------------------
+    def body_cap(method: str, path: str) -> int:
+        return config.max_body_bytes if path == "/v1/documents" else SMALL_BODY_BYTES
+
+    app.add_middleware(
+        Guard,
+        body_cap=body_cap,
+        public=PUBLIC_PATHS,
+        on_refusal=lambda reason: metrics.rejections.labels(reason).inc(),
+    )
+
     @app.middleware("http")
     async def observe(request: Request, call_next):
         started = time.perf_counter()
@@ -206,14 +247,14 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
             route = getattr(request.scope.get("route"), "path", None) or "unmatched"
             metrics.requests.labels(route, request.method, str(status)).inc()
             metrics.latency.labels(route).observe(elapsed)
-            access_log.info(
+            access_log.info(  # caller text escaped: no control character reaches the log
                 "%s %s %s %d %.1fms %s",
                 request.client.host if request.client else "-",
-                request.method,
-                request.url.path[:200],
+                printable(request.method, 16),
+                printable(request.scope["path"]),  # as sent: URL parsing drops \n
                 status,
                 elapsed * 1000,
-                getattr(request.state, "principal", "-"),
+                printable(getattr(request.state, "principal", "-")),
             )
 
     @app.exception_handler(RequestValidationError)
@@ -238,11 +279,11 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
             {"detail": f"internal error (incident {incident}); the server log has it"}, 500
         )
 
-    _swagger_ui(app)
+    _swagger_ui(app, reader)
 
     # health ------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], summary="The process is up (no credential needed).")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: it proves the loop is free
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="Postgres, Redis, Kafka and Dagster reachable.")
@@ -297,23 +338,30 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         openapi_extra=body_doc,
         responses={413: {"description": "Body or batch too large"}},
     )
-    async def post_documents(request: Request, _: Principal = submitter) -> JSONResponse:
-        body = await _read_body(request, config.max_body_bytes, metrics)
+    async def post_documents(request: Request, principal: Principal = submitter) -> JSONResponse:
         content_type = request.headers.get("content-type", "application/json")
+        body = await _read_body(request, config, metrics, content_type)
         if content_type.lower().startswith("multipart/form-data"):
             request._body = body  # the form parser reads the bounded body, not the socket
             body, content_type = await _multipart_file(request, config.max_body_bytes)
-        try:
-            items = submitting.split_body(body, content_type, max_batch=config.max_batch)
+        try:  # parsing is CPU work: off the event loop, stopped at the record cap
+            items = await run_in_threadpool(
+                submitting.split_body, body, content_type, max_batch=config.max_batch
+            )
         except submitting.BodyError as error:
             metrics.rejections.labels("batch too large" if error.too_large else "bad body").inc()
             raise HTTPException(413 if error.too_large else 400, str(error)) from None
-        checked = await run_in_threadpool(
-            submitting.validate,
-            items,
-            source=config.default_source,
-            max_record_bytes=config.max_record_bytes,
-        )
+        try:
+            checked = await run_in_threadpool(
+                submitting.validate,
+                items,
+                source=config.default_source,
+                max_record_bytes=config.max_record_bytes,
+                channels=principal.channels,
+            )
+        except submitting.ChannelRefused as error:
+            metrics.rejections.labels("forbidden").inc()
+            raise HTTPException(403, str(error)) from None
         if checked.records:
             # `validate` sends only records whose doc_id it computed: none is None
             ids = cast("list[str]", [o.doc_id for o in checked.sent])
@@ -397,8 +445,10 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         source: str | None = None,
         language: str | None = None,
         label: str | None = Query(None, description="positive or negative"),
-        limit: int | None = Query(None, ge=1, description="JSON default 100; files: all"),
-        offset: int = Query(0, ge=0),
+        limit: int | None = Query(
+            None, ge=1, le=MAX_ROWS, description="JSON default 100; files: all"
+        ),
+        offset: int = Query(0, ge=0, le=MAX_ROWS),
         _: Principal = reader,
     ) -> Response:
         frame = services.results.predictions(
@@ -435,9 +485,10 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     ) -> BackfillResponse:
         if request.end < request.start:
             raise HTTPException(422, f"'to' ({request.end}) is before 'from' ({request.start})")
-        days = pl.date_range(request.start, request.end, eager=True).cast(pl.String).to_list()
-        if len(days) > MAX_BACKFILL_DAYS:
-            raise HTTPException(422, f"{len(days)} days; backfill at most {MAX_BACKFILL_DAYS}")
+        count = (request.end - request.start).days + 1  # checked before any work per day
+        if count > MAX_BACKFILL_DAYS:
+            raise HTTPException(422, f"{count} days; backfill at most {MAX_BACKFILL_DAYS}")
+        days = [(request.start + timedelta(days=i)).isoformat() for i in range(count)]
         client = services.dagster()
         try:
             launched = client.launch_backfill(
@@ -469,18 +520,23 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     return app
 
 
-def _swagger_ui(app: FastAPI) -> None:
+def _swagger_ui(app: FastAPI, reader: Any) -> None:
     """`/docs`: Swagger UI from the `swagger-ui-bundle-v2` package's files (served under
-    /docs/static), so the page works where no CDN can be reached. The page needs no credential;
-    each call made from it does (Authorize)."""
+    /docs/static), so the page works where no CDN can be reached. The page and the schema need a
+    reader's credential like every route but /healthz (a browser gets there through the
+    ingress's sign-in, which adds it); each call made from the page needs its own (Authorize)."""
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path
 
     app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Principal = reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.get("/docs", include_in_schema=False)
-    def docs() -> Response:
+    def docs(_: Principal = reader) -> Response:
         return get_swagger_ui_html(
             openapi_url="/openapi.json",
             title=f"{app.title} - Swagger UI",
@@ -517,19 +573,28 @@ def _document_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _read_body(request: Request, cap: int, metrics: ApiMetrics) -> bytes:
-    """The body, refused with 413 as soon as it passes `cap` (before it is all read)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        metrics.rejections.labels("body too large").inc()
-        raise HTTPException(413, f"body of {declared} bytes; send at most {cap} per request")
-    chunks, size = [], 0
+async def _read_body(
+    request: Request, config: ApiSettings, metrics: ApiMetrics, content_type: str
+) -> bytes:
+    """The body (the Guard has refused it with 413 as soon as it passed the byte cap). NDJSON
+    lines are counted as they stream in, so the record cap stops a long upload early too."""
+    ndjson = content_type.split(";")[0].strip().lower() in submitting.NDJSON_TYPES
+    chunks: list[bytes] = []
+    newlines, check_at = 0, config.max_batch
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            metrics.rejections.labels("body too large").inc()
-            raise HTTPException(413, f"body over {cap} bytes; send at most {cap} per request")
         chunks.append(chunk)
+        if ndjson:
+            newlines += chunk.count(b"\n")
+            if newlines > check_at:  # blank lines do not count: check exactly, now and then
+                check_at = newlines * 2
+                lines = sum(1 for line in b"".join(chunks).split(b"\n") if line.strip())
+                if lines > config.max_batch:
+                    metrics.rejections.labels("batch too large").inc()
+                    raise HTTPException(
+                        413,
+                        f"more than {config.max_batch} documents in one request; send at "
+                        f"most {config.max_batch} per request",
+                    )
     return b"".join(chunks)
 
 

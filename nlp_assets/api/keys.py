@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ from nlp_assets.api.config import ROLES, ApiSettings
 from nlp_assets.atomic import write_atomic
 
 TOKEN_PREFIX = "nlp_"
+#: A channel (the `source` a key may write): lower-case letters, digits, `_`, `-`, `.`.
+CHANNEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class ApiKey:
     role: str
     created_at: str
     revoked_at: str | None = None
+    #: The channels this key may submit to; empty: the server's default channel only.
+    channels: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -67,12 +72,26 @@ def _check_role(role: str) -> str:
     return role
 
 
+def check_channels(channels: Iterable[str] | None) -> tuple[str, ...]:
+    """Channel names, checked (a key bound to a bad name would never match a record)."""
+    checked = tuple(dict.fromkeys(channels or ()))
+    bad = [c for c in checked if not isinstance(c, str) or not CHANNEL.fullmatch(c)]
+    if bad:
+        raise ValueError(
+            f"invalid channel name(s) {', '.join(map(repr, bad))}: lower-case letters, digits, "
+            "'_', '-' and '.', at most 64"
+        )
+    return checked
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class KeyStore(Protocol):
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]: ...
+    def create(
+        self, name: str, role: str, channels: Iterable[str] | None = None
+    ) -> tuple[ApiKey, str]: ...
     def list(self) -> list[ApiKey]: ...
     def revoke(self, key_id: str) -> ApiKey: ...
     def verify(self, token: str) -> ApiKey | None: ...
@@ -111,13 +130,21 @@ class FileKeyStore:
 
     @staticmethod
     def _key(row: dict) -> ApiKey:
-        return ApiKey(**{k: row.get(k) for k in ApiKey.__dataclass_fields__})  # type: ignore[arg-type]
+        fields = {k: row.get(k) for k in ApiKey.__dataclass_fields__}
+        fields["channels"] = tuple(row.get("channels") or ())
+        return ApiKey(**fields)  # type: ignore[arg-type]
 
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]:
+    def create(
+        self, name: str, role: str, channels: Iterable[str] | None = None
+    ) -> tuple[ApiKey, str]:
         key_id, token = new_token()
-        key = ApiKey(key_id, name, _check_role(role), _now())
+        key = ApiKey(key_id, name, _check_role(role), _now(), channels=check_channels(channels))
         with self._locked() as keys:
-            keys[key_id] = {**asdict(key), "token_sha256": token_hash(token)}
+            keys[key_id] = {
+                **asdict(key),
+                "channels": list(key.channels),
+                "token_sha256": token_hash(token),
+            }
             self._write(keys)
         return key, token
 
@@ -188,7 +215,9 @@ class PostgresKeyStore:
                     " key_id text PRIMARY KEY, name text NOT NULL,"
                     " role text NOT NULL CHECK (role IN ('reader', 'submitter', 'operator')),"
                     " token_sha256 text NOT NULL UNIQUE,"
-                    " created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"
+                    " created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz);"
+                    "ALTER TABLE {s}.api_keys"
+                    " ADD COLUMN IF NOT EXISTS channels text[] NOT NULL DEFAULT '{{}}'"
                 ).format(s=sql.Identifier(self.schema))
             )
             self._ready = True
@@ -200,28 +229,37 @@ class PostgresKeyStore:
 
     @staticmethod
     def _key(row) -> ApiKey:
-        key_id, name, role, created, revoked = row
+        key_id, name, role, created, revoked, channels = row
         return ApiKey(
             key_id,
             name,
             role,
             created.isoformat(timespec="seconds"),
             revoked.isoformat(timespec="seconds") if revoked else None,
+            tuple(channels or ()),
         )
 
-    _COLUMNS = "key_id, name, role, created_at, revoked_at"
+    _COLUMNS = "key_id, name, role, created_at, revoked_at, channels"
 
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]:
+    def create(
+        self, name: str, role: str, channels: Iterable[str] | None = None
+    ) -> tuple[ApiKey, str]:
         from psycopg2 import sql
 
         key_id, token = new_token()
         with self._cursor() as cursor:
             cursor.execute(
                 sql.SQL(
-                    "INSERT INTO {} (key_id, name, role, token_sha256) VALUES (%s, %s, %s, %s) "
-                    "RETURNING " + self._COLUMNS
+                    "INSERT INTO {} (key_id, name, role, token_sha256, channels) "
+                    "VALUES (%s, %s, %s, %s, %s) RETURNING " + self._COLUMNS
                 ).format(self._table()),
-                [key_id, name, _check_role(role), token_hash(token)],
+                [
+                    key_id,
+                    name,
+                    _check_role(role),
+                    token_hash(token),
+                    list(check_channels(channels)),
+                ],
             )
             return self._key(cursor.fetchone()), token
 

@@ -184,9 +184,15 @@ def _store():
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    key, token = _store().create(args.name, args.role)
+    try:
+        key, token = _store().create(args.name, args.role, channels=args.channel)
+    except ValueError as error:
+        print(f"nlp keys create: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    channels = ", ".join(key.channels) or "the server's default"
     print(
-        f"created key {key.key_id} ({key.name}, role {key.role}); the token is shown once:",
+        f"created key {key.key_id} ({key.name}, role {key.role}, channels: {channels}); "
+        "the token is shown once:",
         file=sys.stderr,
     )
     print(token)
@@ -310,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", required=True, help="who or what uses it")
     p.add_argument("--role", required=True, choices=["reader", "submitter", "operator"])
+    p.add_argument(
+        "--channel",
+        action="append",
+        metavar="NAME",
+        help="a channel (document source) the key may submit to; repeat for several "
+        "(default: the server's default channel, NLP_API_DEFAULT_SOURCE)",
+    )
     p.set_defaults(func=cmd_keys_create)
     p = key_commands.add_parser(
         "list",
