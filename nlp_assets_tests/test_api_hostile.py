@@ -8,6 +8,7 @@ altered text, unvalidated ranges, raw control characters in the log, unmetered f
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -24,6 +25,15 @@ import psutil
 import psycopg2
 import pytest
 import redis
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from nlp_assets.api.keys import FileKeyStore, PostgresKeyStore
 from nlp_assets.kernels.ingest import doc_id_for, read_landing_day
@@ -43,6 +53,8 @@ ANONYMOUS_MEMORY_CAP = 16 * MIB
 #: /healthz p99 while a submitter attacks (issue 23, break 3: the liveness probe must hold).
 HEALTHZ_P99_CAP_S = 0.100
 FAILED_AUTH_BURST = 150
+#: Generated examples per operation, each sent with 4 credentials: CI-sized.
+SCHEMA_EXAMPLES = 10
 
 
 class Peak:
@@ -258,43 +270,101 @@ def _hostile_bodies() -> dict[str, bytes]:
     return {"300k tiny records": tiny, "1000 records of 8 KB": fat}
 
 
-def test_healthz_p99_stays_under_100ms_while_a_submitter_sends_8_mib_bodies(pg):
+#: A hostile client's requests, by case: (credential role or None, method, path, body,
+#: content type, the statuses it may get). Each case runs in a loop while /healthz is probed.
+def _hostile_cases() -> dict[str, tuple[str | None, str, str, bytes, str, set[int]]]:
     bodies = _hostile_bodies()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    huge_int = b'[{"id": ' + b"9" * 5000 + b', "text": "t"}]'
+    ndjson = b"\n".join(b'{"id": "%d", "text": "line"}' % i for i in range(5000))
+    anonymous = b'{"from": "2026-11-01", "to": "2026-11-02", "pad": "' + b"a" * 8 * MIB + b'"}'
+    return {
+        "submitter: 8 MiB array of 300k tiny records": (
+            "submitter", "POST", "/v1/documents", bodies["300k tiny records"],
+            "application/json", {413},
+        ),
+        "submitter: 8 MiB array of 1000 records of 8 KB": (
+            "submitter", "POST", "/v1/documents", bodies["1000 records of 8 KB"],
+            "application/json", {202},
+        ),
+        "submitter: 100k-deep nesting": (
+            "submitter", "POST", "/v1/documents", deep, "application/json", {400},
+        ),
+        "submitter: a 5000-digit integer": (
+            "submitter", "POST", "/v1/documents", huge_int, "application/json", {400, 422},
+        ),
+        "submitter: 5000 NDJSON lines": (
+            "submitter", "POST", "/v1/documents", ndjson, "application/x-ndjson", {413},
+        ),
+        "anonymous: 8 MiB backfill body": (
+            None, "POST", "/v1/backfills", anonymous, "application/json", {401},
+        ),
+        "forged key: 8 MiB submit": (
+            "forged", "POST", "/v1/documents", bodies["1000 records of 8 KB"],
+            "application/json", {401, 429},
+        ),
+        "operator: 8 MiB backfill body": (
+            "operator", "POST", "/v1/backfills", anonymous, "application/json", {413},
+        ),
+    }  # fmt: skip
+
+
+HOSTILE_CASES = list(_hostile_cases())
+#: What one attacker's requests may add to the server's peak memory: an authenticated submitter
+#: is bounded by the body and record caps, anyone else by next to nothing.
+MEMORY_CAPS = {"submitter": 192 * MIB, None: ANONYMOUS_MEMORY_CAP, "forged": ANONYMOUS_MEMORY_CAP}
+
+
+@pytest.mark.parametrize("case", HOSTILE_CASES)
+def test_a_hostile_client_leaves_healthz_p99_under_100ms_and_memory_within_its_cap(pg, case):
+    """One attacker sends its request in a loop; /healthz (the liveness probe) is probed
+    meanwhile. Measured: /healthz p99 and the server's peak memory, against the stated caps."""
+    role, method, path, body, content_type, expected = _hostile_cases()[case]
+    token = {None: None, "forged": "nlp_0123456789ab_" + "f" * 43}.get(role) or (
+        pg["keys"][role] if role else None
+    )
+    headers = {"Content-Type": content_type, **(_auth(token) if token else {})}
     stop = threading.Event()
     statuses: list[int] = []
 
     def attack() -> None:
-        with httpx.Client(headers=_auth(pg["keys"]["submitter"]), timeout=120) as client:
+        # from an address of its own (127.0.0.2): its failed authentications empty only its
+        # own bucket, not the one of the other tests' 127.0.0.1
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(timeout=120, transport=transport) as client:
             while not stop.is_set():
-                for body in bodies.values():
-                    response = client.post(
-                        pg["url"] + "/v1/documents",
-                        content=body,
-                        headers={"Content-Type": "application/json"},
+                try:
+                    response = client.request(
+                        method, pg["url"] + path, content=body, headers=headers
                     )
                     statuses.append(response.status_code)
+                except httpx.TransportError:  # refused and closed before the body was sent
+                    statuses.append(0)
 
     latencies: list[float] = []
     attacker = threading.Thread(target=attack, daemon=True)
-    with httpx.Client(timeout=30) as probe:
+    with httpx.Client(timeout=30) as probe, Peak(pg["url"].pid) as peak:
         probe.get(pg["url"] + "/healthz")
         attacker.start()
-        while len(statuses) < 6 or len(latencies) < 200:
+        while len(statuses) < 4 or len(latencies) < 150:
             started = time.perf_counter()
             assert probe.get(pg["url"] + "/healthz").status_code == 200
             latencies.append(time.perf_counter() - started)
             time.sleep(0.01)
-    stop.set()
-    attacker.join()
+        stop.set()
+        attacker.join()
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+    cap = MEMORY_CAPS.get(role, MEMORY_CAPS["submitter"])
     print(
-        f"\n/healthz under hostile submits ({len(statuses)} bodies of 8 MiB, statuses "
-        f"{sorted(set(statuses))}): n={len(latencies)} p50={p50 * 1000:.1f} ms "
-        f"p99={p99 * 1000:.1f} ms (cap {HEALTHZ_P99_CAP_S * 1000:.0f} ms)"
+        f"\n{case}: {len(statuses)} requests, statuses {sorted(set(statuses))}; /healthz "
+        f"n={len(latencies)} p50={p50 * 1000:.1f} ms p99={p99 * 1000:.1f} ms (cap "
+        f"{HEALTHZ_P99_CAP_S * 1000:.0f}); server peak RSS +{peak.growth / MIB:.1f} MiB "
+        f"(cap {cap / MIB:.0f})"
     )
-    assert set(statuses) <= {202, 413}
+    assert set(statuses) - {0} <= expected
     assert p99 < HEALTHZ_P99_CAP_S
+    assert peak.growth < cap
 
 
 def test_the_record_cap_is_413_with_the_cap_named(pg):
@@ -484,6 +554,62 @@ def test_control_characters_from_a_request_never_reach_the_log_raw(pg, signer):
     lines = pg["log"].read_text(errors="replace").splitlines()
     assert not [line for line in lines if line.startswith(("FORGED", "\x1b"))]
     assert any("\\nFORGED-PATH" in line or "\\x0aFORGED-PATH" in line for line in lines)
+
+
+# schemathesis against the live API, under every role and with no credential ----------------
+@schemathesis.check
+def never_a_500(ctx, response, case) -> None:
+    """A 503 names a dependency that is down (Dagster is not configured here: documented);
+    any other 5xx is a break."""
+    if response.status_code >= 500 and response.status_code != 503:
+        raise AssertionError(f"{response.status_code}: {response.text[:300]}")
+
+
+SCHEMA_CHECKS = [
+    never_a_500,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def test_generated_requests_get_documented_answers_never_a_500(pg):
+    """schemathesis generates requests (valid ones, and ones that break the schema) for every
+    operation of the live /openapi.json; each is sent with no credential and as each role, and
+    must get a documented status code (never a 500) with a body that conforms to the schema.
+    (Driven by hand: schemathesis' pytest plugin does not run under pytest 9.)"""
+    live = schemathesis.openapi.from_url(
+        pg["url"] + "/openapi.json", headers=_auth(pg["keys"]["reader"]), timeout=30
+    )
+    credentials = {"none": {}, **{role: _auth(pg["keys"][role]) for role in ROLES}}
+    failures: dict[str, str] = {}
+    operations = [result.ok() for result in live.get_all_operations()]
+    for operation, mode in itertools.product(operations, GenerationMode):
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=SCHEMA_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def each(case) -> None:
+            for headers in credentials.values():
+                case.call_and_validate(headers=headers, checks=SCHEMA_CHECKS, timeout=60)
+
+        try:
+            each()
+        except Unsatisfiable:  # nothing to break (GET /healthz takes no input)
+            continue
+        except Exception as error:
+            failures[f"{operation.label} ({mode})"] = str(error)[:2000]
+    print(
+        f"\nschemathesis: {len(operations)} operations x 2 modes x {SCHEMA_EXAMPLES} examples "
+        "x 4 credentials"
+    )
+    assert len(operations) >= 10
+    assert failures == {}
 
 
 def test_failed_authentications_are_rate_limited_per_client(pg):

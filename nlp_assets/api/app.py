@@ -107,6 +107,28 @@ def build_services(config: ApiSettings) -> Services:
 
 
 # response models (the OpenAPI schema) ----------------------------------------------------
+class ErrorBody(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="What was wrong: a sentence, or one entry per invalid field (422)."
+    )
+
+
+#: The error answers every route may give (docs/api.md), so a client and schemathesis know them.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "Unusable request (a control character in the path or query, a bad value)"),
+        (401, "No valid credential"),
+        (403, "Role too low, or a channel the credential is not bound to"),
+        (404, "Not found"),
+        (413, "Body or batch over its cap"),
+        (422, "Invalid parameters or body"),
+        (429, "Rate limited (see Retry-After)"),
+        (503, "A dependency is unavailable (see Retry-After)"),
+    )
+}
+
+
 class DocumentOutcome(BaseModel):
     index: int = Field(description="Position of the record in the request (0-based).")
     status: str = Field(description="accepted, duplicate (of an earlier record) or rejected.")
@@ -144,6 +166,7 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         description="Submit text, read sentiment and entities, launch backfills. "
         "Authenticate with an API key (`nlp keys create`) or a JWT: Authorize, then "
         "'Bearer <token>'.",
+        responses=ERRORS,
         docs_url=None,  # served below from the package's own Swagger UI files, not a CDN
         openapi_url=None,  # served below, to a reader: only /healthz is anonymous
         redoc_url=None,
@@ -295,7 +318,12 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
             body["failed"] = failed
         return JSONResponse(body, status_code=503 if failed else 200)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this replica.")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics of this replica.",
+        responses={200: {"content": {"text/plain": {}}}},
+    )
     def prometheus(_: Principal = reader) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -336,7 +364,9 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         "202 when at least one record was accepted; 422 when none was; each entry of `results` "
         "says what became of its record. 413 past the body or batch cap.",
         openapi_extra=body_doc,
-        responses={413: {"description": "Body or batch too large"}},
+        responses={
+            422: {"model": SubmitResponse, "description": "No record accepted (see results)"}
+        },
     )
     async def post_documents(request: Request, principal: Principal = submitter) -> JSONResponse:
         content_type = request.headers.get("content-type", "application/json")
@@ -437,6 +467,7 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         summary="A day's predictions: JSON (paged), CSV or Parquet by Accept.",
         responses={
             200: {"content": {"text/csv": {}, PARQUET: {}, "application/json": {}}},
+            406: {"description": "No format of Accept", "content": {"text/plain": {}}},
         },
     )
     def get_predictions(
@@ -460,12 +491,21 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         "/v1/days/{day}/aggregates",
         tags=["results"],
         summary="A day's aggregates (day x language x label): JSON, CSV or Parquet by Accept.",
+        responses={
+            200: {"content": {"text/csv": {}, PARQUET: {}, "application/json": {}}},
+            406: {"description": "No format of Accept", "content": {"text/plain": {}}},
+        },
     )
     def get_aggregates(request: Request, day: str, _: Principal = reader) -> Response:
         frame = services.results.aggregates(day_or_400(day))
         return _respond(request, frame, None, 0, config.max_page_size)
 
-    @app.get("/v1/days/{day}/report", tags=["results"], summary="A day's HTML report.")
+    @app.get(
+        "/v1/days/{day}/report",
+        tags=["results"],
+        summary="A day's HTML report.",
+        responses={200: {"content": {"text/html": {}}}},
+    )
     def get_report(day: str, _: Principal = reader) -> FileResponse:
         path = services.results.report_path(day_or_400(day))
         if path is None:
