@@ -37,7 +37,8 @@ def free_port() -> int:
 class Signer:
     """An RSA key pair: `public_pem` for the server, `token()` for the tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, kid: str | None = None) -> None:
+        self.kid = kid
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.public_pem = (
             self._key.public_key()
@@ -59,7 +60,15 @@ class Signer:
     ) -> str:
         now = int(time.time())
         claims = {"sub": sub, "iss": issuer, "aud": audience, "iat": now, "exp": now + expires_in}
-        return jwt.encode({**claims, "roles": roles, **extra}, self._key, algorithm="RS256")
+        headers = {"kid": self.kid} if self.kid else None
+        return jwt.encode(
+            {**claims, "roles": roles, **extra}, self._key, algorithm="RS256", headers=headers
+        )
+
+    def jwk(self) -> dict:
+        """The public key as a JWK (for a JWKS), with this signer's `kid`."""
+        key = jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        return {**key, "kid": self.kid, "use": "sig", "alg": "RS256"}
 
 
 @contextmanager

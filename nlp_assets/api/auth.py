@@ -57,7 +57,14 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
         config.check()
-        self._jwks = jwt.PyJWKClient(config.jwt_jwks_url) if config.jwt_jwks_url else None
+        ttl = config.jwt_jwks_cache_seconds
+        self._jwks = (
+            jwt.PyJWKClient(
+                config.jwt_jwks_url, cache_jwk_set=ttl > 0, lifespan=ttl if ttl > 0 else 300
+            )
+            if config.jwt_jwks_url
+            else None
+        )
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
         token = api_key
@@ -84,7 +91,7 @@ class Authenticator:
             if hit is not None and now - hit[0] < ttl:
                 principal = hit[1]
                 if principal is None:
-                    raise AuthError("invalid or revoked API key")
+                    raise AuthError("invalid, revoked or expired API key")
                 return principal
         key = self.keys.verify(token)
         principal = (
@@ -98,7 +105,7 @@ class Authenticator:
                     self._cache.clear()
                 self._cache[token] = (now, principal)
         if principal is None:
-            raise AuthError("invalid or revoked API key")
+            raise AuthError("invalid, revoked or expired API key")
         return principal
 
     def _jwt(self, token: str) -> Principal:

@@ -64,6 +64,9 @@ class ApiSettings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None
+    #: How long the JWKS is kept: a signing key removed from it is refused within this
+    #: (0: fetched for every token, for tests). An unknown `kid` refetches at most every 30 s.
+    jwt_jwks_cache_seconds: float = 300.0
     jwt_public_key: str | None = None
     jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
     jwt_roles_claim: str = "roles"
@@ -135,6 +138,7 @@ class ApiSettings:
             jwt_issuer=_env("NLP_JWT_ISSUER"),
             jwt_audience=_env("NLP_JWT_AUDIENCE"),
             jwt_jwks_url=_env("NLP_JWT_JWKS_URL"),
+            jwt_jwks_cache_seconds=_float("NLP_JWT_JWKS_CACHE_SECONDS", cls.jwt_jwks_cache_seconds),
             jwt_public_key=public_key,
             jwt_algorithms=tuple(
                 a.strip()
