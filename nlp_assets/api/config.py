@@ -39,6 +39,14 @@ def _env(name: str) -> str | None:
     return os.getenv(name) or None
 
 
+def _sslmode(url: str) -> str | None:
+    """The sslmode a libpq URL asks for (`PGSSLMODE` when it names none)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    modes = parse_qs(urlsplit(url).query).get("sslmode")
+    return modes[-1] if modes else os.getenv("PGSSLMODE")
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     # caps (413 past them); one record is capped by the raw stage's own Kafka message limit
@@ -83,6 +91,11 @@ class ApiSettings:
     dagster_graphql_url: str | None = None
     dagster_job: str = "daily_pipeline"
     readiness_timeout_s: float = 2.0
+    # encryption in transit: TLS 1.3 on the API's own port (`python -m nlp_assets.api.serve`)
+    # when a certificate is given; with require_tls, no plaintext connection to Postgres/Redis
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    require_tls: bool = False
 
     @property
     def jwt_configured(self) -> bool:
@@ -97,6 +110,19 @@ class ApiSettings:
 
     def check(self) -> None:
         """Refuse settings the API must not start with (docs/api.md)."""
+        if self.require_tls:
+            plaintext = []
+            if self.database_url and _sslmode(self.database_url) != "verify-full":
+                plaintext.append("DATABASE_URL (needs sslmode=verify-full)")
+            if self.redis_url and not self.redis_url.startswith("rediss://"):
+                plaintext.append("REDIS_URL (needs rediss://)")
+            if plaintext:
+                raise ValueError(
+                    "NLP_API_REQUIRE_TLS is set, but these connections could go in plaintext: "
+                    + ", ".join(plaintext)
+                )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("set both NLP_API_TLS_CERT_FILE and NLP_API_TLS_KEY_FILE, or neither")
         if self.jwt_configured and not (self.jwt_issuer and self.jwt_audience):
             raise ValueError(
                 "JWT bearers are configured (NLP_JWT_JWKS_URL or NLP_JWT_PUBLIC_KEY) without "
@@ -158,4 +184,8 @@ class ApiSettings:
             dagster_graphql_url=_env("NLP_DAGSTER_GRAPHQL_URL"),
             dagster_job=os.getenv("NLP_API_BACKFILL_JOB", cls.dagster_job),
             readiness_timeout_s=_float("NLP_API_READINESS_TIMEOUT_S", cls.readiness_timeout_s),
+            tls_cert_file=_env("NLP_API_TLS_CERT_FILE"),
+            tls_key_file=_env("NLP_API_TLS_KEY_FILE"),
+            require_tls=os.getenv("NLP_API_REQUIRE_TLS", "").strip().lower()
+            in ("1", "true", "yes"),
         )
