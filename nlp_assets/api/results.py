@@ -14,10 +14,7 @@ from typing import Any
 import polars as pl
 
 from nlp_assets.api.config import ApiSettings
-from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA
 from nlp_assets.lake import QUARANTINE, Lake
-
-PREDICTION_COLUMNS = list(PREDICTIONS_SCHEMA)
 
 
 class WarehouseUnavailable(ConnectionError):
