@@ -211,11 +211,14 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([k.__dict__ for k in keys]))
         return EXIT_OK
-    print(f"{'KEY ID':<14}{'ROLE':<11}{'CREATED':<27}{'EXPIRES':<27}{'REVOKED':<27}NAME")
+    print(
+        f"{'KEY ID':<14}{'ROLE':<11}{'CREATED':<27}{'EXPIRES':<27}{'REVOKED':<27}"
+        f"{'CHANNELS':<20}NAME"
+    )
     for k in keys:
         print(
             f"{k.key_id:<14}{k.role:<11}{k.created_at:<27}{k.expires_at or '-':<27}"
-            f"{k.revoked_at or '-':<27}{k.name}"
+            f"{k.revoked_at or '-':<27}{','.join(k.channels) or '(default)':<20}{k.name}"
         )
     return EXIT_OK
 
@@ -379,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = key_commands.add_parser(
         "list",
         help="list keys (never their tokens)",
-        description="Key id, role, created, revoked, name.",
+        description="Key id, role, created, expires, revoked, channels, name.",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_list)
