@@ -1,14 +1,17 @@
 """API figures beside their ceiling: submit throughput (docs/s through batches) and read
 latency p50/p99 under N concurrent clients, against the real app and a bare FastAPI endpoint
-served the same way (uvicorn, one worker) in the same run.
+served the same way (uvicorn, one worker) in the same run; then the good clients' read p99
+again with a hostile mix (`--hostile-share` of the requests oversized or malformed: 8 MiB
+anonymous bodies, 8 MiB arrays past the record cap, deep nesting, broken JSON, forged keys).
 
-    python -m bench.api --docs 20000 --batch 500 --clients 50 --reads 2000
+    python -m bench.api --docs 20000 --batch 500 --clients 50 --reads 2000 --hostile-share 0.01
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -68,15 +71,43 @@ async def _submit(url: str, token: str, batches: list[bytes], clients: int) -> f
         return time.perf_counter() - started
 
 
-async def _reads(url: str, token: str, reads: int, clients: int) -> list[float]:
+def _hostile(token: str) -> list[tuple[str, dict[str, str], bytes]]:
+    """(path, headers, body) of the hostile requests, sent in turn."""
+    tiny = b"[" + b",".join(b'{"id":"%d","text":"t"}' % i for i in range(300_000)) + b"]"
+    submit = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return [
+        ("/v1/backfills", {"Content-Type": "application/json"}, b'{"pad": "' + b"a" * 2**23),
+        ("/v1/documents", submit, tiny),
+        ("/v1/documents", submit, b"[" * 100_000 + b"]" * 100_000),
+        ("/v1/documents", submit, b'[{"id": "1", "text": "broken' + b"x" * 100_000),
+        ("/v1/documents", {**submit, "Authorization": "Bearer nlp_0123456789ab_" + "x" * 43},
+         tiny),
+    ]  # fmt: skip
+
+
+async def _reads(
+    url: str, token: str, reads: int, clients: int, hostile_share: float = 0.0
+) -> list[float]:
+    """Latencies of the good clients' reads; with `hostile_share`, that share of all requests
+    is hostile instead (their latencies are not counted)."""
     latencies: list[float] = []
     left = [reads]
+    sent = [0]
+    every = round(1 / hostile_share) if hostile_share else 0
+    attacks = _hostile(token) if every else []
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as h:
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as h:
 
         async def worker() -> None:
             while left[0] > 0:
+                sent[0] += 1
+                if every and sent[0] % every == 0:
+                    path, extra, body = attacks[(sent[0] // every) % len(attacks)]
+                    # 401, 400 or 413, or the connection closed on an oversized body
+                    with contextlib.suppress(httpx.TransportError):
+                        await h.post(path, content=body, headers=extra)
+                    continue
                 left[0] -= 1
                 started = time.perf_counter()
                 response = await h.get(f"/v1/days/{DAY}/predictions", params={"limit": 50})
@@ -98,6 +129,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--reads", type=int, default=2_000)
     parser.add_argument("--day-rows", type=int, default=5_000, help="predictions in the day")
+    parser.add_argument(
+        "--hostile-share", type=float, default=0.01, help="share of hostile requests (0: none)"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
@@ -129,6 +163,7 @@ def main() -> None:
         "NLP_API_KEYS_FILE": str(root / "keys.json"),
         "NLP_API_RATE_PER_SECOND": "1000000",
         "NLP_API_RATE_BURST": "1000000",
+        "NLP_API_AUTH_FAILURE_BURST": "1000000",
         "DATABASE_URL": "",
         "REDIS_URL": os.getenv("BENCH_REDIS_URL", ""),
         "KAFKA_BOOTSTRAP_SERVERS": "",
@@ -140,6 +175,11 @@ def main() -> None:
         with api_server(env, root / f"{name}.log", app=target) as url:
             seconds = asyncio.run(_submit(url, token, batches, min(args.clients, len(batches))))
             latencies = asyncio.run(_reads(url, token, args.reads, args.clients))
+            if name == "api" and args.hostile_share:
+                mixed = asyncio.run(
+                    _reads(url, token, args.reads, args.clients, args.hostile_share)
+                )
+                figures["api_hostile"] = {"p50_ms": _pct(mixed, 50), "p99_ms": _pct(mixed, 99)}
         figures[name] = {
             "docs_per_s": args.docs / seconds,
             "p50_ms": _pct(latencies, 50),
@@ -156,6 +196,14 @@ def main() -> None:
         f"(bare {bare['p50_ms']:.1f} / {bare['p99_ms']:.1f} ms; p50 ratio "
         f"{api['p50_ms'] / bare['p50_ms']:.1f}x, p99 ratio {api['p99_ms'] / bare['p99_ms']:.1f}x)"
     )
+    if "api_hostile" in figures:
+        hostile = figures["api_hostile"]
+        print(
+            f"read {args.clients} good clients with {args.hostile_share:.0%} hostile requests: "
+            f"p50 {hostile['p50_ms']:.1f} ms, p99 {hostile['p99_ms']:.1f} ms (without: "
+            f"{api['p50_ms']:.1f} / {api['p99_ms']:.1f} ms; p99 ratio "
+            f"{hostile['p99_ms'] / api['p99_ms']:.2f}x)"
+        )
     json.dump(figures, sys.stderr)
 
 

@@ -22,6 +22,12 @@ ISSUER = "https://login.example.test/"
 AUDIENCE = "nlp-api"
 
 
+class ServerUrl(str):
+    """The server's URL, and the pid of its uvicorn process (to measure its memory)."""
+
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -31,7 +37,8 @@ def free_port() -> int:
 class Signer:
     """An RSA key pair: `public_pem` for the server, `token()` for the tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, kid: str | None = None) -> None:
+        self.kid = kid
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.public_pem = (
             self._key.public_key()
@@ -49,16 +56,25 @@ class Signer:
         expires_in: int = 300,
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
+        **extra: object,
     ) -> str:
         now = int(time.time())
         claims = {"sub": sub, "iss": issuer, "aud": audience, "iat": now, "exp": now + expires_in}
-        return jwt.encode({**claims, "roles": roles}, self._key, algorithm="RS256")
+        headers = {"kid": self.kid} if self.kid else None
+        return jwt.encode(
+            {**claims, "roles": roles, **extra}, self._key, algorithm="RS256", headers=headers
+        )
+
+    def jwk(self) -> dict:
+        """The public key as a JWK (for a JWKS), with this signer's `kid`."""
+        key = jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        return {**key, "kid": self.kid, "use": "sig", "alg": "RS256"}
 
 
 @contextmanager
 def api_server(
     env: dict[str, str], log_path: Path, timeout_s: float = 90.0, app: str | None = None
-) -> Iterator[str]:
+) -> Iterator[ServerUrl]:
     """Start `uvicorn nlp_assets.api.app:create_app --factory` (or `app`); yield its URL."""
     port = free_port()
     command = [
@@ -77,7 +93,8 @@ def api_server(
         process = subprocess.Popen(
             command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{port}"
+    url = ServerUrl(f"http://127.0.0.1:{port}")
+    url.pid = process.pid
     try:
         deadline = time.monotonic() + timeout_s
         while True:

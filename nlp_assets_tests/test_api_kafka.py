@@ -28,7 +28,7 @@ def test_accepted_documents_go_to_the_topic_keyed_by_doc_id_as_the_raw_stage_rea
 ):
     topic = kafka_broker.create_topic("api-sink", with_dlq=False)
     keys = FileKeyStore(tmp_path / "keys.json")
-    _, submitter = keys.create("producer", "submitter")
+    _, submitter = keys.create("producer", "submitter", channels=["api", "support"])
     env = {
         "NLP_DATA_DIR": str(tmp_path),
         "NLP_LANDING_DIR": str(tmp_path / "landing"),
@@ -55,7 +55,9 @@ def test_accepted_documents_go_to_the_topic_keyed_by_doc_id_as_the_raw_stage_rea
         accepted = body["results"][:3]
         assert {r["destination"] for r in accepted} == {f"kafka:{topic}"}
         ids = [r["doc_id"] for r in accepted]
-        expected = [doc_id_for(d.get("source", "api"), str(d["id"]), d["text"]) for d in DOCS]
+        expected = [
+            doc_id_for(f"api:{d.get('source', 'api')}", str(d["id"]), d["text"]) for d in DOCS
+        ]
         assert ids == expected
         # nothing went to the landing folder
         assert not (tmp_path / "landing").exists() or not any((tmp_path / "landing").rglob("*"))
@@ -68,4 +70,4 @@ def test_accepted_documents_go_to_the_topic_keyed_by_doc_id_as_the_raw_stage_rea
         row = normalise_record(landed, default_source=topic)
         assert doc_id_for(row["source"], row["source_id"], row["text"]) == doc_id
         assert row["text"] == doc["text"]
-        assert row["source"] == doc.get("source", "api")
+        assert row["source"] == f"api:{doc.get('source', 'api')}"  # the channel, namespaced

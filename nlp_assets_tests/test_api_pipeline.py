@@ -69,7 +69,7 @@ def test_cli_submit_then_pipeline_then_cli_status_shows_the_prediction(
         assert submitted.returncode == 5, submitted.stderr  # one line rejected
         assert "line 3: rejected: missing required field(s): text" in submitted.stderr.decode()
         receipts = [json.loads(line) for line in submitted.stdout.decode().splitlines()]
-        expected = [doc_id_for("api", d["id"], d["text"]) for d in docs]
+        expected = [doc_id_for("api:api", d["id"], d["text"]) for d in docs]
         assert [r["doc_id"] for r in receipts] == expected
         landed = sorted((tmp_path / "landing" / today / "api").glob("*.jsonl"))
         assert len(landed) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -155,7 +156,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             database_url = url_for(database)
             _seed(root, database_url)
             store = PostgresKeyStore(database_url)
-            keys = {role: store.create(f"test {role}", role)[1] for role in ROLES}
+            keys = {
+                role: store.create(f"test {role}", role, channels=["api", "web"])[1]
+                for role in ROLES
+            }
             revoked_key, revoked = store.create("revoked", "operator")
             store.revoke(revoked_key.key_id)
             keys["revoked"] = revoked
@@ -167,6 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 "NLP_API_KEY_CACHE_SECONDS": "0",
                 "NLP_API_RATE_PER_SECOND": "2",
                 "NLP_API_RATE_BURST": "60",
+                "NLP_API_AUTH_FAILURE_BURST": "10000",  # the matrix fails on purpose, often
                 "NLP_API_MAX_BODY_BYTES": str(MAX_BODY),
                 "NLP_API_MAX_BATCH": str(MAX_BATCH),
                 "NLP_JWT_ISSUER": ISSUER,
@@ -227,7 +232,10 @@ def _a_backfill(stack) -> str:
 
 
 def test_routes_in_openapi_are_the_ones_the_matrix_walks(stack):
-    paths = httpx.get(stack["url"] + "/openapi.json").json()["paths"]
+    paths = httpx.get(
+        stack["url"] + "/openapi.json",
+        headers={"Authorization": f"Bearer {stack['keys']['reader']}"},
+    ).json()["paths"]
     walked = {path.replace("{backfill}", "{run_id}") for _, path, _, _ in ENDPOINTS}
     normalised = {p.replace(WAREHOUSE_DOC, "{doc_id}").replace(DAY, "{day}") for p in walked} | {
         "/healthz"
@@ -276,7 +284,8 @@ def test_every_endpoint_gives_each_role_2xx_or_403_by_the_role_table(
 
 def test_healthz_is_the_only_anonymous_endpoint(stack):
     assert httpx.get(stack["url"] + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(stack["url"] + "/docs").status_code == 200  # the page; calls need a key
+    for path in ("/docs", "/openapi.json", "/docs/static/swagger-ui.css", "/nowhere"):
+        assert httpx.get(stack["url"] + path).status_code == 401, path
 
 
 def test_jwt_without_a_known_role_is_forbidden(stack):
@@ -322,8 +331,9 @@ def test_submit_gives_pipeline_doc_ids_and_per_record_reasons(stack):
     assert (body["accepted"], body["rejected"]) == (2, 4)
     results = body["results"]
     assert [r["status"] for r in results] == ["accepted"] * 2 + ["rejected"] * 4
-    assert results[0]["doc_id"] == doc_id_for("web", "g1", "Lovely day in Paris")
-    assert results[1]["doc_id"] == doc_id_for("api", "7", "ok")
+    # the channel the key is bound to, namespaced: never a landing file's or Kafka's doc id
+    assert results[0]["doc_id"] == doc_id_for("api:web", "g1", "Lovely day in Paris")
+    assert results[1]["doc_id"] == doc_id_for("api:api", "7", "ok")
     assert "missing required field(s): text" in results[2]["reason"]
     assert "must be a string" in results[3]["reason"]
     assert "JSON object" in results[4]["reason"]
@@ -425,7 +435,7 @@ def test_multipart_ndjson_upload(stack):
         headers={"Authorization": f"Bearer {stack['keys']['submitter']}"},
     )
     assert response.status_code == 202, response.text
-    assert response.json()["results"][0]["doc_id"] == doc_id_for("api", "f1", "from a file")
+    assert response.json()["results"][0]["doc_id"] == doc_id_for("api:api", "f1", "from a file")
 
 
 def test_document_status_reads_warehouse_then_lake(stack):
@@ -448,7 +458,7 @@ def test_document_status_is_accepted_with_where_and_when_until_processed(stack):
     assert posted.status_code == 202, posted.text
     receipt = posted.json()["results"][0]
     doc_id = receipt["doc_id"]
-    assert doc_id == doc_id_for("api", "acc-1", text)
+    assert doc_id == doc_id_for("api:api", "acc-1", text)
     response = _call(stack, "GET", f"/v1/documents/{doc_id}", None, stack["keys"]["reader"])
     assert response.status_code == 200, response.text
     body = response.json()
@@ -585,6 +595,14 @@ def test_swagger_ui_in_chromium_calls_the_api_once_authorised_with_a_key(stack):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
+            # the page and its schema need a reader, as the ingress's sign-in would add it;
+            # the calls made from the page carry only what Authorize gives them
+            reader = {"Authorization": f"Bearer {stack['keys']['reader']}"}
+
+            def signed_in(route) -> None:
+                route.continue_(headers={**route.request.headers, **reader})
+
+            page.route(re.compile(r".*/(docs|openapi\.json)([/?].*)?$"), signed_in)
             page.goto(stack["url"] + "/docs")
             page.locator(".swagger-ui .info .title").wait_for()
             assert "NLP pipeline API" in page.locator(".swagger-ui .info .title").inner_text()

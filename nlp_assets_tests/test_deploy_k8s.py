@@ -285,7 +285,8 @@ def _free_port() -> int:
 
 
 def _entry_commands() -> dict[str, list[str]]:
-    (cmd,) = re.findall(r"^CMD (\[.*\])$", _dockerfile(), flags=re.M)
+    # the code location is the last stage (the default target); the first is the API's
+    *_, cmd = re.findall(r"^CMD (\[.*\])$", _dockerfile(), flags=re.M)
     image_cmd = json.loads(cmd)
     (deployment,) = load(DEPLOY / "helm" / "values.yaml")["dagster-user-deployments"]["deployments"]
     chart_cmd = ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000"]

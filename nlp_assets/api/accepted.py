@@ -3,21 +3,21 @@
 
 With DATABASE_URL, a table `<keys schema>.accepted` (doc_id, destination, accepted_at), one
 row per doc_id, updated when a document is sent again. Without it, and with the landing folder
-as the sink, the API's own landing parts (`<landing>/<day>/api/*.jsonl`, the last N days) are
-the record: their lines are the documents, and the doc_id is recomputed from each line exactly
-as at submission. With Kafka and no database there is no record (the status stays 404 until a
-prediction or quarantine row exists).
+as the sink, an SQLite index of the same shape beside the environment's key file. With Kafka
+and no database there is no record (the status stays 404 until a prediction or quarantine row
+exists). Either way a lookup is an index probe, never a scan of what was submitted.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from nlp_assets.api.config import ApiSettings
-from nlp_assets.kernels.ingest import doc_id_for, normalise_record
 
 
 class AcceptedLog(Protocol):
@@ -108,48 +108,60 @@ class PostgresAccepted:
         return {"destination": row[0], "accepted_at": row[1].astimezone(UTC).isoformat()}
 
 
-class LandingAccepted:
-    """The API's landing parts of the last `days` days, newest first."""
+class IndexedAccepted:
+    """Without a database: an SQLite index (doc_id primary key) beside the environment's key
+    file, written when the sink has taken the documents. A lookup is one index probe, whatever
+    was submitted (re-reading a week of landing parts cost 0.15-0.25 s of CPU per lookup after
+    20,000 submissions). Rows older than `days` are dropped at most once an hour."""
 
-    def __init__(self, landing_dir: str, sub_dir: str, default_source: str, days: int):
-        self.root, self.sub_dir = Path(landing_dir), sub_dir
-        self.default_source, self.days = default_source, days
+    def __init__(self, path: Path, days: int):
+        self.path, self.days = Path(path), days
+        self._pruned = 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS accepted (doc_id TEXT PRIMARY KEY, "
+                "destination TEXT NOT NULL, accepted_at TEXT NOT NULL) WITHOUT ROWID"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS accepted_at ON accepted (accepted_at)")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return contextlib.closing(conn)  # type: ignore[return-value]
 
     def record(self, ids: list[str], destination: str) -> None:
-        return None  # the part the sink wrote is the record
+        now = datetime.now(UTC)
+        stamp = now.isoformat(timespec="seconds")
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO accepted (doc_id, destination, accepted_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (doc_id) DO UPDATE SET destination = excluded.destination, "
+                "accepted_at = excluded.accepted_at",
+                [(doc_id, destination, stamp) for doc_id in ids],
+            )
+            if time.monotonic() - self._pruned > 3600:
+                cutoff = (now - timedelta(days=self.days)).isoformat(timespec="seconds")
+                conn.execute("DELETE FROM accepted WHERE accepted_at < ?", [cutoff])
+                self._pruned = time.monotonic()
+            conn.execute("COMMIT")
 
     def lookup(self, doc_id: str) -> dict[str, Any] | None:
-        today = datetime.now(UTC).date()
-        for back in range(self.days):
-            day = (today - timedelta(days=back)).isoformat()
-            folder = self.root / day / self.sub_dir
-            parts = sorted(folder.glob("[!.]*.jsonl"), reverse=True) if folder.is_dir() else []
-            for part in parts:
-                if doc_id in self._ids(part):
-                    stamp = datetime.fromtimestamp(part.stat().st_mtime, UTC)
-                    return {
-                        "destination": f"landing:{day}/{self.sub_dir}/{part.name}",
-                        "accepted_at": stamp.isoformat(timespec="seconds"),
-                    }
-        return None
-
-    def _ids(self, part: Path) -> set[str]:
-        ids = set()
-        with part.open("rb") as handle:
-            for line in handle:
-                try:
-                    row = normalise_record(json.loads(line), default_source=self.default_source)
-                except Exception:  # the API writes only valid lines; anything else is not ours
-                    continue
-                ids.add(doc_id_for(row["source"], row["source_id"], row["text"]))
-        return ids
+        cutoff = (datetime.now(UTC) - timedelta(days=self.days)).isoformat(timespec="seconds")
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT destination, accepted_at FROM accepted WHERE doc_id = ? "
+                "AND accepted_at >= ?",
+                [doc_id, cutoff],
+            ).fetchone()
+        return None if row is None else {"destination": row[0], "accepted_at": row[1]}
 
 
 def accepted_log(config: ApiSettings, landing_sub_dir: str) -> AcceptedLog:
     if config.database_url:
         return PostgresAccepted(config.database_url, config.keys_schema)
     if not config.kafka_bootstrap:
-        return LandingAccepted(
-            config.landing_dir, landing_sub_dir, config.default_source, config.lookup_days
-        )
+        return IndexedAccepted(config.accepted_index, config.lookup_days)
     return NoRecord()

@@ -9,20 +9,25 @@ Roles are ranked: reader < submitter < operator; an endpoint names the least rol
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
 from nlp_assets.api.config import ROLES, ApiSettings
-from nlp_assets.api.keys import TOKEN_PREFIX, KeyStore
+from nlp_assets.api.keys import CHANNEL, TOKEN_PREFIX, KeyStore
+
+log = logging.getLogger("nlp_assets.api.auth")
 
 RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 
 class AuthError(Exception):
-    """401: no credential, or one that is not valid (the message says which)."""
+    """401: no credential, or one that is not valid. The message is for anyone who sends a
+    request: it names the kind of failure, never a setting or a library's words."""
 
 
 class Forbidden(Exception):
@@ -34,6 +39,8 @@ class Principal:
     subject: str  # "key:<key id>" or "jwt:<sub>": the rate-limit bucket and the log name
     role: str
     kind: str  # "key" or "jwt"
+    #: The channels (sources) this credential may submit to; empty: the default channel only.
+    channels: tuple[str, ...] = ()
 
 
 def require(principal: Principal, role: str) -> None:
@@ -49,7 +56,15 @@ class Authenticator:
         self.keys = keys
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
-        self._jwks = jwt.PyJWKClient(config.jwt_jwks_url) if config.jwt_jwks_url else None
+        config.check()
+        ttl = config.jwt_jwks_cache_seconds
+        self._jwks = (
+            jwt.PyJWKClient(
+                config.jwt_jwks_url, cache_jwk_set=ttl > 0, lifespan=ttl if ttl > 0 else 300
+            )
+            if config.jwt_jwks_url
+            else None
+        )
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
         token = api_key
@@ -76,23 +91,27 @@ class Authenticator:
             if hit is not None and now - hit[0] < ttl:
                 principal = hit[1]
                 if principal is None:
-                    raise AuthError("invalid or revoked API key")
+                    raise AuthError("invalid, revoked or expired API key")
                 return principal
         key = self.keys.verify(token)
-        principal = Principal(f"key:{key.key_id}", key.role, "key") if key and key.active else None
+        principal = (
+            Principal(f"key:{key.key_id}", key.role, "key", key.channels)
+            if key and key.active
+            else None
+        )
         if ttl > 0:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
                 self._cache[token] = (now, principal)
         if principal is None:
-            raise AuthError("invalid or revoked API key")
+            raise AuthError("invalid, revoked or expired API key")
         return principal
 
     def _jwt(self, token: str) -> Principal:
         config = self.config
         if not config.jwt_configured:
-            raise AuthError("not an API key, and JWT bearers are not configured on this server")
+            raise AuthError("invalid credential: not a valid API key or JWT")
         try:
             if self._jwks is not None:
                 key = self._jwks.get_signing_key_from_jwt(token).key
@@ -110,18 +129,31 @@ class Authenticator:
         except jwt.ExpiredSignatureError:
             raise AuthError("JWT expired: get a new token from your identity provider") from None
         except jwt.InvalidAudienceError:
-            raise AuthError(f"JWT audience is not {config.jwt_audience!r}") from None
+            raise AuthError("JWT not accepted: wrong audience") from None
         except jwt.InvalidIssuerError:
-            raise AuthError(f"JWT issuer is not {config.jwt_issuer!r}") from None
-        except (jwt.PyJWTError, ValueError) as error:
-            raise AuthError(f"invalid JWT: {error}") from None
-        granted = claims.get(config.jwt_roles_claim) or []
-        if isinstance(granted, str):
-            granted = granted.split()
-        known = [role for role in granted if role in RANK] if isinstance(granted, list) else []
+            raise AuthError("JWT not accepted: wrong issuer") from None
+        except jwt.PyJWKClientError:  # the JWKS cannot be fetched, or has no such `kid`
+            raise AuthError("JWT not accepted: unknown signing key") from None
+        except Exception as error:  # PyJWTError, and whatever odd input raises inside it
+            log.info("JWT refused: %s", type(error).__name__)
+            raise AuthError("invalid JWT") from None
+        known = [role for role in _names(claims.get(config.jwt_roles_claim)) if role in RANK]
         if not known:
             raise Forbidden(
                 f"JWT has no role in claim {config.jwt_roles_claim!r} (one of {', '.join(ROLES)})"
             )
         role = max(known, key=RANK.__getitem__)
-        return Principal(f"jwt:{claims['sub']}", role, "jwt")
+        channels = tuple(
+            c for c in _names(claims.get(config.jwt_channels_claim)) if CHANNEL.fullmatch(c)
+        )
+        return Principal(f"jwt:{claims['sub']}", role, "jwt", channels)
+
+
+def _names(claim: Any) -> list[str]:
+    """A claim holding names: a list of strings or one space-separated string (anything else,
+    and any non-string in a list, is ignored: odd claim types are never a 500)."""
+    if isinstance(claim, str):
+        return claim.split()
+    if isinstance(claim, list):
+        return [name for name in claim if isinstance(name, str)]
+    return []

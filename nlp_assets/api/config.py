@@ -13,6 +13,10 @@ from pathlib import Path
 from nlp_assets import settings
 
 ROLES = ("reader", "submitter", "operator")
+#: The body cap of every route but `POST /v1/documents` (a backfill range is a few bytes).
+SMALL_BODY_BYTES = 16 * 1024
+#: Paths anyone may call: the liveness probe only (docs/api.md).
+PUBLIC_PATHS = frozenset({"/healthz"})
 
 
 def _int(name: str, default: int) -> int:
@@ -33,6 +37,14 @@ def _float(name: str, default: float) -> float:
 
 def _env(name: str) -> str | None:
     return os.getenv(name) or None
+
+
+def _sslmode(url: str) -> str | None:
+    """The sslmode a libpq URL asks for (`PGSSLMODE` when it names none)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    modes = parse_qs(urlsplit(url).query).get("sslmode")
+    return modes[-1] if modes else os.getenv("PGSSLMODE")
 
 
 @dataclass(frozen=True)
@@ -60,22 +72,62 @@ class ApiSettings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None
+    #: How long the JWKS is kept: a signing key removed from it is refused within this
+    #: (0: fetched for every token, for tests). An unknown `kid` refetches at most every 30 s.
+    jwt_jwks_cache_seconds: float = 300.0
     jwt_public_key: str | None = None
     jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
     jwt_roles_claim: str = "roles"
+    jwt_channels_claim: str = "channels"
     # rate limits: a token bucket per key (Redis when REDIS_URL is set, else per process)
     redis_url: str | None = None
     redis_prefix: str = "nlp:api"
     rate_per_second: float = 20.0
     rate_burst: int = 40
+    # failed authentications, per client address (guessing keys or tokens is metered too)
+    auth_failure_rate_per_second: float = 1.0
+    auth_failure_burst: int = 20
     # backfills
     dagster_graphql_url: str | None = None
     dagster_job: str = "daily_pipeline"
     readiness_timeout_s: float = 2.0
+    # encryption in transit: TLS 1.3 on the API's own port (`python -m nlp_assets.api.serve`)
+    # when a certificate is given; with require_tls, no plaintext connection to Postgres/Redis
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    require_tls: bool = False
 
     @property
     def jwt_configured(self) -> bool:
         return bool(self.jwt_jwks_url or self.jwt_public_key)
+
+    @property
+    def accepted_index(self) -> Path:
+        """The index of accepted documents without a database (beside this environment's
+        key file): one row per doc_id, so a status lookup never re-reads landing parts."""
+        keys = Path(self.keys_file)
+        return keys.with_name(keys.stem.replace("keys", "accepted", 1) + ".sqlite")
+
+    def check(self) -> None:
+        """Refuse settings the API must not start with (docs/api.md)."""
+        if self.require_tls:
+            plaintext = []
+            if self.database_url and _sslmode(self.database_url) != "verify-full":
+                plaintext.append("DATABASE_URL (needs sslmode=verify-full)")
+            if self.redis_url and not self.redis_url.startswith("rediss://"):
+                plaintext.append("REDIS_URL (needs rediss://)")
+            if plaintext:
+                raise ValueError(
+                    "NLP_API_REQUIRE_TLS is set, but these connections could go in plaintext: "
+                    + ", ".join(plaintext)
+                )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("set both NLP_API_TLS_CERT_FILE and NLP_API_TLS_KEY_FILE, or neither")
+        if self.jwt_configured and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError(
+                "JWT bearers are configured (NLP_JWT_JWKS_URL or NLP_JWT_PUBLIC_KEY) without "
+                "NLP_JWT_ISSUER and NLP_JWT_AUDIENCE: set both, the claims every token must carry"
+            )
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -87,6 +139,11 @@ class ApiSettings:
         # Schemas and Redis keys of the environment NLP_ENV names (docs/environments.md).
         env = settings.environment()
         own_keys_schema = cls.keys_schema if env.name == "dev" else f"{cls.keys_schema}_{env.name}"
+        own_keys_file = (
+            settings.data_dir()
+            / "api"
+            / ("keys.json" if env.name == "dev" else f"keys-{env.name}.json")
+        )
         return cls(
             max_body_bytes=_int("NLP_API_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch=_int("NLP_API_MAX_BATCH", cls.max_batch),
@@ -102,13 +159,12 @@ class ApiSettings:
             warehouse_schema=env.warehouse_schema,
             lookup_days=_int("NLP_API_LOOKUP_DAYS", cls.lookup_days),
             keys_schema=os.getenv("NLP_API_KEYS_SCHEMA", own_keys_schema),
-            keys_file=os.getenv(
-                "NLP_API_KEYS_FILE", str(settings.data_dir() / "api" / "keys.json")
-            ),
+            keys_file=os.getenv("NLP_API_KEYS_FILE", str(own_keys_file)),
             key_cache_seconds=_float("NLP_API_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             jwt_issuer=_env("NLP_JWT_ISSUER"),
             jwt_audience=_env("NLP_JWT_AUDIENCE"),
             jwt_jwks_url=_env("NLP_JWT_JWKS_URL"),
+            jwt_jwks_cache_seconds=_float("NLP_JWT_JWKS_CACHE_SECONDS", cls.jwt_jwks_cache_seconds),
             jwt_public_key=public_key,
             jwt_algorithms=tuple(
                 a.strip()
@@ -116,11 +172,20 @@ class ApiSettings:
                 if a.strip()
             ),
             jwt_roles_claim=os.getenv("NLP_JWT_ROLES_CLAIM", cls.jwt_roles_claim),
+            jwt_channels_claim=os.getenv("NLP_JWT_CHANNELS_CLAIM", cls.jwt_channels_claim),
             redis_url=_env("REDIS_URL"),
             redis_prefix=os.getenv("NLP_API_REDIS_PREFIX", f"{env.cache_namespace}:api"),
             rate_per_second=_float("NLP_API_RATE_PER_SECOND", cls.rate_per_second),
             rate_burst=_int("NLP_API_RATE_BURST", cls.rate_burst),
+            auth_failure_rate_per_second=_float(
+                "NLP_API_AUTH_FAILURE_RATE_PER_SECOND", cls.auth_failure_rate_per_second
+            ),
+            auth_failure_burst=_int("NLP_API_AUTH_FAILURE_BURST", cls.auth_failure_burst),
             dagster_graphql_url=_env("NLP_DAGSTER_GRAPHQL_URL"),
             dagster_job=os.getenv("NLP_API_BACKFILL_JOB", cls.dagster_job),
             readiness_timeout_s=_float("NLP_API_READINESS_TIMEOUT_S", cls.readiness_timeout_s),
+            tls_cert_file=_env("NLP_API_TLS_CERT_FILE"),
+            tls_key_file=_env("NLP_API_TLS_KEY_FILE"),
+            require_tls=os.getenv("NLP_API_REQUIRE_TLS", "").strip().lower()
+            in ("1", "true", "yes"),
         )

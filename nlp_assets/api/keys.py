@@ -14,11 +14,12 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,8 @@ from nlp_assets.api.config import ROLES, ApiSettings
 from nlp_assets.atomic import write_atomic
 
 TOKEN_PREFIX = "nlp_"
+#: A channel (the `source` a key may write): lower-case letters, digits, `_`, `-`, `.`.
+CHANNEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,20 @@ class ApiKey:
     role: str
     created_at: str
     revoked_at: str | None = None
+    #: The channels this key may submit to; empty: the server's default channel only.
+    channels: tuple[str, ...] = ()
+    #: When the key stops working (ISO 8601, UTC); None: never (until revoked).
+    expires_at: str | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and datetime.fromisoformat(
+            self.expires_at
+        ) <= datetime.now(UTC)
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
 
 
 def token_hash(token: str) -> str:
@@ -67,12 +80,42 @@ def _check_role(role: str) -> str:
     return role
 
 
+def check_channels(channels: Iterable[str] | None) -> tuple[str, ...]:
+    """Channel names, checked (a key bound to a bad name would never match a record)."""
+    checked = tuple(dict.fromkeys(channels or ()))
+    bad = [c for c in checked if not isinstance(c, str) or not CHANNEL.fullmatch(c)]
+    if bad:
+        raise ValueError(
+            f"invalid channel name(s) {', '.join(map(repr, bad))}: lower-case letters, digits, "
+            "'_', '-' and '.', at most 64"
+        )
+    return checked
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _sooner(current: str | None, moment: datetime) -> datetime:
+    """`moment`, or the key's own expiry when that comes first (rotation never extends)."""
+    if current is not None and datetime.fromisoformat(current) < moment:
+        return datetime.fromisoformat(current)
+    return moment
+
+
 class KeyStore(Protocol):
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]: ...
+    def create(
+        self,
+        name: str,
+        role: str,
+        channels: Iterable[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]: ...
+    def rotate(self, key_id: str, overlap: timedelta) -> tuple[ApiKey, ApiKey, str]: ...
     def list(self) -> list[ApiKey]: ...
     def revoke(self, key_id: str) -> ApiKey: ...
     def verify(self, token: str) -> ApiKey | None: ...
@@ -111,15 +154,64 @@ class FileKeyStore:
 
     @staticmethod
     def _key(row: dict) -> ApiKey:
-        return ApiKey(**{k: row.get(k) for k in ApiKey.__dataclass_fields__})  # type: ignore[arg-type]
+        fields = {k: row.get(k) for k in ApiKey.__dataclass_fields__}
+        fields["channels"] = tuple(row.get("channels") or ())
+        return ApiKey(**fields)  # type: ignore[arg-type]
 
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]:
-        key_id, token = new_token()
-        key = ApiKey(key_id, name, _check_role(role), _now())
+    def create(
+        self,
+        name: str,
+        role: str,
+        channels: Iterable[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
         with self._locked() as keys:
-            keys[key_id] = {**asdict(key), "token_sha256": token_hash(token)}
+            key, token = self._add(keys, name, role, channels, expires_at)
             self._write(keys)
         return key, token
+
+    def _add(
+        self,
+        keys: dict[str, dict],
+        name: str,
+        role: str,
+        channels: Iterable[str] | None,
+        expires_at: datetime | None,
+    ) -> tuple[ApiKey, str]:
+        key_id, token = new_token()
+        key = ApiKey(
+            key_id,
+            name,
+            _check_role(role),
+            _now(),
+            channels=check_channels(channels),
+            expires_at=_stamp(expires_at),
+        )
+        keys[key_id] = {
+            **asdict(key),
+            "channels": list(key.channels),
+            "token_sha256": token_hash(token),
+        }
+        return key, token
+
+    def rotate(self, key_id: str, overlap: timedelta) -> tuple[ApiKey, ApiKey, str]:
+        """A successor (same name, role, channels and lifetime) and the old key's expiry moved
+        to now + `overlap` (never later than it was): (old, successor, successor's token)."""
+        with self._locked() as keys:
+            row = keys.get(key_id)
+            if row is None:
+                raise KeyError(f"no API key {key_id!r} (see `nlp keys list`)")
+            old = self._key(row)
+            if not old.active:
+                raise ValueError(f"API key {key_id} is revoked or expired: create a new one")
+            now = datetime.now(UTC)
+            lifetime = _lifetime(old)
+            successor, token = self._add(
+                keys, old.name, old.role, old.channels, now + lifetime if lifetime else None
+            )
+            row["expires_at"] = _stamp(_sooner(old.expires_at, now + overlap))
+            self._write(keys)
+            return self._key(row), successor, token
 
     def list(self) -> list[ApiKey]:
         return sorted((self._key(r) for r in self._read().values()), key=lambda k: k.created_at)
@@ -188,7 +280,10 @@ class PostgresKeyStore:
                     " key_id text PRIMARY KEY, name text NOT NULL,"
                     " role text NOT NULL CHECK (role IN ('reader', 'submitter', 'operator')),"
                     " token_sha256 text NOT NULL UNIQUE,"
-                    " created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"
+                    " created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz);"
+                    "ALTER TABLE {s}.api_keys"
+                    " ADD COLUMN IF NOT EXISTS channels text[] NOT NULL DEFAULT '{{}}',"
+                    " ADD COLUMN IF NOT EXISTS expires_at timestamptz"
                 ).format(s=sql.Identifier(self.schema))
             )
             self._ready = True
@@ -200,30 +295,78 @@ class PostgresKeyStore:
 
     @staticmethod
     def _key(row) -> ApiKey:
-        key_id, name, role, created, revoked = row
+        key_id, name, role, created, revoked, channels, expires = row
         return ApiKey(
             key_id,
             name,
             role,
             created.isoformat(timespec="seconds"),
             revoked.isoformat(timespec="seconds") if revoked else None,
+            tuple(channels or ()),
+            _stamp(expires),
         )
 
-    _COLUMNS = "key_id, name, role, created_at, revoked_at"
+    _COLUMNS = "key_id, name, role, created_at, revoked_at, channels, expires_at"
 
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]:
+    def create(
+        self,
+        name: str,
+        role: str,
+        channels: Iterable[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
+        with self._cursor() as cursor:
+            return self._insert(cursor, name, role, channels, expires_at)
+
+    def _insert(self, cursor, name, role, channels, expires_at) -> tuple[ApiKey, str]:
         from psycopg2 import sql
 
         key_id, token = new_token()
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (key_id, name, role, token_sha256, channels, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING " + self._COLUMNS
+            ).format(self._table()),
+            [
+                key_id,
+                name,
+                _check_role(role),
+                token_hash(token),
+                list(check_channels(channels)),
+                expires_at,
+            ],
+        )
+        return self._key(cursor.fetchone()), token
+
+    def rotate(self, key_id: str, overlap: timedelta) -> tuple[ApiKey, ApiKey, str]:
+        """As `FileKeyStore.rotate`, in one transaction (the old row locked)."""
+        from psycopg2 import sql
+
         with self._cursor() as cursor:
             cursor.execute(
-                sql.SQL(
-                    "INSERT INTO {} (key_id, name, role, token_sha256) VALUES (%s, %s, %s, %s) "
-                    "RETURNING " + self._COLUMNS
-                ).format(self._table()),
-                [key_id, name, _check_role(role), token_hash(token)],
+                sql.SQL("SELECT " + self._COLUMNS + " FROM {} WHERE key_id = %s FOR UPDATE").format(
+                    self._table()
+                ),
+                [key_id],
             )
-            return self._key(cursor.fetchone()), token
+            row = cursor.fetchone()
+            if row is None:
+                raise KeyError(f"no API key {key_id!r} (see `nlp keys list`)")
+            old = self._key(row)
+            if not old.active:
+                raise ValueError(f"API key {key_id} is revoked or expired: create a new one")
+            now = datetime.now(UTC)
+            lifetime = _lifetime(old)
+            successor, token = self._insert(
+                cursor, old.name, old.role, old.channels, now + lifetime if lifetime else None
+            )
+            cursor.execute(
+                sql.SQL(
+                    "UPDATE {} SET expires_at = %s WHERE key_id = %s RETURNING " + self._COLUMNS
+                ).format(self._table()),
+                [_sooner(old.expires_at, now + overlap), key_id],
+            )
+            return self._key(cursor.fetchone()), successor, token
 
     def list(self) -> list[ApiKey]:
         from psycopg2 import sql
@@ -270,6 +413,13 @@ class PostgresKeyStore:
     def check(self) -> None:
         with self._cursor() as cursor:
             cursor.execute("SELECT 1")
+
+
+def _lifetime(key: ApiKey) -> timedelta | None:
+    """How long the key was made to last (its successor gets as long)."""
+    if key.expires_at is None:
+        return None
+    return datetime.fromisoformat(key.expires_at) - datetime.fromisoformat(key.created_at)
 
 
 def key_store(config: ApiSettings) -> KeyStore:

@@ -14,10 +14,7 @@ from typing import Any
 import polars as pl
 
 from nlp_assets.api.config import ApiSettings
-from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA
 from nlp_assets.lake import QUARANTINE, Lake
-
-PREDICTION_COLUMNS = list(PREDICTIONS_SCHEMA)
 
 
 class WarehouseUnavailable(ConnectionError):
@@ -186,12 +183,26 @@ def frame_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return [_json_row(r) for r in frame.iter_rows(named=True)]
 
 
+#: A cell a spreadsheet would run as a formula starts with one of these (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def frame_csv(frame: pl.DataFrame) -> bytes:
-    """CSV with nested columns (entities, top n-grams) as JSON text."""
+    """CSV with nested columns (entities, top n-grams) as JSON text. Every text cell that a
+    spreadsheet would take for a formula gets a leading `'` (sources, labels and entity text
+    come from callers); numbers are left as they are."""
     nested = [c for c, t in frame.schema.items() if isinstance(t, pl.List | pl.Struct | pl.Object)]
     flat = frame.with_columns(
         pl.Series(c, [json.dumps(_plain(v)) for v in frame[c].to_list()], dtype=pl.String)
         for c in nested
+    )
+    text = [c for c, t in flat.schema.items() if t == pl.String]
+    flat = flat.with_columns(
+        pl.when(pl.any_horizontal(pl.col(c).str.starts_with(s) for s in FORMULA_STARTS))
+        .then(pl.lit("'") + pl.col(c))
+        .otherwise(pl.col(c))
+        .alias(c)
+        for c in text
     )
     return flat.write_csv().encode("utf-8")
 

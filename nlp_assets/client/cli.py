@@ -184,9 +184,22 @@ def _store():
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    key, token = _store().create(args.name, args.role)
+    from datetime import UTC, datetime, timedelta
+
+    expires = (
+        datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    )
+    try:
+        key, token = _store().create(
+            args.name, args.role, channels=args.channel, expires_at=expires
+        )
+    except ValueError as error:
+        print(f"nlp keys create: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    channels = ", ".join(key.channels) or "the server's default"
     print(
-        f"created key {key.key_id} ({key.name}, role {key.role}); the token is shown once:",
+        f"created key {key.key_id} ({key.name}, role {key.role}, channels: {channels}); "
+        "the token is shown once:",
         file=sys.stderr,
     )
     print(token)
@@ -198,9 +211,35 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([k.__dict__ for k in keys]))
         return EXIT_OK
-    print(f"{'KEY ID':<14}{'ROLE':<11}{'CREATED':<27}{'REVOKED':<27}NAME")
+    print(
+        f"{'KEY ID':<14}{'ROLE':<11}{'CREATED':<27}{'EXPIRES':<27}{'REVOKED':<27}"
+        f"{'CHANNELS':<20}NAME"
+    )
     for k in keys:
-        print(f"{k.key_id:<14}{k.role:<11}{k.created_at:<27}{k.revoked_at or '-':<27}{k.name}")
+        print(
+            f"{k.key_id:<14}{k.role:<11}{k.created_at:<27}{k.expires_at or '-':<27}"
+            f"{k.revoked_at or '-':<27}{','.join(k.channels) or '(default)':<20}{k.name}"
+        )
+    return EXIT_OK
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    try:
+        old, successor, token = _store().rotate(args.key_id, timedelta(hours=args.overlap_hours))
+    except KeyError as error:
+        print(f"nlp keys rotate: {error.args[0]}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except ValueError as error:
+        print(f"nlp keys rotate: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"created key {successor.key_id} to replace {old.key_id} ({old.name}, role {old.role}); "
+        f"{old.key_id} keeps working until {old.expires_at}; the new token is shown once:",
+        file=sys.stderr,
+    )
+    print(token)
     return EXIT_OK
 
 
@@ -297,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser(
         "keys",
-        help="create, list and revoke API keys",
+        help="create, list, rotate and revoke API keys",
         description="Administer API keys in the server's key store "
         "(needs the store's credentials, not an API key).",
     )
@@ -310,11 +349,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", required=True, help="who or what uses it")
     p.add_argument("--role", required=True, choices=["reader", "submitter", "operator"])
+    p.add_argument(
+        "--channel",
+        action="append",
+        metavar="NAME",
+        help="a channel (document source) the key may submit to; repeat for several "
+        "(default: the server's default channel, NLP_API_DEFAULT_SOURCE)",
+    )
+    p.add_argument(
+        "--expires-in-days",
+        type=float,
+        metavar="DAYS",
+        help="the key stops working after this (default: never, until revoked)",
+    )
     p.set_defaults(func=cmd_keys_create)
+    p = key_commands.add_parser(
+        "rotate",
+        help="issue a successor of a key; the old one works for an overlap, then is refused",
+        description="Prints the successor's token on stdout (same name, role, channels and "
+        "lifetime). The old key keeps working for --overlap-hours (never longer than it "
+        "would have), so clients can switch without a gap; then it is refused (401).",
+    )
+    p.add_argument("key_id")
+    p.add_argument(
+        "--overlap-hours",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="how long the old key keeps working (default: 24; 0: refused at once)",
+    )
+    p.set_defaults(func=cmd_keys_rotate)
     p = key_commands.add_parser(
         "list",
         help="list keys (never their tokens)",
-        description="Key id, role, created, revoked, name.",
+        description="Key id, role, created, expires, revoked, channels, name.",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_list)

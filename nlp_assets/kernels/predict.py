@@ -6,12 +6,13 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import polars as pl
 
-from nlp_assets.kernels.sentiment import SentimentHead
+if TYPE_CHECKING:  # scikit-learn stays out of readers of the schema (the API's slim image)
+    from nlp_assets.kernels.sentiment import SentimentHead
 
 ENTITY_STRUCT = pl.Struct(
     {"text": pl.String(), "label": pl.String(), "start_char": pl.Int64(), "end_char": pl.Int64()}
@@ -83,6 +84,8 @@ def _sentiment(
     model: SentimentHead | TextSentimentModel, embeddings: np.ndarray, texts: list[str]
 ) -> tuple[list[str], list[float]]:
     """Labels and P(positive) from a head over embeddings or a text model."""
+    from nlp_assets.kernels.sentiment import SentimentHead
+
     if isinstance(model, SentimentHead):
         proba = model.predict_proba(embeddings)
     else:
