@@ -6,7 +6,8 @@ never changes its environment, so it builds the object once; tests that set a va
 new one (`get()` rebuilds only when a value it reads differs). The module functions below
 (`lake_dir()`, `kafka_topics()`, ...) are the call sites' shorthands for its fields.
 
-None is a secret except where noted (secrets reach resources as `dg.EnvVar`, never a field);
+None is a secret except where noted (`SecretStr`: `DATABASE_URL`, `REDIS_URL`, whose URLs may hold
+a password, and `KAFKA_SASL_PASSWORD`; resources get secrets as `dg.EnvVar`);
 each has a default, except the folders and instance of `NLP_ENV=prod`: see `environment()` and
 docs/environments.md. Importing this module reads nothing and writes nothing.
 """
@@ -35,9 +36,9 @@ def _var(name: str, default: Any = None, **constraints: Any) -> Any:
 
 class Settings(BaseSettings):
     """The environment, typed (docs/settings.md lists every variable). Unset and empty
-    variables take the default. The API's own variables (`nlp_assets/api/config.py`,
-    `NLP_API_*`, `NLP_JWT_*`, `DATABASE_URL`, `REDIS_URL`, `NLP_DAGSTER_GRAPHQL_URL`) belong
-    here too, as fields like these, with `ApiSettings.from_env` reading `get()`."""
+    variables take the default. The API's variables (`NLP_API_*`, `NLP_JWT_*`, `DATABASE_URL`,
+    `REDIS_URL`, `NLP_DAGSTER_GRAPHQL_URL`) are fields too: `ApiSettings.from_env`
+    (nlp_assets/api/config.py) is the API's view of this object."""
 
     model_config = SettingsConfigDict(
         case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
@@ -100,6 +101,43 @@ class Settings(BaseSettings):
     kafka_max_outstanding_ranges: int = _var("NLP_KAFKA_MAX_OUTSTANDING_RANGES", 100)
     # set by `dg check defs` / `dagster definitions validate` while they load the definitions
     validating_definitions: bool = _var("DAGSTER_IS_DEFS_VALIDATION_CLI", False)
+    # the API (nlp_assets/api/config.py `ApiSettings.from_env`, docs/api.md); unset optional
+    # ones take the environment's own value there (keys schema and file, Redis prefix, topic)
+    api_max_body_bytes: int = _var("NLP_API_MAX_BODY_BYTES", 8 * 1024 * 1024, ge=1)
+    api_max_batch: int = _var("NLP_API_MAX_BATCH", 1_000, ge=1)
+    api_max_page_size: int = _var("NLP_API_MAX_PAGE_SIZE", 1_000, ge=1)
+    api_default_source: str = _var("NLP_API_DEFAULT_SOURCE", "api")
+    api_kafka_topic: str | None = _var("NLP_API_KAFKA_TOPIC")
+    api_lookup_days: int = _var("NLP_API_LOOKUP_DAYS", 7, ge=1)
+    api_keys_schema: str | None = _var("NLP_API_KEYS_SCHEMA")
+    api_keys_file: str | None = _var("NLP_API_KEYS_FILE")
+    api_key_cache_seconds: float = _var("NLP_API_KEY_CACHE_SECONDS", 5.0, ge=0)
+    api_redis_prefix: str | None = _var("NLP_API_REDIS_PREFIX")
+    api_rate_per_second: float = _var("NLP_API_RATE_PER_SECOND", 20.0, gt=0)
+    api_rate_burst: int = _var("NLP_API_RATE_BURST", 40, ge=1)
+    api_auth_failure_rate_per_second: float = _var(
+        "NLP_API_AUTH_FAILURE_RATE_PER_SECOND", 1.0, gt=0
+    )
+    api_auth_failure_burst: int = _var("NLP_API_AUTH_FAILURE_BURST", 20, ge=1)
+    api_backfill_job: str = _var("NLP_API_BACKFILL_JOB", "daily_pipeline")
+    api_readiness_timeout_s: float = _var("NLP_API_READINESS_TIMEOUT_S", 2.0, gt=0)
+    api_tls_cert_file: str | None = _var("NLP_API_TLS_CERT_FILE")
+    api_tls_key_file: str | None = _var("NLP_API_TLS_KEY_FILE")
+    api_require_tls: bool = _var("NLP_API_REQUIRE_TLS", False)
+    jwt_issuer: str | None = _var("NLP_JWT_ISSUER")
+    jwt_audience: str | None = _var("NLP_JWT_AUDIENCE")
+    jwt_jwks_url: str | None = _var("NLP_JWT_JWKS_URL")
+    jwt_jwks_cache_seconds: float = _var("NLP_JWT_JWKS_CACHE_SECONDS", 300.0, ge=0)
+    jwt_public_key: str | None = _var("NLP_JWT_PUBLIC_KEY")  # a public key: not a secret
+    jwt_public_key_file: str | None = _var("NLP_JWT_PUBLIC_KEY_FILE")
+    jwt_algorithms: str = _var("NLP_JWT_ALGORITHMS", "RS256,ES256")  # comma-separated
+    jwt_roles_claim: str = _var("NLP_JWT_ROLES_CLAIM", "roles")
+    jwt_channels_claim: str = _var("NLP_JWT_CHANNELS_CLAIM", "channels")
+    dagster_graphql_url: str | None = _var("NLP_DAGSTER_GRAPHQL_URL")
+    # secrets (a URL may hold a password): `.get_secret_value()` where a client needs them
+    database_url: SecretStr | None = _var("DATABASE_URL")
+    redis_url: SecretStr | None = _var("REDIS_URL")
+    pg_sslmode: str | None = _var("PGSSLMODE")  # libpq's own; the API checks it (require-TLS)
 
     @field_validator("data_dir")
     @classmethod

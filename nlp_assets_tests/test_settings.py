@@ -43,6 +43,24 @@ def test_a_bad_value_fails_naming_its_variable(monkeypatch) -> None:
         settings.ner_processes()
 
 
+def test_the_api_reads_the_same_settings_object_and_a_bad_api_value_names_its_variable(
+    monkeypatch,
+) -> None:
+    from nlp_assets.api.config import ApiSettings
+
+    monkeypatch.setenv("NLP_API_RATE_BURST", "7")
+    monkeypatch.setenv("NLP_JWT_ALGORITHMS", " ES256 , EdDSA,")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:s3cret@db/nlp")
+    api = ApiSettings.from_env()
+    assert api.rate_burst == 7 == settings.get().api_rate_burst
+    assert api.jwt_algorithms == ("ES256", "EdDSA")
+    assert api.database_url == "postgresql://app:s3cret@db/nlp"
+    assert "s3cret" not in repr(settings.get())  # a secret field, never shown
+    monkeypatch.setenv("NLP_API_RATE_BURST", "lots")
+    with pytest.raises(ValueError, match="NLP_API_RATE_BURST"):
+        ApiSettings.from_env()
+
+
 def test_an_empty_variable_is_unset(monkeypatch) -> None:
     monkeypatch.setenv("NLP_DEVICE", "")
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "")

@@ -1,14 +1,17 @@
-"""The API's settings, read once from environment variables (docs/api.md lists them).
+"""The API's view of the settings: `ApiSettings.from_env` builds it from the one typed
+`nlp_assets.settings.Settings` the pipeline reads too (docs/settings.md lists the variables),
+adding the values the environment derives (keys schema and file, Redis prefix, warehouse schema).
 
-Secrets (DATABASE_URL, REDIS_URL, a JWT public key) come only from the environment; nothing
-here is ever logged or returned by an endpoint.
+Secrets (DATABASE_URL, REDIS_URL) come only from the environment; nothing here is ever logged
+or returned by an endpoint.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from nlp_assets import settings
 
@@ -19,32 +22,12 @@ SMALL_BODY_BYTES = 16 * 1024
 PUBLIC_PATHS = frozenset({"/healthz"})
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.getenv(name)
-    try:
-        return int(raw) if raw not in (None, "") else default
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.getenv(name)
-    try:
-        return float(raw) if raw not in (None, "") else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _env(name: str) -> str | None:
-    return os.getenv(name) or None
-
-
 def _sslmode(url: str) -> str | None:
     """The sslmode a libpq URL asks for (`PGSSLMODE` when it names none)."""
     from urllib.parse import parse_qs, urlsplit
 
     modes = parse_qs(urlsplit(url).query).get("sslmode")
-    return modes[-1] if modes else os.getenv("PGSSLMODE")
+    return modes[-1] if modes else settings.get().pg_sslmode
 
 
 @dataclass(frozen=True)
@@ -131,10 +114,11 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls) -> ApiSettings:
-        public_key = _env("NLP_JWT_PUBLIC_KEY")
-        key_file = _env("NLP_JWT_PUBLIC_KEY_FILE")
-        if key_file and not public_key:
-            public_key = Path(key_file).read_text(encoding="utf-8")
+        """The API's settings from `settings.get()` (a bad value fails naming its variable)."""
+        s = settings.get()
+        public_key = s.jwt_public_key
+        if s.jwt_public_key_file and not public_key:
+            public_key = Path(s.jwt_public_key_file).read_text(encoding="utf-8")
         topics = settings.kafka_topics()
         # Schemas and Redis keys of the environment NLP_ENV names (docs/environments.md).
         env = settings.environment()
@@ -145,47 +129,47 @@ class ApiSettings:
             / ("keys.json" if env.name == "dev" else f"keys-{env.name}.json")
         )
         return cls(
-            max_body_bytes=_int("NLP_API_MAX_BODY_BYTES", cls.max_body_bytes),
-            max_batch=_int("NLP_API_MAX_BATCH", cls.max_batch),
-            max_record_bytes=settings.kafka_max_message_bytes(),
-            max_page_size=_int("NLP_API_MAX_PAGE_SIZE", cls.max_page_size),
-            default_source=os.getenv("NLP_API_DEFAULT_SOURCE", cls.default_source),
-            landing_dir=settings.landing_dir(),
-            kafka_bootstrap=_env("KAFKA_BOOTSTRAP_SERVERS"),
-            kafka_topic=os.getenv("NLP_API_KAFKA_TOPIC", topics[0][0] if topics else "nlp"),
-            lake_dir=settings.lake_dir(),
-            reports_dir=settings.reports_dir(),
-            database_url=_env("DATABASE_URL"),
+            max_body_bytes=s.api_max_body_bytes,
+            max_batch=s.api_max_batch,
+            max_record_bytes=s.kafka_max_message_bytes,
+            max_page_size=s.api_max_page_size,
+            default_source=s.api_default_source,
+            landing_dir=env.landing_dir,
+            # unset (not its client default): the landing folder is the sink
+            kafka_bootstrap=(
+                s.kafka_bootstrap_servers if s.is_set("KAFKA_BOOTSTRAP_SERVERS") else None
+            ),
+            kafka_topic=s.api_kafka_topic or (topics[0][0] if topics else "nlp"),
+            lake_dir=env.lake_dir,
+            reports_dir=env.reports_dir,
+            database_url=_secret(s.database_url),
             warehouse_schema=env.warehouse_schema,
-            lookup_days=_int("NLP_API_LOOKUP_DAYS", cls.lookup_days),
-            keys_schema=os.getenv("NLP_API_KEYS_SCHEMA", own_keys_schema),
-            keys_file=os.getenv("NLP_API_KEYS_FILE", str(own_keys_file)),
-            key_cache_seconds=_float("NLP_API_KEY_CACHE_SECONDS", cls.key_cache_seconds),
-            jwt_issuer=_env("NLP_JWT_ISSUER"),
-            jwt_audience=_env("NLP_JWT_AUDIENCE"),
-            jwt_jwks_url=_env("NLP_JWT_JWKS_URL"),
-            jwt_jwks_cache_seconds=_float("NLP_JWT_JWKS_CACHE_SECONDS", cls.jwt_jwks_cache_seconds),
+            lookup_days=s.api_lookup_days,
+            keys_schema=s.api_keys_schema or own_keys_schema,
+            keys_file=s.api_keys_file or str(own_keys_file),
+            key_cache_seconds=s.api_key_cache_seconds,
+            jwt_issuer=s.jwt_issuer,
+            jwt_audience=s.jwt_audience,
+            jwt_jwks_url=s.jwt_jwks_url,
+            jwt_jwks_cache_seconds=s.jwt_jwks_cache_seconds,
             jwt_public_key=public_key,
-            jwt_algorithms=tuple(
-                a.strip()
-                for a in os.getenv("NLP_JWT_ALGORITHMS", "RS256,ES256").split(",")
-                if a.strip()
-            ),
-            jwt_roles_claim=os.getenv("NLP_JWT_ROLES_CLAIM", cls.jwt_roles_claim),
-            jwt_channels_claim=os.getenv("NLP_JWT_CHANNELS_CLAIM", cls.jwt_channels_claim),
-            redis_url=_env("REDIS_URL"),
-            redis_prefix=os.getenv("NLP_API_REDIS_PREFIX", f"{env.cache_namespace}:api"),
-            rate_per_second=_float("NLP_API_RATE_PER_SECOND", cls.rate_per_second),
-            rate_burst=_int("NLP_API_RATE_BURST", cls.rate_burst),
-            auth_failure_rate_per_second=_float(
-                "NLP_API_AUTH_FAILURE_RATE_PER_SECOND", cls.auth_failure_rate_per_second
-            ),
-            auth_failure_burst=_int("NLP_API_AUTH_FAILURE_BURST", cls.auth_failure_burst),
-            dagster_graphql_url=_env("NLP_DAGSTER_GRAPHQL_URL"),
-            dagster_job=os.getenv("NLP_API_BACKFILL_JOB", cls.dagster_job),
-            readiness_timeout_s=_float("NLP_API_READINESS_TIMEOUT_S", cls.readiness_timeout_s),
-            tls_cert_file=_env("NLP_API_TLS_CERT_FILE"),
-            tls_key_file=_env("NLP_API_TLS_KEY_FILE"),
-            require_tls=os.getenv("NLP_API_REQUIRE_TLS", "").strip().lower()
-            in ("1", "true", "yes"),
+            jwt_algorithms=tuple(a.strip() for a in s.jwt_algorithms.split(",") if a.strip()),
+            jwt_roles_claim=s.jwt_roles_claim,
+            jwt_channels_claim=s.jwt_channels_claim,
+            redis_url=_secret(s.redis_url),
+            redis_prefix=s.api_redis_prefix or f"{env.cache_namespace}:api",
+            rate_per_second=s.api_rate_per_second,
+            rate_burst=s.api_rate_burst,
+            auth_failure_rate_per_second=s.api_auth_failure_rate_per_second,
+            auth_failure_burst=s.api_auth_failure_burst,
+            dagster_graphql_url=s.dagster_graphql_url,
+            dagster_job=s.api_backfill_job,
+            readiness_timeout_s=s.api_readiness_timeout_s,
+            tls_cert_file=s.api_tls_cert_file,
+            tls_key_file=s.api_tls_key_file,
+            require_tls=s.api_require_tls,
         )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
