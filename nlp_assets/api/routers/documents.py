@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -164,7 +165,10 @@ def get_document(
 ) -> dict[str, Any]:
     if not doc_id.isalnum() or len(doc_id) > 64:
         raise HTTPException(400, "doc_id is the 16 hex digits a submission returned")
-    prediction = found.results.prediction(doc_id)
+    # one index probe; the day it names bounds the lake reads (none: the last N days)
+    accepted = found.accepted.lookup(doc_id)
+    days = ingest_days(accepted) if accepted is not None else None
+    prediction = found.results.prediction(doc_id, days)
     if prediction is not None:
         return {
             "doc_id": doc_id,
@@ -172,10 +176,9 @@ def get_document(
             "day": prediction.get("ingest_date"),
             "prediction": prediction,
         }
-    quarantined = found.results.quarantined(doc_id)
+    quarantined = found.results.quarantined(doc_id, days)
     if quarantined is not None:
         return {"doc_id": doc_id, "status": "quarantined", **quarantined}
-    accepted = found.accepted.lookup(doc_id)
     if accepted is not None:  # sent on, not yet processed
         where = accepted["destination"]  # landing:<day>/api/<part> or kafka:<topic>
         day = where.split(":", 1)[1].split("/", 1)[0] if where.startswith("landing:") else None
@@ -186,6 +189,17 @@ def get_document(
         f"{found.config.lookup_days} days: never submitted through this API, or submitted to "
         "Kafka without DATABASE_URL and not yet processed",
     )
+
+
+def ingest_days(accepted: dict[str, Any]) -> list[str]:
+    """The lake days an accepted document can be in: its landing folder's day; sent to Kafka,
+    the day it was accepted and the next (a micro-batch takes the day its sensor tick plans)."""
+    where = accepted["destination"]
+    if where.startswith("landing:"):
+        return [where.split(":", 1)[1].split("/", 1)[0]]
+    sent = datetime.fromisoformat(accepted["accepted_at"]).astimezone(UTC).date()
+    today = datetime.now(UTC).date()
+    return [d.isoformat() for d in (sent + timedelta(days=1), sent) if d <= today]
 
 
 async def _read_body(
