@@ -22,6 +22,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from nlp_assets.kernels.pattern_corpora import PATTERN_CACHE_NAME
 from nlp_assets.stages import stage_names
 from nlp_assets.stages.common import PIPELINE
 from nlp_assets_tests.services import free_port, stop_process_group, wait_for_http
@@ -91,6 +92,11 @@ def _prepare(root: Path) -> dict[str, str]:
     pl.read_parquet(labelled).filter(
         pl.int_range(pl.len()).over("domain", "label") < TRAINING_ROWS_PER_CLASS
     ).write_parquet(root / "labelled.parquet")
+    # the multilingual heads train on the corpora `make data` extracted (read only here)
+    corpora = REPO / "data" / "cache" / PATTERN_CACHE_NAME
+    assert corpora.is_dir(), f"{corpora} is missing: run `make data` first"
+    (root / "data" / "cache").mkdir(parents=True)
+    (root / "data" / "cache" / PATTERN_CACHE_NAME).symlink_to(corpora)
     env = _env(root)
     trained = subprocess.run(
         [DAGSTER, *TRAIN, "-m", "nlp_assets.definitions"],

@@ -15,7 +15,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nlp_assets.checks import QUALITY_SHIFT_CHECK
 from nlp_assets.definitions import defs
 from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA
 from nlp_assets.kernels.quality import (
@@ -35,7 +34,7 @@ from nlp_assets.lake import Lake
 from nlp_assets.partitions import daily_partitions
 from nlp_assets.resources.lake import LakeIOManager, LakeResource
 from nlp_assets.schemas import quality_schema
-from nlp_assets.stages.quality import previous_days_stats, quality
+from nlp_assets.stages.quality import QUALITY_SHIFT_CHECK, previous_days_stats, quality
 
 DAY = date(2026, 11, 18)
 DIM = 4
