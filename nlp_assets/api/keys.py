@@ -199,19 +199,12 @@ class FileKeyStore:
         to now + `overlap` (never later than it was): (old, successor, successor's token)."""
         with self._locked() as keys:
             row = keys.get(key_id)
-            if row is None:
-                raise KeyError(f"no API key {key_id!r} (see `nlp keys list`)")
-            old = self._key(row)
-            if not old.active:
-                raise ValueError(f"API key {key_id} is revoked or expired: create a new one")
-            now = datetime.now(UTC)
-            lifetime = _lifetime(old)
-            successor, token = self._add(
-                keys, old.name, old.role, old.channels, now + lifetime if lifetime else None
-            )
-            row["expires_at"] = _stamp(_sooner(old.expires_at, now + overlap))
+            old = self._key(row) if row is not None else None
+            old, successor_expiry, old_expiry = _rotation(old, key_id, overlap)
+            successor, token = self._add(keys, old.name, old.role, old.channels, successor_expiry)
+            keys[key_id]["expires_at"] = _stamp(old_expiry)
             self._write(keys)
-            return self._key(row), successor, token
+            return self._key(keys[key_id]), successor, token
 
     def list(self) -> list[ApiKey]:
         return sorted((self._key(r) for r in self._read().values()), key=lambda k: k.created_at)
@@ -350,21 +343,16 @@ class PostgresKeyStore:
                 [key_id],
             )
             row = cursor.fetchone()
-            if row is None:
-                raise KeyError(f"no API key {key_id!r} (see `nlp keys list`)")
-            old = self._key(row)
-            if not old.active:
-                raise ValueError(f"API key {key_id} is revoked or expired: create a new one")
-            now = datetime.now(UTC)
-            lifetime = _lifetime(old)
+            old = self._key(row) if row is not None else None
+            old, successor_expiry, old_expiry = _rotation(old, key_id, overlap)
             successor, token = self._insert(
-                cursor, old.name, old.role, old.channels, now + lifetime if lifetime else None
+                cursor, old.name, old.role, old.channels, successor_expiry
             )
             cursor.execute(
                 sql.SQL(
                     "UPDATE {} SET expires_at = %s WHERE key_id = %s RETURNING " + self._COLUMNS
                 ).format(self._table()),
-                [_sooner(old.expires_at, now + overlap), key_id],
+                [old_expiry, key_id],
             )
             return self._key(cursor.fetchone()), successor, token
 
@@ -413,6 +401,21 @@ class PostgresKeyStore:
     def check(self) -> None:
         with self._cursor() as cursor:
             cursor.execute("SELECT 1")
+
+
+def _rotation(
+    old: ApiKey | None, key_id: str, overlap: timedelta
+) -> tuple[ApiKey, datetime | None, datetime]:
+    """What rotating `old` sets, in either store: (`old`; its successor's expiry, which lasts as
+    long as `old` was made to; `old`'s new expiry, now + `overlap` or sooner). Refuses a missing,
+    revoked or expired key."""
+    if old is None:
+        raise KeyError(f"no API key {key_id!r} (see `nlp keys list`)")
+    if not old.active:
+        raise ValueError(f"API key {key_id} is revoked or expired: create a new one")
+    now = datetime.now(UTC)
+    lifetime = _lifetime(old)
+    return old, (now + lifetime if lifetime else None), _sooner(old.expires_at, now + overlap)
 
 
 def _lifetime(key: ApiKey) -> timedelta | None:
