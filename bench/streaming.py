@@ -284,7 +284,7 @@ def run_mode(
         **figures,
         "messages": args.messages,
         "valid": len(produced),
-        "runs": len(lake.parts("raw_text", DAY)),
+        "runs": len(lake.part_names("raw_text", DAY)),
         "seconds": finished - started,
         "messages_per_s": len(produced) / (finished - started),
         "p50_s": statistics.median(latencies),

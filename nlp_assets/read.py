@@ -5,13 +5,16 @@
     week = read_predictions("2026-11-16", "2026-11-20")        # inclusive range
     today = read_aggregates("2026-11-18", lake="s3://bucket/nlp")
 
-Built on `nlp_assets.lake.Lake` (the lake's layout and its `read_days`); the lake root defaults
-to `NLP_LAKE_DIR` / `$NLP_DATA_DIR/lake`, as the pipeline writes it. A range with no data gives
-an empty frame with the stage's columns, so downstream code need not special-case it.
+    as_of = read_predictions("2026-11-16", as_of=12)          # the table at version 12
+    then = read_predictions("2026-11-16", as_of="2026-11-20T08:00:00Z")  # or at a time
 
-Reading while the pipeline writes is safe: each day comes from one published generation of its
-manifest (the day before a write or after it, never a mix of the two), so no lock is needed. A
-range is read day by day, so two days may come from before and after a range run's writes.
+A thin layer over the Delta tables (`nlp_assets.lake.Lake.read_days`); the lake root defaults to
+`NLP_LAKE_DIR` / `$NLP_DATA_DIR/lake`, as the pipeline writes it. A range with no data gives an
+empty frame with the stage's columns, so downstream code need not special-case it. Any engine
+can read the same tables without this module (docs/lake.md).
+
+Reading while the pipeline writes is safe: a range is read from one version of the table (before
+a commit or after it, never a mix), so no lock is needed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from nlp_assets import settings
 from nlp_assets.kernels.aggregate import AGGREGATES_SCHEMA
 from nlp_assets.kernels.clean import CLEANED_SCHEMA
 from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA
-from nlp_assets.lake import Lake
+from nlp_assets.lake import AsOf, Lake
 
 #: Assets this API reads, with the columns an empty result carries.
 READABLE: dict[str, dict[str, pl.DataType]] = {
@@ -33,7 +36,7 @@ READABLE: dict[str, dict[str, pl.DataType]] = {
     "predictions": PREDICTIONS_SCHEMA,
     "aggregates": AGGREGATES_SCHEMA,
 }
-#: A guard against an accidental decade-long scan (each day is a manifest look-up).
+#: A guard against an accidental decade-long scan.
 MAX_DAYS = 3660
 
 
@@ -65,23 +68,26 @@ def read_asset(
     *,
     lake: str | UPath | Lake | None = None,
     strict: bool = False,
+    as_of: AsOf = None,
 ) -> pl.DataFrame:
     """One asset for a day or an inclusive date range, all parts of each day.
 
     Days without data are skipped, or raise `FileNotFoundError` naming them when `strict`.
+    `as_of`: the table as it was at that version (int) or time (datetime or ISO string).
     """
     if asset not in READABLE:
         raise ValueError(f"cannot read {asset!r}: choose one of {sorted(READABLE)}")
     store = lake if isinstance(lake, Lake) else Lake(lake or settings.lake_dir())
     days = days_between(start, end)
     if strict:
-        missing = [day for day in days if not store.part_names(asset, day)]
+        rows = store.rows_by_day(asset, as_of=as_of)
+        missing = [day for day in days if not rows.get(day)]
         if missing:
             raise FileNotFoundError(
                 f"{asset} has no data for {', '.join(missing)} under {store.root / asset}: "
                 "materialise those partitions first"
             )
-    frame = store.read_days(asset, days)
+    frame = store.read_days(asset, days, as_of=as_of)
     if not frame.width:
         return pl.DataFrame(schema=READABLE[asset])
     return frame
@@ -93,9 +99,10 @@ def read_predictions(
     *,
     lake: str | UPath | Lake | None = None,
     strict: bool = False,
+    as_of: AsOf = None,
 ) -> pl.DataFrame:
     """Per-document predictions (sentiment, entities, models) for a day or date range."""
-    return read_asset("predictions", start, end, lake=lake, strict=strict)
+    return read_asset("predictions", start, end, lake=lake, strict=strict, as_of=as_of)
 
 
 def read_aggregates(
@@ -104,9 +111,10 @@ def read_aggregates(
     *,
     lake: str | UPath | Lake | None = None,
     strict: bool = False,
+    as_of: AsOf = None,
 ) -> pl.DataFrame:
     """Per day x language x sentiment label aggregates for a day or date range."""
-    return read_asset("aggregates", start, end, lake=lake, strict=strict)
+    return read_asset("aggregates", start, end, lake=lake, strict=strict, as_of=as_of)
 
 
 def read_documents(
@@ -115,6 +123,7 @@ def read_documents(
     *,
     lake: str | UPath | Lake | None = None,
     strict: bool = False,
+    as_of: AsOf = None,
 ) -> pl.DataFrame:
     """Cleaned documents (text, language, duplicate marks) for a day or date range."""
-    return read_asset("cleaned_text", start, end, lake=lake, strict=strict)
+    return read_asset("cleaned_text", start, end, lake=lake, strict=strict, as_of=as_of)

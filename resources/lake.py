@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr
 
 from nlp_assets import settings
 from nlp_assets.kernels.clean import mask_personal_data
-from nlp_assets.lake import DAY_PART, DayLocks, Lake
+from nlp_assets.lake import DAY_PART, DayLocks, Lake, WriteResult
 
 #: Run tag naming the part a micro-batch run covers; runs without it work on whole days.
 PART_TAG = "nlp/part"
@@ -50,7 +50,8 @@ def run_days(tags: Mapping[str, str]) -> list[str]:
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Root of the Parquet lake: a local folder or an fsspec URL (s3://, gs://, abfs://).
+    """Root of the Delta Lake tables: a local folder or an object-store URL (s3://, gs://,
+    abfs://; credentials from the standard environment variables, docs/lake.md).
 
     In a run, it takes the lake's lease of every day the run works on (`run_days`) before the
     run's first step, waiting with a log line while another run holds one, and every write of
@@ -73,6 +74,7 @@ class LakeResource(dg.ConfigurableResource):
         "that run has renewed its heartbeat for this long.",
     )
     _locks: DayLocks | None = PrivateAttr(default=None)
+    _kafka_txn: tuple[str, str, int] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         run = context.run
@@ -81,6 +83,7 @@ class LakeResource(dg.ConfigurableResource):
         # this environment's own Dagster instance, before the run writes anything
         settings.check_instance(settings.environment())
         self._locks = _join_locks(self, run.run_id, context)
+        self._kafka_txn = kafka_transaction(run.tags)
         days = run_days(run.tags)
         try:
             self._locks.acquire(days)
@@ -94,8 +97,29 @@ class LakeResource(dg.ConfigurableResource):
             self._locks = None
 
     def lake(self) -> Lake:
-        """The lake; in a run, bound to the run's leases (writes of a day hold its lease)."""
-        return Lake(self.root, lease=self._locks)
+        """The lake; in a run, bound to the run's leases (writes of a day hold its lease) and,
+        in a Kafka micro-batch, to its range's Delta app transaction (`kafka_transaction`)."""
+        return Lake(self.root, lease=self._locks, part_txn=self._kafka_txn)
+
+
+def kafka_transaction(tags: Mapping[str, str]) -> tuple[str, str, int] | None:
+    """(part, app id, version) of a Kafka micro-batch run's writes of its own part, the way
+    Spark Structured Streaming makes sink writes exactly once: every table commit of the
+    range carries a Delta app transaction, and a table that already holds it refuses the
+    commit as a no-op (a replayed or zombie run of the range). The app id is the range's
+    topic, partition, generation and first offset (ranges of one partition run side by side
+    and finish in any order, so one app id per partition would skip an earlier range
+    finishing late); the version is its end offset, doubled, plus one in dead-letter mode, so a
+    dead-letter run replaces what an ordinary attempt of its range wrote, and an ordinary
+    attempt that ends after it is refused."""
+    from nlp_assets.kafka.messages import OffsetRange, dead_letter_mode_reason
+
+    offsets = OffsetRange.from_tags(tags)
+    if offsets is None:
+        return None
+    app_id = f"nlp-kafka:{offsets.topic}:{offsets.partition}:g{offsets.generation}:{offsets.start}"
+    dead_letter = dead_letter_mode_reason(tags) is not None
+    return offsets.part, app_id, 2 * offsets.end + int(dead_letter)
 
 
 #: The leases this process holds, per (lake root, run id), with how many resources use them:
@@ -218,13 +242,13 @@ def _short(value: Any) -> str:
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
-    """Stores polars DataFrames as Parquet parts in the lake (see `nlp_assets.lake`).
+    """Stores polars DataFrames in the asset's Delta table (see `nlp_assets.lake`).
 
     Output: the run's part of the partition (whole day by default; always the whole day for an
-    asset whose metadata is `SCOPE_DAY`), with row count, column schema and a preview as
-    metadata. Input: the run's part, or the whole day when the input
-    asks for it with `AssetIn(metadata={"scope": "day"})`; several partitions come back as one
-    frame.
+    asset whose metadata is `SCOPE_DAY`), one commit, with the rows written, the day's rows
+    (`dagster/partition_row_count`), the table version, column schema, lineage and a preview as
+    metadata. Input: the run's part, or the whole day when the input asks for it with
+    `AssetIn(metadata={"scope": "day"})`; several partitions come back as one frame.
     """
 
     lake: LakeResource
@@ -233,24 +257,36 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, pl.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()} must return a polars DataFrame")
         asset = "/".join(context.asset_key.path)
+        lake = self.lake.lake()
         # An asset declared with metadata SCOPE_DAY (aggregates, reports) always computes the
         # whole day, so even in a micro-batch run it replaces the day instead of adding a part.
         whole_day = context.definition_metadata.get("scope") == "day"
         part = DAY_PART if whole_day else run_part(context)
+        days: list[str] = []
+        result: WriteResult
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            # A single-run backfill of a range: one whole-day part per day, split by ingest_date.
-            path = self.lake.lake().write_days(asset, context.asset_partition_keys, obj)
+            # A single-run backfill of a range: the run's days replaced in one commit.
+            days = list(context.asset_partition_keys)
+            result = lake.write_days(asset, days, obj)
         else:
             day = context.asset_partition_key if context.has_asset_partitions else None
-            path = self.lake.lake().write(asset, day, obj, part)
-        context.add_output_metadata(
-            {
-                "dagster/row_count": obj.height,
-                "dagster/column_schema": table_schema(obj),
-                "path": dg.MetadataValue.path(str(path)),
-                "preview": dg.MetadataValue.md(markdown_preview(obj)),
-            }
-        )
+            days = [day] if day else []
+            result = lake.write(asset, day, obj, part)
+        metadata: dict[str, Any] = {
+            "dagster/row_count": obj.height,
+            "dagster/column_schema": table_schema(obj),
+            "table_version": result.version,
+            "path": dg.MetadataValue.path(result.uri),
+            "preview": dg.MetadataValue.md(markdown_preview(obj)),
+        }
+        if result.skipped:
+            metadata["kafka_commit_skipped"] = True  # the table already held this range
+        if len(days) == 1:
+            metadata["dagster/partition_row_count"] = lake.day_rows(asset, days[0])
+        lineage = _column_lineage(context.asset_key)
+        if lineage is not None:
+            metadata["dagster/column_lineage"] = lineage
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         lake = self.lake.lake()
@@ -259,8 +295,17 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return lake.read_part(asset, None)
         whole_day = context.definition_metadata.get("scope") == "day"
         part = DAY_PART if whole_day else run_part(context)
-        frames = [
-            lake.read_day(asset, day) if part == DAY_PART else lake.read_part(asset, day, part)
-            for day in context.asset_partition_keys
-        ]
+        if part == DAY_PART:
+            days = list(context.asset_partition_keys)
+            if not lake.exists(asset):
+                raise FileNotFoundError(
+                    f"{asset} has no table at {lake.table_uri(asset)}: materialise it first"
+                )
+            return lake.read_days(asset, days)
+        frames = [lake.read_part(asset, day, part) for day in context.asset_partition_keys]
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+
+def _column_lineage(asset_key: dg.AssetKey) -> dg.TableColumnLineage | None:
+    """Columns that come straight from upstream (`nlp_assets.catalog`), when it is known."""
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from nlp_assets.api.config import ApiSettings
-from nlp_assets.lake import INDEX_DIR, QUARANTINE, Lake
+from nlp_assets.lake import QUARANTINE, Lake
 
 PREDICTIONS = "predictions"
 #: The raw stage's asset (`nlp_assets.kafka.raw.RAW_ASSET`; not imported: it pulls Kafka in).
@@ -84,8 +84,8 @@ class Results:
 
     def prediction(self, doc_id: str, days: list[str] | None = None) -> dict[str, Any] | None:
         """The newest prediction row of a document: the warehouse, else the lake's `days` (the
-        day the accepted index names; None: the last N days), in each only the parts that can
-        hold it (`parts_holding`)."""
+        day the accepted index names; None: the last N days), newest day first, each one
+        filtered scan of the predictions table (`Lake.find`)."""
         if self.warehouse:
             from psycopg2 import sql
 
@@ -99,55 +99,19 @@ class Results:
             if frame.height:
                 return _json_row(frame.row(0, named=True))
         for day in self.recent_days() if days is None else days:
-            frame = self._rows(PREDICTIONS, day, doc_id)
+            frame = self.lake.find(PREDICTIONS, [day], "doc_id", doc_id)
             if frame.height:
                 return _json_row(frame.row(0, named=True))
         return None
 
-    def _rows(self, asset: str, day: str, doc_id: str) -> pl.DataFrame:
-        """The rows of `doc_id` in the parts of `asset`'s day that can hold it."""
-        parts = self.lake.part_names(asset, day)
-        try:
-            frames = (
-                [self.lake.read_part(asset, day, part) for part in self.parts_holding(day, doc_id)]
-                if len(parts) > 1
-                else [self.lake.read_day(asset, day, missing_ok=True)]
-            )
-        except FileNotFoundError:  # the day was rewritten meanwhile (parts merged): all of it
-            frames = [self.lake.read_day(asset, day, missing_ok=True)]
-        hits = [f.filter(pl.col("doc_id") == doc_id) for f in frames if "doc_id" in f.columns]
-        hits = [f for f in hits if f.height]
-        return pl.concat(hits, how="vertical_relaxed") if hits else pl.DataFrame()
-
-    def parts_holding(self, day: str, doc_id: str) -> list[str]:
-        """The parts of a day's predictions that can hold `doc_id`: every stage of a micro-batch
-        writes the same part name, and the raw stage keeps a day index of its ids per part
-        (`Lake.read_day_columns`, `<day>/_index/doc_id.parquet`: part, file, doc_id). A row
-        of it counts only while the raw manifest still lists that file, as in the lake; the
-        parts it does not cover (the pipeline keeps them under `INDEX_AFTER_PARTS`) and the
-        parts raw lacks are read too. No index: every part of the day."""
-        parts = self.lake.part_names(PREDICTIONS, day)
-        raw = self.lake.version(RAW_ASSET, day).parts
-        index = self.lake.day_dir(RAW_ASSET, day) / INDEX_DIR / "doc_id.parquet"
-        try:
-            files, hits = _read_index(index, doc_id)
-        except FileNotFoundError:
-            return parts
-        covered = {p for p, f in raw.items() if f in files}  # a file is one part's, for ever
-        holding = {p for p, f in raw.items() if f in hits}
-        return [p for p in parts if p in holding or p not in covered]
-
     def quarantined(self, doc_id: str, days: list[str] | None = None) -> dict[str, Any] | None:
         """A quarantine row naming the document (any stage, `days` or the last N days),
-        without raw bytes. Quarantine days are small: each is read whole."""
+        without raw bytes."""
         folder = self.lake.root / QUARANTINE
         stages = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
         for day in self.recent_days() if days is None else days:
             for stage in stages:
-                frame = self.lake.read_quarantine(stage, day)
-                if "doc_id" not in frame.columns:
-                    continue
-                hit = frame.filter(pl.col("doc_id") == doc_id)
+                hit = self.lake.find(f"{QUARANTINE}/{stage}", [day], "doc_id", doc_id)
                 if hit.height:
                     row = hit.row(0, named=True)
                     return {
@@ -198,21 +162,6 @@ class Results:
     def report_path(self, day: str) -> Path | None:
         path = Path(self.config.reports_dir) / day / "report.html"
         return path if path.is_file() else None
-
-
-def _read_index(path: Any, doc_id: str) -> tuple[set[str], set[str]]:
-    """From a lake day index (part, file, doc_id): the files it covers, and those holding
-    `doc_id` (a file's name is unique to its part: `_parts/<token>/<part>.parquet`)."""
-    from fsspec.implementations.local import LocalFileSystem
-
-    source: Any = path.path
-    if not isinstance(path.fs, LocalFileSystem):
-        import io
-
-        source = io.BytesIO(path.fs.cat_file(path.path))
-    frame = pl.read_parquet(source, columns=["file", "doc_id"])
-    hits = frame.filter(pl.col("doc_id") == doc_id)["file"]
-    return set(frame["file"].unique()), set(hits)
 
 
 def _plain(value: Any) -> Any:

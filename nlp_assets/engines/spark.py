@@ -181,16 +181,22 @@ def _from_ipc(data: bytes) -> pl.DataFrame:
 
 
 def read_lake(spark: Any, root: str, asset: str, days: list[str]):
-    """Days of a stage from the lake as one Spark DataFrame: every part of every day, the same
-    rows `Lake.read_days` gives (for Spark jobs downstream of the pipeline). Object-store roots
-    need the URL scheme Spark's Hadoop file system knows (s3a://, gs://, abfss://)."""
-    from nlp_assets.lake import Lake
+    """Days of a stage from the lake as one Spark DataFrame: the files the Delta log lists for
+    those days, with `ingest_date` restored from each file's partition folder (Delta keeps it
+    out of the files), the same rows `Lake.read_days` gives (for Spark jobs downstream of the
+    pipeline, without the Delta Spark package). Object-store roots need the URL scheme Spark's
+    Hadoop file system knows (s3a://, gs://, abfss://)."""
+    from pyspark.sql import functions as F
+
+    from nlp_assets.lake import PARTITION, Lake
 
     lake = Lake(root)
-    paths = [str(path) for day in days for path in lake.parts(asset, day)]
+    paths = lake.files(asset, days)
     if not paths:
-        raise FileNotFoundError(f"{asset} has no parts for {days} under {lake.root}")
-    return spark.read.parquet(*paths)
+        raise FileNotFoundError(f"{asset} has no files for {days} under {lake.root}")
+    frame = spark.read.parquet(*paths)
+    day = F.regexp_extract(F.input_file_name(), f"{PARTITION}=([0-9-]+)", 1)
+    return frame.withColumn(PARTITION, F.to_date(day))
 
 
 # cleaned_text -------------------------------------------------------------------------------------

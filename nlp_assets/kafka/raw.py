@@ -1,16 +1,16 @@
 """The Kafka path of the raw stage: one offset range in, one landed file and one part out.
 
 1. read exactly [start, end) of one partition (assign + seek; no consumer group);
-2. validate each message; dead letters go first to the lake under
-   `quarantine/kafka/<day>/<part>.parquet` (whole bytes in `raw`), then to `<topic>.dlq` as a
-   copy that fits the broker (reason, source coordinates and that quarantine row in headers;
-   cut and marked when too large). Dead letters never fail the range: a DLQ the broker refuses
-   or cannot be reached is a warning and `dlq_unsent` in the metadata;
+2. validate each message; dead letters go first to the lake's table `quarantine/kafka`, the
+   range's part of the day (whole bytes in `raw`), then to `<topic>.dlq` as a copy that fits
+   the broker (reason, source coordinates and that quarantine row in headers; cut and marked
+   when too large). Dead letters never fail the range: a DLQ the broker refuses or cannot be
+   reached is a warning and `dlq_unsent` in the metadata;
 3. land the valid ones as `<landing>/<day>/kafka/<part>.jsonl` (atomic), so a backfill of the
    day reads them from the landing folder without the broker;
 4. parse that file with the landing reader (same doc_ids as a backfill), and quarantine
    doc_ids already present in another part of the day (a producer re-sent the message), found
-   through the day's index of ids (`Lake.read_day_columns`).
+   through `Lake.read_day_columns` (one column of one table version).
 
 A retried run repeats every step for the same range: the file, the part and the quarantine
 part are overwritten, not added to. In dead-letter mode (`TAG_MODE`, a range whose runs kept
@@ -93,8 +93,10 @@ def read_kafka_range(
     the_lake = lake.lake()
     dead = dead_letter_frame(split.dead_letters, day=day, landing_file=relative)
     the_lake.write_quarantine(DLQ_STAGE, day_key, dead, offsets.part)  # first: whole bytes
-    # the lake part (not its current file, which a retry replaces): Lake.read_part reads it
-    kept = the_lake.day_dir(f"{QUARANTINE}/{DLQ_STAGE}", day_key) / offsets.part
+    # the table, day and part (not a file: a retry or compaction replaces it), as
+    # Lake.read_part("quarantine/kafka", day, part) reads it
+    table = the_lake.table_uri(f"{QUARANTINE}/{DLQ_STAGE}")
+    kept = f"{table}?ingest_date={day_key}&part={offsets.part}"
     delivery = kafka.send_dead_letters(split.dead_letters, quarantine=str(kept))
     if delivery.unsent:
         context.log.warning(
@@ -105,7 +107,7 @@ def read_kafka_range(
     write_atomic(landing_file, landing_jsonl(split.records))
 
     parsed = read_landing_files([landing_file], day=day, root=landing.path)
-    # one generation of the day, through its day index: the cost does not grow with its parts
+    # one table version of the day, the doc_id column only
     other_ids = the_lake.read_day_columns(
         RAW_ASSET, day_key, ["doc_id"], exclude_parts=[offsets.part]
     )["doc_id"]

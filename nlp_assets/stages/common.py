@@ -162,13 +162,16 @@ def stage_result(
     if quarantine is not None and lake is not None:
         stage = context.asset_key.to_user_string()
         if len(context.partition_keys) > 1:  # a single-run backfill of a range: per day
-            path = lake.lake().write_days(f"quarantine/{stage}", context.partition_keys, quarantine)
+            written = lake.lake().write_days(
+                f"quarantine/{stage}", context.partition_keys, quarantine
+            )
         else:
-            path = lake.lake().write_quarantine(
+            written = lake.lake().write_quarantine(
                 stage, context.partition_key, quarantine, run_part(context)
             )
         extra |= quarantine_metadata(quarantine) | {
-            "quarantine_path": dg.MetadataValue.path(str(path))
+            "quarantine_path": dg.MetadataValue.path(written.uri),
+            "quarantine_table_version": written.version,
         }
     if quarantine is not None:  # every input row is in the output or in quarantine
         extra.setdefault("docs_in", frame.height + quarantine.height)

@@ -95,7 +95,7 @@ def quality(
         predictions,
         features,
         history=history,
-        tokens=tokens if tokens.width else None,
+        tokens=tokens if tokens.height else None,
         quarantine_source=quarantine_sources(quarantine, raw),
     )
     verdict = shift_findings(frame)
@@ -128,7 +128,7 @@ def previous_days_stats(store: Lake, day: date) -> list[dict[str, SourceStats]]:
         predictions = store.read_day(
             "predictions", previous, missing_ok=True, columns=_HISTORY_PREDICTIONS
         )
-        if not predictions.width:
+        if not predictions.height:
             continue
         features = store.read_day(
             "features", previous, missing_ok=True, columns=["doc_id", "embedding"]
