@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
         root = args.workdir or Path(tmp)
-        trained = Path(settings.lake_dir()) / "sentiment_model" / "data.parquet"
-        if not trained.exists():
+        trained = Path(settings.lake_dir()) / "sentiment_model"
+        if not (trained / "_delta_log").exists():
             trained = train_sentiment_head(root / "trained")
         per_run = args.max_messages_per_run or max(1, args.messages // 10)
         started = time.perf_counter()

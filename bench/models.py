@@ -28,7 +28,6 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
 from nlp_assets import settings
@@ -239,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     if base is not None and base[1] is not None and ours_out is not None:
         cosine = np.sum(ours_out * base[1], axis=1)
         print(f"agreement with (a): min cosine {cosine.min():.6f}, mean {cosine.mean():.6f}")
-        head_path = Lake(settings.lake_dir()).part_path("sentiment_model", None)
-        if head_path.exists():
-            head = SentimentHead.from_frame(pl.read_parquet(str(head_path)))
+        head_lake = Lake(settings.lake_dir())
+        if head_lake.exists("sentiment_model"):
+            head = SentimentHead.from_frame(head_lake.read_part("sentiment_model", None))
             same = np.mean(
                 head.predict_proba(ours_out).argmax(1) == head.predict_proba(base[1]).argmax(1)
             )

@@ -162,8 +162,7 @@ def compare(kind: str, n: int, workdir: Path, models: dict[str, Any], head_file:
     landing_file.write_text(
         "".join(json.dumps({"id": f"{kind}-{i}", "text": t}) + "\n" for i, t in enumerate(texts))
     )
-    (root / "lake" / "sentiment_model").mkdir(parents=True)
-    shutil.copy(head_file, root / "lake" / "sentiment_model" / "data.parquet")
+    shutil.copytree(head_file, root / "lake" / "sentiment_model")
     resources = {
         **build_resources(
             lake_dir=str(root / "lake"),
@@ -235,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     ours_models.embedder, ours_models.entity_recognizer  # noqa: B018 - load before timing
     path = str(ours_models.embedder.path)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        head_file = Path(settings.lake_dir()) / "sentiment_model" / "data.parquet"
-        if not head_file.exists():
+        head_file = Path(settings.lake_dir()) / "sentiment_model"
+        if not (head_file / "_delta_log").exists():
             head_file = train_sentiment_head(Path(tmp) / "trained")
         models = {
             "ours": ours_models,
-            "head": SentimentHead.from_frame(pl.read_parquet(head_file)),
+            "head": SentimentHead.from_frame(
+                Lake(head_file.parent).read_part("sentiment_model", None)
+            ),
             "encoder": SentenceTransformer(path, device="cpu"),
             "spacy": spacy.load(ours_models.ner_model),
         }

@@ -164,7 +164,7 @@ def train_sentiment_head(lake_dir: Path) -> Path:
         )
     if not result.success:
         raise RuntimeError("training the sentiment head failed")
-    return lake_dir / "sentiment_model" / "data.parquet"
+    return lake_dir / "sentiment_model"
 
 
 def run_mode(
@@ -172,8 +172,7 @@ def run_mode(
 ) -> dict[str, float]:
     topic = broker.create_topic(f"bench-{mode}", partitions=args.partitions)
     root = workdir / mode
-    (root / "lake" / "sentiment_model").mkdir(parents=True)
-    shutil.copy(trained, root / "lake" / "sentiment_model" / "data.parquet")
+    shutil.copytree(trained, root / "lake" / "sentiment_model")
     lake = Lake(root / "lake")
     resources = {
         **build_resources(
@@ -382,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = {}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
-        trained = Path(settings.lake_dir()) / "sentiment_model" / "data.parquet"
-        if not trained.exists():
+        trained = Path(settings.lake_dir()) / "sentiment_model"
+        if not (trained / "_delta_log").exists():
             trained = train_sentiment_head(Path(tmp) / "trained")
         external = os.getenv("KAFKA_BOOTSTRAP_SERVERS")
         if external:

@@ -386,8 +386,7 @@ def chaos_stack(
     home, lake_dir = root / "dagster_home", root / "lake"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(repo_config)))
-    (lake_dir / "sentiment_model").mkdir(parents=True, exist_ok=True)
-    shutil.copy(sentiment_head, lake_dir / "sentiment_model" / "data.parquet")
+    shutil.copytree(sentiment_head, lake_dir / "sentiment_model", dirs_exist_ok=True)
     workspace = root / "workspace.yaml"
     workspace.write_text(
         yaml.safe_dump(

@@ -69,8 +69,8 @@ def models() -> ModelResource:
 @pytest.fixture(scope="session")
 def trained_sentiment_head(tmp_path_factory: pytest.TempPathFactory, models: ModelResource) -> Path:
     """The real sentiment head (`sentiment_model`, its blocking accuracy check included),
-    trained once per session on a stratified share of the labelled set, as a lake file that a
-    test copies into its own lake (`<lake>/sentiment_model/data.parquet`)."""
+    trained once per session on a stratified share of the labelled set, as a Delta table that
+    a test copies into its own lake (`shutil.copytree` to `<lake>/sentiment_model`)."""
     import dagster as dg
     import polars as pl
 
@@ -96,7 +96,7 @@ def trained_sentiment_head(tmp_path_factory: pytest.TempPathFactory, models: Mod
             ),
         )
     assert result.success
-    return root / "lake" / "sentiment_model" / "data.parquet"
+    return root / "lake" / "sentiment_model"
 
 
 @pytest.fixture(scope="session")

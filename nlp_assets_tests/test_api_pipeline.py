@@ -86,8 +86,7 @@ def test_cli_submit_then_pipeline_then_cli_status_shows_the_prediction(
         assert unknown.returncode == 4 and "never submitted" in unknown.stderr.decode()
 
         # the real sentiment head, trained once per session, in this test's lake
-        (tmp_path / "lake" / "sentiment_model").mkdir(parents=True)
-        shutil.copy(trained_sentiment_head, tmp_path / "lake" / "sentiment_model" / "data.parquet")
+        shutil.copytree(trained_sentiment_head, tmp_path / "lake" / "sentiment_model")
         resources = {
             **build_resources(
                 lake_dir=env["NLP_LAKE_DIR"],

@@ -60,8 +60,7 @@ class Pipeline:
     def __init__(self, root: Path, instance, broker: Broker, topic: str, models, trained: Path):
         self.root, self.instance, self.topic = root, instance, topic
         self.lake = Lake(root / "lake")
-        (root / "lake" / "sentiment_model").mkdir(parents=True)
-        shutil.copy(trained, root / "lake" / "sentiment_model" / "data.parquet")
+        shutil.copytree(trained, root / "lake" / "sentiment_model")
         self.resources = {
             **build_resources(
                 lake_dir=str(root / "lake"),
