@@ -28,6 +28,7 @@ from nlp_assets.jobs import (
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.resource import kafka_from_env
 from nlp_assets.kafka.sensors import kafka_sensors
+from nlp_assets.lake.jobs import maintenance_jobs, maintenance_schedules, maintenance_sensors
 from nlp_assets.resources.folders import DayFolder
 from nlp_assets.resources.lake import LakeIOManager, LakeResource
 from nlp_assets.resources.model_cache import ModelCacheResource
@@ -128,10 +129,21 @@ defs = dg.Definitions(
         train_finetuned_job,
         warehouse_load_job,
         backfill_pipeline_spark_job,
+        *maintenance_jobs,
     ],
     asset_checks=all_checks,
-    schedules=[daily_pipeline_schedule, daily_reports_schedule, freshness_checks_schedule],
-    sensors=[landing_folder_sensor, run_failure_alert_sensor, *kafka_sensors],
+    schedules=[
+        daily_pipeline_schedule,
+        daily_reports_schedule,
+        freshness_checks_schedule,
+        *maintenance_schedules,
+    ],
+    sensors=[
+        landing_folder_sensor,
+        run_failure_alert_sensor,
+        *kafka_sensors,
+        *maintenance_sensors,
+    ],
     resources=build_resources(),
     executor=executor_from_env(all_assets),  # NLP_EXECUTOR=k8s: one pod per step
 )

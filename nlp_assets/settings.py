@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     data_dir: Path = _var("NLP_DATA_DIR", Path("data"))
     env_name: str = _var("NLP_ENV", "dev")
     lake_dir: str | None = _var("NLP_LAKE_DIR")
+    # files no table version younger than this needs are vacuumed (docs/lake.md)
+    lake_vacuum_retention_hours: float = _var("NLP_LAKE_VACUUM_RETENTION_HOURS", 168.0)
     landing_dir: str | None = _var("NLP_LANDING_DIR")
     reports_dir: str | None = _var("NLP_REPORTS_DIR")
     kafka_topic_prefix: str | None = _var("NLP_KAFKA_TOPIC_PREFIX")
@@ -198,6 +200,11 @@ def landing_dir() -> str:
 def lake_dir() -> str:
     """`NLP_LAKE_DIR`, else the environment's own (dev: `data/lake`)."""
     return environment().lake_dir
+
+
+def lake_vacuum_retention_hours() -> float:
+    """`NLP_LAKE_VACUUM_RETENTION_HOURS` (default a week): longer than any run or read."""
+    return get().lake_vacuum_retention_hours
 
 
 def reports_dir() -> str:

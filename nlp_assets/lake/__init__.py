@@ -440,8 +440,12 @@ class Lake:
         table = self.table(asset)
         if table is None:
             return []
+        # full: also the files no commit ever listed (a writer killed before its commit)
         return table.vacuum(
-            retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False
+            retention_hours=int(retention_hours),
+            dry_run=False,
+            enforce_retention_duration=False,
+            full=True,
         )
 
     def checkpoint(self, asset: str) -> None:
@@ -452,12 +456,30 @@ class Lake:
             table.cleanup_metadata()
 
     def tables(self) -> list[str]:
-        """Every table under the root (stage assets, quarantines, model tables)."""
+        """Every table under the root: `<asset>` and `quarantine/<stage>` (`_locks` is not)."""
         found: list[str] = []
-        for log in sorted(self.root.glob("**/_delta_log")):
-            relative = log.parent.relative_to(self.root).as_posix()
-            found.append(relative)
-        return found
+        for child in _children(self.root):
+            if child.name == QUARANTINE:
+                found += [f"{QUARANTINE}/{c.name}" for c in _children(child) if _is_table(c)]
+            elif _is_table(child):
+                found.append(child.name)
+        return sorted(found)
+
+    def is_daily(self, asset: str) -> bool:
+        """Whether the table is partitioned by day (stage assets, quarantines)."""
+        table = self.table(asset)
+        return table is not None and PARTITION in table.metadata().partition_columns
+
+
+def _children(folder: UPath) -> list[UPath]:
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith((".", "_"))]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _is_table(folder: UPath) -> bool:
+    return (folder / "_delta_log").exists()
 
 
 # the frame a stage wrote <-> what Delta stores -------------------------------------------------
