@@ -231,7 +231,7 @@ def test_dead_letter_rows_keep_the_raw_bytes_whole():
 
 def test_a_dead_letter_copy_fits_the_broker_and_points_at_the_quarantine_row():
     big = _msg(b'{"id": 1, "text": "' + b"x" * 2_000_000 + b'"}', offset=9)
-    where = "/lake/quarantine/kafka/2026-11-25/kafka-reviews.en-p0-0-10"
+    where = "/lake/quarantine/kafka?ingest_date=2026-11-25&part=kafka-reviews.en-p0-0-10"
     copy = dead_letter_message(big, "oversized", max_bytes=100_000, quarantine=where)
     headers = dict(copy.headers)
     size = len(copy.key) + len(copy.value) + sum(len(k) + len(v) for k, v in copy.headers)
@@ -469,8 +469,9 @@ def test_a_2mb_message_is_quarantined_whole_and_its_dlq_copy_truncated_while_the
     assert headers[HEADER_TRUNCATED] == b"1"
     assert headers[HEADER_ORIGINAL_BYTES] == str(len(big)).encode()
     assert 500_000 < len(value) < 1_000_000 and big.startswith(value)
-    # the DLQ copy names the lake part and row that hold the whole payload
-    part = f"{tmp_path / 'lake'}/quarantine/kafka/{DAY}/{offsets.part}"
+    # the DLQ copy names the lake table, day, part and row that hold the whole payload
+    table = lake.table_uri("quarantine/kafka")
+    part = f"{table}?ingest_date={DAY}&part={offsets.part}"
     assert headers[HEADER_QUARANTINE].decode() == f"{part}#{topic}/0/1"
     pointed = lake.read_part("quarantine/kafka", DAY, offsets.part)
     assert pointed.filter(pl.col("location") == f"{topic}/0/1")["raw"].to_list() == [big]

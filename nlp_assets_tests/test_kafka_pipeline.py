@@ -199,8 +199,8 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     first = pipeline.tick(sensor)
     keys = [f"{topic}:0:0-50", f"{topic}:0:50-100", f"{topic}:0:100-121"]
     assert first.launched == keys and first.failed == [keys[1]]
-    raw_parts = [p.stem for p in pipeline.lake.parts("raw_text", DAY)]
-    prediction_parts = [p.stem for p in pipeline.lake.parts("predictions", DAY)]
+    raw_parts = pipeline.lake.part_names("raw_text", DAY)
+    prediction_parts = pipeline.lake.part_names("predictions", DAY)
     assert len(raw_parts) == 3 and len(prediction_parts) == 2  # the crash left run 2 half done
     prediction_count_then = pipeline.predictions().height
 
@@ -218,7 +218,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     expected_doc_ids = {doc_id_for(topic, i, "") for i in valid_ids}
     assert predictions.height == len(valid_ids) == predictions["doc_id"].n_unique()
     assert set(predictions["doc_id"]) == expected_doc_ids
-    assert [p.stem for p in pipeline.lake.parts("predictions", DAY)] == sorted(raw_parts)
+    assert pipeline.lake.part_names("predictions", DAY) == sorted(raw_parts)
 
     raw_quarantine = pipeline.lake.read_quarantine("raw_text", DAY)
     assert raw_quarantine["reason"].to_list() == [
@@ -247,7 +247,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
     assert close.failed == [] and request.partition_key == DAY
     assert set(request.asset_selection or []) == {dg.AssetKey(s) for s in stage_names(DAY_SCOPE)}
     assert pipeline.tick(closing).requests == []  # closed once
-    aggregates_parts = [p.stem for p in pipeline.lake.parts("aggregates", DAY)]
+    aggregates_parts = pipeline.lake.part_names("aggregates", DAY)
     assert aggregates_parts == ["day"]  # whole-day assets replace the day, never add parts
     assert pipeline.lake.read_day("aggregates", DAY)["n_docs"].sum() == len(valid_ids)
 
@@ -265,7 +265,7 @@ def test_a_failed_run_is_retried_without_loss_or_duplicates_and_a_backfill_agree
         resources=pipeline.resources,
     )
     assert backfill.success
-    assert [p.stem for p in pipeline.lake.parts("predictions", DAY)] == ["day"]
+    assert pipeline.lake.part_names("predictions", DAY) == ["day"]
     after = pipeline.predictions()
     assert after.height == len(valid_ids) and set(after["doc_id"]) == expected_doc_ids
     (reason,) = pipeline.lake.read_quarantine("raw_text", DAY)["reason"].to_list()
@@ -336,6 +336,6 @@ def test_messages_in_bursts_over_two_partitions_reach_the_predictions_exactly_on
     assert pipeline.lake.read_quarantine("raw_text", DAY).height == 0
     assert json.loads(pipeline.cursor)["offsets"] == {str(p): o for p, o in offsets.items()}
     print(  # the figure the issue asks for (pytest -s shows it)
-        f"\n{total} messages, {len(pipeline.lake.parts('raw_text', DAY))} runs, {ticks} ticks: "
+        f"\n{total} messages, {len(pipeline.lake.part_names('raw_text', DAY))} runs, {ticks} ticks: "
         f"{seconds:.0f} s produce-to-predictions"
     )
