@@ -92,8 +92,9 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one write committed: the table, its new version, the rows written; `skipped` when
-    the table already held this app transaction (a replayed Kafka range)."""
+    """What one write committed: the table, its version just after the commit (a concurrent
+    writer's commit may already be on top), the rows written; `skipped` when the table already
+    held this app transaction (a replayed Kafka range)."""
 
     uri: str
     version: int | None
@@ -506,7 +507,10 @@ def _with_keys(asset: str, frame: pl.DataFrame, days: list[str], part: str) -> p
     if PART_COLUMN in frame.columns:
         raise ValueError(f"{asset}: column {PART_COLUMN!r} is the lake's own; rename it")
     if PARTITION in frame.columns:
-        keys = frame[PARTITION].cast(pl.Date, strict=False)
+        column = frame[PARTITION]
+        keys = (
+            column.str.to_date(strict=False) if column.dtype == pl.String else column.cast(pl.Date)
+        )
         allowed = pl.Series([date.fromisoformat(d) for d in days], dtype=pl.Date)
         stray = frame.filter(~keys.is_in(allowed.implode()) | keys.is_null())
         if stray.height:
