@@ -52,7 +52,7 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from upath import UPath
 
-from nlp_assets.lake.locks import DayLease, DayLocks, LeaseLost
+from nlp_assets.lake.locks import DayLease, DayLocks, LeaseLost, lake_path
 
 __all__ = [
     "DAY_PART",
@@ -116,7 +116,7 @@ class Lake:
         transaction (a Kafka micro-batch run's range, `resources.lake.kafka_transaction`).
         `storage_options`: delta-rs object-store options (endpoint, region...); credentials
         come from the standard environment variables (AWS_ACCESS_KEY_ID...)."""
-        self.root = UPath(root)
+        self.root = lake_path(root)
         self.lease = lease
         self.storage_options = dict(storage_options) if storage_options else None
         self.part_txn = part_txn
