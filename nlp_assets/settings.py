@@ -325,10 +325,12 @@ def metrics_textfile_dir() -> Path:
 # The fine-tuned sentiment classifier (docs/models.md "Fine-tuned classifier").
 def finetuned_sentiment_dir(lake: str | None = None) -> str:
     """`NLP_FINETUNED_SENTIMENT_DIR`: local folder of the fine-tuned checkpoints
-    (`<version>/` and `CURRENT`); default `<lake>/sentiment_finetuned` for a local lake (set it
-    when the lake is on object storage: Hugging Face loads checkpoints from local files)."""
+    (`<version>/` and `CURRENT`); default `<lake>/_models/sentiment_finetuned` for a local lake
+    (beside the tables, not in the asset's Delta table folder, whose files `lake_vacuum` owns; set
+    it when the lake is on object storage: Hugging Face loads checkpoints from local files)."""
     lake = lake or lake_dir()
-    return get().finetuned_sentiment_dir or f"{lake.removeprefix('file://')}/sentiment_finetuned"
+    default = f"{lake.removeprefix('file://')}/_models/sentiment_finetuned"
+    return get().finetuned_sentiment_dir or default
 
 
 def finetune_epochs() -> int:
