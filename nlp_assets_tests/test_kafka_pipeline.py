@@ -353,6 +353,7 @@ def test_messages_in_bursts_over_two_partitions_reach_the_predictions_exactly_on
     assert pipeline.lake.read_quarantine("raw_text", DAY).height == 0
     assert json.loads(pipeline.cursor)["offsets"] == {str(p): o for p, o in offsets.items()}
     print(  # the figure the issue asks for (pytest -s shows it)
-        f"\n{total} messages, {len(pipeline.lake.part_names('raw_text', DAY))} runs, {ticks} ticks: "
+        f"\n{total} messages, {len(pipeline.lake.part_names('raw_text', DAY))} runs, "
+        f"{ticks} ticks: "
         f"{seconds:.0f} s produce-to-predictions"
     )

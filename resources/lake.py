@@ -181,12 +181,6 @@ def run_part(context: dg.InputContext | dg.OutputContext | dg.AssetExecutionCont
         return DAY_PART
 
 
-def table_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
-    )
-
-
 def markdown_preview(frame: pl.DataFrame) -> str:
     """The first rows as a markdown table, safe for every viewer of the event log.
 
@@ -275,9 +269,12 @@ class LakeIOManager(dg.ConfigurableIOManager):
             day = context.asset_partition_key if context.has_asset_partitions else None
             days = [day] if day else []
             result = lake.write(asset, day, obj, part)
+        from nlp_assets import catalog  # imports the schemas: not at the resource's import
+
         metadata: dict[str, Any] = {
             "dagster/row_count": obj.height,
-            "dagster/column_schema": table_schema(obj),
+            # the frame's types, with the catalog's descriptions and constraints
+            "dagster/column_schema": catalog.materialized_column_schema(context.asset_key, obj),
             "table_version": result.version,
             "path": dg.MetadataValue.path(result.uri),
             "preview": dg.MetadataValue.md(markdown_preview(obj)),
@@ -286,7 +283,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
             metadata["kafka_commit_skipped"] = True  # the table already held this range
         if len(days) == 1:
             metadata["dagster/partition_row_count"] = lake.day_rows(asset, days[0])
-        lineage = _column_lineage(context.asset_key)
+        lineage = catalog.column_lineage(context.asset_key)
         if lineage is not None:
             metadata["dagster/column_lineage"] = lineage
         context.add_output_metadata(metadata)
@@ -307,8 +304,3 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return lake.read_days(asset, days)
         frames = [lake.read_part(asset, day, part) for day in context.asset_partition_keys]
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
-
-
-def _column_lineage(asset_key: dg.AssetKey) -> dg.TableColumnLineage | None:
-    """Columns that come straight from upstream (`nlp_assets.catalog`), when it is known."""
-    return None

@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
+from polars._typing import PolarsDataType
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import (
@@ -184,11 +185,11 @@ class Lake:
     ) -> WriteResult:
         """A frame covering several days (split on its `ingest_date`) replaces those days, in one
         commit; a day of `days` without rows ends up empty."""
-        days = sorted({_iso_day(d) for d in days})
+        wanted = sorted({_iso_day(d) for d in days})
         if PARTITION not in frame.columns:
-            raise ValueError(f"{asset}: a frame covering {len(days)} days needs an ingest_date")
-        listed = ", ".join(f"'{d}'" for d in days)
-        return self._commit(asset, frame, days, f"{PARTITION} IN ({listed})", None)
+            raise ValueError(f"{asset}: a frame covering {len(wanted)} days needs an ingest_date")
+        listed = ", ".join(f"'{d}'" for d in wanted)
+        return self._commit(asset, frame, wanted, f"{PARTITION} IN ({listed})", None)
 
     def write_quarantine(
         self,
@@ -534,8 +535,10 @@ def _arrow_schema(table: DeltaTable | None) -> pa.Schema | None:
     return pa.schema(table.schema().to_arrow())
 
 
-def _delta_dtype(dtype: pl.DataType) -> pl.DataType:
+def _delta_dtype(dtype: PolarsDataType) -> pl.DataType:
     """The polars dtype a column is stored as (Delta has no unsigned, fixed-size or null type)."""
+    if isinstance(dtype, type):
+        dtype = dtype()
     if isinstance(dtype, pl.Array):
         return pl.List(_delta_dtype(dtype.inner))
     if isinstance(dtype, pl.List):
@@ -550,10 +553,13 @@ def _delta_dtype(dtype: pl.DataType) -> pl.DataType:
         return pl.String()
     if isinstance(dtype, pl.Datetime) and dtype.time_unit == "ns":
         return pl.Datetime("us", dtype.time_zone)
+    assert isinstance(dtype, pl.DataType)
     return dtype
 
 
-def _dtype_json(dtype: pl.DataType) -> Any:
+def _dtype_json(dtype: PolarsDataType) -> Any:
+    if isinstance(dtype, type):
+        dtype = dtype()
     if isinstance(dtype, pl.Array):
         return {"array": _dtype_json(dtype.inner), "size": dtype.size}
     if isinstance(dtype, pl.List):

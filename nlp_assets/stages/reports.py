@@ -14,7 +14,6 @@ from nlp_assets.schemas import reports_schema
 from nlp_assets.stages import stage_names
 from nlp_assets.stages.common import QUARANTINE_STAGES, stage_asset, stage_result
 
-
 #: Beside report.html: the lake table versions the report was built from.
 TABLE_VERSIONS_FILE = "table_versions.json"
 
