@@ -40,7 +40,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
-from polars._typing import PolarsDataType
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import (
@@ -51,6 +50,7 @@ from deltalake import (
     write_deltalake,
 )
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from polars._typing import PolarsDataType
 from upath import UPath
 
 from nlp_assets.lake.locks import DayLease, DayLocks, LeaseLost, lake_path
