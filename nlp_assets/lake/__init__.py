@@ -255,7 +255,8 @@ class Lake:
                 if table is None and "already exists" in str(error).lower():
                     continue  # another writer created the table first
                 raise
-            written = self.table(asset)
+            # the write moved `table` to its own commit; a new table is loaded once
+            written = table if table is not None else self.table(asset)
             return WriteResult(uri, None if written is None else written.version(), frame.height)
         raise AssertionError("unreachable")
 
