@@ -102,6 +102,7 @@ bench: setup
 	$(BIN)/python -m bench.streaming --messages 100000 --rate 500 --max-messages-per-run 10000
 	$(BIN)/python -m bench.streaming --messages 30000 --rate 300 --max-messages-per-run 300 \
 		--modes micro-batch
+	$(BIN)/python -m bench.lake
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \

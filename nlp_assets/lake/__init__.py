@@ -256,7 +256,8 @@ class Lake:
                 if table is None and "already exists" in str(error).lower():
                     continue  # another writer created the table first
                 raise
-            written = self.table(asset)
+            # the write moved `table` to its own commit; a new table is loaded once
+            written = table if table is not None else self.table(asset)
             return WriteResult(uri, None if written is None else written.version(), frame.height)
         raise AssertionError("unreachable")
 
@@ -327,13 +328,19 @@ class Lake:
     ) -> pl.DataFrame:
         """`columns` of every part of the day but `exclude_parts`: what a micro-batch needs of
         the rest of its day (ids and content hashes already there). Reads those columns only;
-        once the day is compacted, from a few files."""
-        frame = self.read_day(
-            asset, day, missing_ok=True, columns=columns, exclude_parts=exclude_parts
-        )
-        if not frame.width:
+        once the day is compacted, from a few files. Through polars' Delta scan of the table
+        version loaded (the day's files from its log, a file per part until compaction): on a
+        day of 100 parts several times faster than the pyarrow dataset `read_day` uses
+        (`bench.lake`)."""
+        table = self.table(asset)
+        if table is None:
             return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
-        return frame
+        stored = {f.name for f in table.schema().fields}
+        excluded = sorted(set(exclude_parts))
+        scan = pl.scan_delta(table).filter(pl.col(PARTITION) == date.fromisoformat(_iso_day(day)))
+        if excluded:
+            scan = scan.filter(~pl.col(PART_COLUMN).is_in(excluded))
+        return _from_delta(table, scan.select([c for c in columns if c in stored]).collect())
 
     def read_days(
         self,
@@ -630,9 +637,11 @@ def _to_delta(frame: pl.DataFrame, existing: pa.Schema | None) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def _from_delta(table: DeltaTable, data: pa.Table, *, keep_part: bool = False) -> pl.DataFrame:
+def _from_delta(
+    table: DeltaTable, data: pa.Table | pl.DataFrame, *, keep_part: bool = False
+) -> pl.DataFrame:
     """Back to the frame the stage wrote: the polars dtypes restored, the lake's columns gone."""
-    frame = pl.from_arrow(data)
+    frame = data if isinstance(data, pl.DataFrame) else pl.from_arrow(data)
     assert isinstance(frame, pl.DataFrame)
     drop = [] if keep_part or PART_COLUMN not in frame.columns else [PART_COLUMN]
     casts = {}
