@@ -1,4 +1,5 @@
-"""Owners, tags and code versions, applied to every asset spec in one pass (`apply`).
+"""Owners, tags, code versions and catalog metadata, applied to every asset spec in one pass
+(`apply`).
 
 - Owners and a `domain` tag come from the asset's group, so a new asset in a group is owned
   the day it is added.
@@ -13,6 +14,10 @@
 
   The closure is by module, so it errs on the side of stale: `schemas.py` imports every
   kernel's schema, so a kernel edit moves every stage that checks a schema.
+- Every asset the lake IO manager stores (a Delta table) gets `dagster/table_name` and
+  `dagster/uri`, and a documented `dagster/column_schema` (columns, types, nullability and
+  checks) when `nlp_assets.catalog` declares its schema, so the UI shows what a table holds
+  before its first run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from nlp_assets import catalog
+from nlp_assets.stages.common import QUARANTINE_TAG, TRUE
 
 PACKAGE_NAME = "nlp_assets"
 
@@ -148,7 +156,9 @@ def code_versions(
 
 def apply(assets: Iterable[Any], code_versions: Mapping[str, str]) -> list[Any]:
     """Every spec (of AssetsDefinitions and AssetSpecs) gets its group's owner and `domain`
-    tag; the assets of `code_versions` get theirs."""
+    tag; the assets of `code_versions` get theirs; every asset the lake IO manager stores gets
+    its table name and URI, and its column schema when declared (`catalog.table_metadata`), so
+    the UI shows them before any run."""
 
     def conventions(spec: dg.AssetSpec) -> dg.AssetSpec:
         group = spec.group_name or "default"
@@ -164,6 +174,14 @@ def apply(assets: Iterable[Any], code_versions: Mapping[str, str]) -> list[Any]:
         name = spec.key.to_user_string()
         if name in code_versions:
             changes["code_version"] = code_versions[name]
+        if name in tables:
+            quarantine = spec.tags.get(QUARANTINE_TAG) == TRUE
+            changes["metadata"] = {
+                **spec.metadata,
+                **catalog.table_metadata(name, quarantine=quarantine),
+            }
         return spec.replace_attributes(**changes)
 
+    assets = list(assets)
+    tables = catalog.lake_assets(assets)
     return list(dg.map_asset_specs(conventions, assets))

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     lake_dir: str | None = _var("NLP_LAKE_DIR")
     # files no table version younger than this needs are vacuumed (docs/lake.md)
     lake_vacuum_retention_hours: float = _var("NLP_LAKE_VACUUM_RETENTION_HOURS", 168.0)
+    # the lake on object storage (an s3:// NLP_LAKE_DIR; docs/lake.md "Object storage"): delta-rs
+    # reads every AWS_* variable itself; s3fs (listing tables, the day leases) gets the endpoint
+    # and region from these (`lake_filesystem_options`). No credential is a field: delta-rs and
+    # botocore read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN themselves.
+    aws_endpoint_url: str | None = _var("AWS_ENDPOINT_URL")
+    aws_region: str | None = _var("AWS_REGION")
+    aws_default_region: str | None = _var("AWS_DEFAULT_REGION")
     landing_dir: str | None = _var("NLP_LANDING_DIR")
     reports_dir: str | None = _var("NLP_REPORTS_DIR")
     kafka_topic_prefix: str | None = _var("NLP_KAFKA_TOPIC_PREFIX")
@@ -207,6 +214,33 @@ def lake_vacuum_retention_hours() -> float:
     return get().lake_vacuum_retention_hours
 
 
+#: Object stores whose fsspec filesystem gets options from the environment (`s3fs`).
+S3_PROTOCOLS = ("s3", "s3a")
+
+
+def lake_filesystem_options(root: str) -> dict[str, Any]:
+    """fsspec options for a lake root (`nlp_assets.lake.locks.lake_path`), from the environment.
+
+    Any object store: no cached directory listings, since other processes change them (a day's
+    lease generations, heartbeats, new tables) and a cached listing would hide that. s3://: the
+    endpoint (`AWS_ENDPOINT_URL`, an S3-compatible server) and region (`AWS_REGION`, else
+    `AWS_DEFAULT_REGION`) that delta-rs reads too, so both clients talk to the same store.
+    Credentials are left to botocore's own chain (the AWS_* variables, a profile, the instance
+    role): none is ever copied here. A local root needs none."""
+    protocol = root.split("://", 1)[0].lower() if "://" in root else ""
+    if protocol in ("", "file", "local"):
+        return {}
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if protocol in S3_PROTOCOLS:
+        given = get()
+        if given.aws_endpoint_url:
+            options["endpoint_url"] = given.aws_endpoint_url
+        region = given.aws_region or given.aws_default_region
+        if region:
+            options["client_kwargs"] = {"region_name": region}
+    return options
+
+
 def reports_dir() -> str:
     """`NLP_REPORTS_DIR`, else the environment's own (dev: `data/reports`)."""
     return environment().reports_dir
@@ -291,10 +325,12 @@ def metrics_textfile_dir() -> Path:
 # The fine-tuned sentiment classifier (docs/models.md "Fine-tuned classifier").
 def finetuned_sentiment_dir(lake: str | None = None) -> str:
     """`NLP_FINETUNED_SENTIMENT_DIR`: local folder of the fine-tuned checkpoints
-    (`<version>/` and `CURRENT`); default `<lake>/sentiment_finetuned` for a local lake (set it
-    when the lake is on object storage: Hugging Face loads checkpoints from local files)."""
+    (`<version>/` and `CURRENT`); default `<lake>/_models/sentiment_finetuned` for a local lake
+    (beside the tables, not in the asset's Delta table folder, whose files `lake_vacuum` owns; set
+    it when the lake is on object storage: Hugging Face loads checkpoints from local files)."""
     lake = lake or lake_dir()
-    return get().finetuned_sentiment_dir or f"{lake.removeprefix('file://')}/sentiment_finetuned"
+    default = f"{lake.removeprefix('file://')}/_models/sentiment_finetuned"
+    return get().finetuned_sentiment_dir or default
 
 
 def finetune_epochs() -> int:

@@ -10,6 +10,7 @@ from hypothesis import settings
 
 from nlp_assets.resources.models import EntityRecognizer, ModelResource, SentenceEmbedder
 from nlp_assets_tests.kafka_broker import kafka_broker  # noqa: F401 (the `kafka` tests' broker)
+from nlp_assets_tests.s3_server import s3_lake, s3_server  # noqa: F401 (the `s3` tests' S3)
 from nlp_assets_tests.spark_cluster import (  # noqa: F401 (the `spark` tests' engines)
     connect_master,
     spark_master,

@@ -6,7 +6,9 @@ cron) fails here until the snapshot is updated on purpose:
 the diff of `__snapshots__/test_definitions_snapshot.ambr` like any other change.
 
 Code versions are hashes of source files, so the snapshot records only that a stage has one;
-`test_conventions.py` proves what changes them.
+`test_conventions.py` proves what changes them. A lake table's URI is recorded under the lake
+root (`<lake>/...`), and its columns as `name type [constraints]` (the descriptions are
+checked in `test_definitions_catalog.py`, not frozen here).
 """
 
 from __future__ import annotations
@@ -16,12 +18,44 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from nlp_assets import settings
 from nlp_assets.definitions import defs
+from nlp_assets.lake import Lake
 
 
 @pytest.fixture(scope="module")
 def repository() -> dg.RepositoryDefinition:
     return defs.get_repository_def()
+
+
+def _column(column: dg.TableColumn) -> str:
+    constraints = column.constraints
+    flags = [
+        *([] if constraints.nullable else ["not null"]),
+        *(["unique"] if constraints.unique else []),
+        *constraints.other,
+    ]
+    return f"{column.name} {column.type}" + (f" [{'; '.join(flags)}]" if flags else "")
+
+
+def _table(metadata: Any) -> dict[str, Any] | None:
+    """Table name, URI (under `<lake>`), storage kind and columns of a lake table."""
+    if "dagster/table_name" not in metadata:
+        return None
+    root = Lake(settings.lake_dir()).table_uri("")
+    schema = metadata.get("dagster/column_schema")
+    return {
+        "name": metadata["dagster/table_name"],
+        "uri": metadata["dagster/uri"].replace(root, "<lake>"),
+        "storage_kind": metadata["dagster/storage_kind"],
+        "quarantine_uri": (
+            str(metadata["quarantine_uri"].value).replace(root, "<lake>")
+            if "quarantine_uri" in metadata
+            else None
+        ),
+        "columns": [_column(c) for c in schema.columns] if schema is not None else None,
+        "table_constraints": list(schema.constraints.other) if schema is not None else None,
+    }
 
 
 def _asset(spec: dg.AssetSpec, graph: Any) -> dict[str, Any]:
@@ -42,6 +76,7 @@ def _asset(spec: dg.AssetSpec, graph: Any) -> dict[str, Any]:
             )
             for key in sorted(node.check_keys, key=lambda k: k.name)
         },
+        "table": _table(spec.metadata),
     }
 
 
@@ -55,8 +90,14 @@ def test_every_definition_matches_the_snapshot(repository, snapshot) -> None:
     jobs = {}
     for job in defs.jobs or []:
         resolved = defs.resolve_job_def(job.name)
+        selection = getattr(job, "selection", None)  # op jobs (lake maintenance) have none
         jobs[job.name] = {
-            "assets": sorted(k.to_user_string() for k in job.selection.resolve(graph)),
+            "assets": (
+                sorted(k.to_user_string() for k in selection.resolve(graph))
+                if selection is not None
+                else None
+            ),
+            "ops": sorted(resolved.graph.node_dict) if selection is None else None,
             "partitioned": resolved.partitions_def is not None,
             "max_partitions_per_run": (
                 resolved.backfill_policy.max_partitions_per_run

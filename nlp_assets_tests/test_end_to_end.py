@@ -13,6 +13,7 @@ import pytest
 from dev import sample_corpus
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets.lake import Lake
+from nlp_assets.read import read_aggregates, read_predictions
 from nlp_assets.stages import stage_names
 from nlp_assets.stages.common import PIPELINE
 from nlp_assets.stages.sentiment_model import SentimentTrainingConfig
@@ -155,6 +156,24 @@ def test_report_and_exports_exist_with_their_charts(run):
         assert Path(path).stat().st_size == size
     exported = json.loads((day_dir / "exports" / "predictions.json").read_text(encoding="utf-8"))
     assert len(exported) == _day(run, "predictions").height
+
+
+def test_a_report_can_be_rebuilt_from_the_table_versions_it_records(run):
+    """The report records the versions it read; after the day's predictions are rewritten, the
+    read API at those versions still gives the rows the report exported."""
+    lake, day = run["lake"], DAY.isoformat()
+    day_dir = run["root"] / "reports" / day
+    versions = json.loads((day_dir / "table_versions.json").read_text())
+    event = run["instance"].get_latest_materialization_event(dg.AssetKey("reports"))
+    assert event.asset_materialization.metadata["table_versions"].value == versions
+    exported = pl.read_parquet(day_dir / "exports" / "predictions.parquet")
+
+    lake.write("predictions", day, exported.head(3))  # the day rewritten after the report
+    assert lake.read_day("predictions", day).height == 3
+    then = read_predictions(day, lake=lake, as_of=versions["predictions"])
+    assert sorted(then["doc_id"]) == sorted(exported["doc_id"])
+    aggregates = read_aggregates(day, lake=lake, as_of=versions["aggregates"])
+    assert aggregates["n_docs"].sum() == exported.height
 
 
 def test_materialisations_record_row_counts_schema_preview_and_timings(run):

@@ -193,9 +193,9 @@ def test_definitions_make_it_the_candidate_only_once_it_is_trained(trained, tmp_
     result, root = trained
     models = build_resources(lake_dir=str(tmp_path / "lake"))["models"]
     spec = models.specs()[stage.FINETUNED_MODEL_NAME]
-    assert spec.source == str((tmp_path / "lake" / "sentiment_finetuned").resolve())
+    assert spec.source == str((tmp_path / "lake" / "_models" / "sentiment_finetuned").resolve())
     assert models.ab_test("sentiment") is None  # not trained yet: the head serves all
-    shutil.copytree(root, tmp_path / "lake" / "sentiment_finetuned")
+    shutil.copytree(root, tmp_path / "lake" / "_models" / "sentiment_finetuned")
     assert models.ab_test("sentiment").candidate == stage.FINETUNED_MODEL_NAME
     assert models.model_registry().get(stage.FINETUNED_MODEL_NAME).model.version == (result.version)
 

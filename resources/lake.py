@@ -51,7 +51,10 @@ def run_days(tags: Mapping[str, str]) -> list[str]:
 
 class LakeResource(dg.ConfigurableResource):
     """Root of the Delta Lake tables: a local folder or an object-store URL (s3://, gs://,
-    abfs://; credentials from the standard environment variables, docs/lake.md).
+    abfs://). Access to the store comes from the environment only, never from this config: for
+    s3:// the standard AWS_* variables (credentials, `AWS_REGION`, `AWS_ENDPOINT_URL` for an
+    S3-compatible server, `AWS_ALLOW_HTTP` for a plain-http one), which delta-rs reads itself
+    and `settings.lake_filesystem_options` hands to s3fs (docs/lake.md "Object storage").
 
     In a run, it takes the lake's lease of every day the run works on (`run_days`) before the
     run's first step, waiting with a log line while another run holds one, and every write of

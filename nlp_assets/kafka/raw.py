@@ -38,12 +38,12 @@ from nlp_assets.kafka.messages import (
     landing_jsonl,
     split_messages,
 )
-from nlp_assets.kafka.resource import KafkaResource
+from nlp_assets.kafka.resource import DeadLetterDelivery, KafkaResource
 from nlp_assets.kernels.ingest import read_landing_files
 from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA, quarantine_docs
 from nlp_assets.lake import QUARANTINE
 from nlp_assets.resources.folders import DayFolder
-from nlp_assets.resources.lake import PART_TAG, LakeResource
+from nlp_assets.resources.lake import PART_TAG, LakeResource, kafka_transaction
 
 RAW_ASSET = "raw_text"
 
@@ -92,12 +92,25 @@ def read_kafka_range(
     relative = landing_file.relative_to(landing.path).as_posix()
     the_lake = lake.lake()
     dead = dead_letter_frame(split.dead_letters, day=day, landing_file=relative)
+    # A zombie or replayed run of a range whose raw part is already committed: every table
+    # refuses its commits (the range's Delta app transaction), and the attempt that committed
+    # sent the dead letters before it, so they are not sent again.
+    txn = kafka_transaction(context.run.tags)
+    committed = (
+        txn is not None and (the_lake.transaction_version(RAW_ASSET, txn[1]) or -1) >= txn[2]
+    )
     the_lake.write_quarantine(DLQ_STAGE, day_key, dead, offsets.part)  # first: whole bytes
     # the table, day and part (not a file: a retry or compaction replaces it), as
     # Lake.read_part("quarantine/kafka", day, part) reads it
     table = the_lake.table_uri(f"{QUARANTINE}/{DLQ_STAGE}")
     kept = f"{table}?ingest_date={day_key}&part={offsets.part}"
-    delivery = kafka.send_dead_letters(split.dead_letters, quarantine=str(kept))
+    delivery = (
+        DeadLetterDelivery(sent=0, unsent=0, errors=[])
+        if committed
+        else kafka.send_dead_letters(split.dead_letters, quarantine=kept)
+    )
+    if committed:
+        context.log.info(f"{offsets.run_key}: already committed to the lake; nothing is written")
     if delivery.unsent:
         context.log.warning(
             f"{offsets.run_key}: {delivery.unsent} of {len(split.dead_letters)} dead letters "
@@ -140,6 +153,7 @@ def read_kafka_range(
             "dlq_unsent": delivery.unsent,
             "dlq_topic": dlq_topic,
             "dead_letter_mode": failed_range is not None,
+            "range_already_committed": committed,
             "duplicates_across_parts": duplicates.height,
             "landing_file": dg.MetadataValue.path(str(landing_file)),
         },

@@ -52,7 +52,7 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from upath import UPath
 
-from nlp_assets.lake.locks import DayLease, DayLocks, LeaseLost
+from nlp_assets.lake.locks import DayLease, DayLocks, LeaseLost, lake_path
 
 __all__ = [
     "DAY_PART",
@@ -92,8 +92,9 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one write committed: the table, its new version, the rows written; `skipped` when
-    the table already held this app transaction (a replayed Kafka range)."""
+    """What one write committed: the table, its version just after the commit (a concurrent
+    writer's commit may already be on top), the rows written; `skipped` when the table already
+    held this app transaction (a replayed Kafka range)."""
 
     uri: str
     version: int | None
@@ -115,7 +116,7 @@ class Lake:
         transaction (a Kafka micro-batch run's range, `resources.lake.kafka_transaction`).
         `storage_options`: delta-rs object-store options (endpoint, region...); credentials
         come from the standard environment variables (AWS_ACCESS_KEY_ID...)."""
-        self.root = UPath(root)
+        self.root = lake_path(root)
         self.lease = lease
         self.storage_options = dict(storage_options) if storage_options else None
         self.part_txn = part_txn
@@ -506,7 +507,10 @@ def _with_keys(asset: str, frame: pl.DataFrame, days: list[str], part: str) -> p
     if PART_COLUMN in frame.columns:
         raise ValueError(f"{asset}: column {PART_COLUMN!r} is the lake's own; rename it")
     if PARTITION in frame.columns:
-        keys = frame[PARTITION].cast(pl.Date, strict=False)
+        column = frame[PARTITION]
+        keys = (
+            column.str.to_date(strict=False) if column.dtype == pl.String else column.cast(pl.Date)
+        )
         allowed = pl.Series([date.fromisoformat(d) for d in days], dtype=pl.Date)
         stray = frame.filter(~keys.is_in(allowed.implode()) | keys.is_null())
         if stray.height:

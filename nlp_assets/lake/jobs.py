@@ -14,7 +14,6 @@ What each job did is an `AssetObservation` on the asset whose table it touched (
 and after, the table version), so the catalog shows it beside the asset's materialisations.
 """
 
-
 from datetime import UTC, date, datetime
 
 import dagster as dg

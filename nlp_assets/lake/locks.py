@@ -43,6 +43,19 @@ class DayLease(Protocol):
     def hold(self, day: str) -> None: ...
 
 
+def lake_path(root: str | os.PathLike[str] | UPath) -> UPath:
+    """The lake's root as a path, with its object store's options from the environment
+    (`settings.lake_filesystem_options`: on S3 the endpoint and region delta-rs reads too, and
+    no cached listings, so a lease or table another process wrote is seen). A UPath that
+    already carries options is kept as it is."""
+    from nlp_assets import settings
+
+    if isinstance(root, UPath) and root.storage_options:
+        return root
+    text = str(root)
+    return UPath(text, **settings.lake_filesystem_options(text))
+
+
 def _token() -> str:
     """A unique, time-ordered name: milliseconds since the epoch, then randomness."""
     return f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
@@ -172,7 +185,7 @@ class DayLocks:
     ):
         if not _OWNER.match(owner):
             raise ValueError(f"invalid lease owner {owner!r}")
-        self.root = UPath(root) / LOCKS_DIR
+        self.root = lake_path(root) / LOCKS_DIR
         self.owner = owner
         self.is_finished = is_finished
         self.ttl_seconds = ttl_seconds
