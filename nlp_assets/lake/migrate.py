@@ -57,6 +57,7 @@ from fsspec.implementations.local import LocalFileSystem
 from upath import UPath
 
 from nlp_assets.lake import DAY_PART, QUARANTINE, Lake
+from nlp_assets.lake.locks import lake_path
 
 MANIFEST_DIR = "_manifest"
 PARTS_DIR = "_parts"
@@ -87,7 +88,7 @@ class OldLake:
     """A reader of the manifest layout: tables, days, the newest generation's parts."""
 
     def __init__(self, root: str | UPath):
-        self.root = UPath(root)
+        self.root = lake_path(root)  # an object store's options from the environment
 
     def tables(self) -> list[str]:
         """Every table holding old-layout data: `<asset>` and `quarantine/<stage>`."""
@@ -516,7 +517,7 @@ def main(
     0 when every day verified, 1 otherwise."""
     out = out or sys.stdout
     started = time.monotonic()
-    if not UPath(root).exists():
+    if not lake_path(root).exists():
         print(f"nlp lake migrate: no lake at {root}", file=sys.stderr)
         return 1
     result = migrate(root, remove_old=remove_old, dry_run=dry_run)
