@@ -105,9 +105,20 @@ def test_the_migrated_lake_reads_what_the_old_reader_read(old_lake: Path):
     assert result.commits == COMMITS
     assert {d.status for d in result.days} == {COPIED}
     check_migrated(old_lake)
-    # the old files are kept by default, and named as what --remove-old would remove
+    # the old files are kept by default, and named as what --remove-old would remove; the
+    # old layout still reads as it did beside the Delta tables
     assert (old_lake / "raw_text" / lake_fixture.KAFKA_DAY / "_manifest").is_dir()
     assert str(old_lake / "sentiment_model" / "data.parquet") in result.would_remove
+    assert lake_fixture.expectations(old_lake)["tables"] == TABLES
+
+
+def test_a_copy_into_another_root_only_reads_the_old_one(old_lake: Path, tmp_path: Path):
+    before = snapshot(old_lake)
+    result = migrate(old_lake, tmp_path / "delta", remove_old=False)
+    assert result.ok and result.commits == COMMITS
+    check_migrated(tmp_path / "delta")
+    assert snapshot(old_lake) == before
+    assert migrate(old_lake, tmp_path / "delta").commits == 0
 
 
 def test_every_part_reads_as_it_was_with_its_types(old_lake: Path):
@@ -307,7 +318,8 @@ def test_the_command(old_lake: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     before = snapshot(old_lake)
     assert cli.main(["lake", "migrate", "--dry-run"]) == 0
     assert snapshot(old_lake) == before
-    assert f"{len(TABLES) and 33} table days" in capsys.readouterr().out
+    days = sum(len(t.get("days", {})) or 1 for t in TABLES.values())
+    assert f"{days} table days, 0 commits, {days} to copy" in capsys.readouterr().out
     assert cli.main(["lake", "migrate", "--lake", str(old_lake), "--remove-old"]) == 0
     out = capsys.readouterr().out
     assert "all verified" in out and "removed (" in out
