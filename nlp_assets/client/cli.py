@@ -253,6 +253,15 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lake_migrate(args: argparse.Namespace) -> int:
+    from nlp_assets import settings
+    from nlp_assets.lake.migrate import main as migrate
+
+    return migrate(
+        args.lake or settings.lake_dir(), remove_old=args.remove_old, dry_run=args.dry_run
+    )
+
+
 # parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -394,6 +403,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("key_id")
     p.set_defaults(func=cmd_keys_revoke)
+
+    lake = commands.add_parser(
+        "lake",
+        help="administer the lake (directly, not through the API)",
+        description="Commands on the lake's files (needs access to its root).",
+    )
+    lake_commands = lake.add_subparsers(dest="lake_command", required=True, metavar="ACTION")
+    p = lake_commands.add_parser(
+        "migrate",
+        help="convert a lake of the manifest layout into Delta tables, in place",
+        description="Copies every table's every day and part of the old layout "
+        "(<asset>/<YYYY-MM-DD>/_manifest, pre-manifest <part>.parquet, <asset>/data.parquet) "
+        "into the asset's Delta table beside it, one commit per part, then verifies rows and "
+        "doc ids per table, day and part, and prints a summary. Idempotent: a rerun (or a run "
+        "after a killed one) copies only what is missing; a lake without old-layout files is "
+        "not touched. Run it with the pipeline stopped. Exit 1 if any day did not verify.",
+    )
+    p.add_argument(
+        "--lake",
+        metavar="PATH",
+        help="the lake's root (default: NLP_LAKE_DIR, else the environment's lake)",
+    )
+    p.add_argument(
+        "--remove-old",
+        action="store_true",
+        help="delete the old-layout files of the tables whose days all verified "
+        "(default: keep them and print what this would delete)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be copied; write nothing"
+    )
+    p.set_defaults(func=cmd_lake_migrate)
     return parser
 
 

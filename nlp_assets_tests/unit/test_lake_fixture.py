@@ -1,6 +1,7 @@
-"""The committed lake fixture (`fixtures/lake_v1`, from `dev/lake_fixture.py`): what today's reader
-returns for it, that its generator still writes it, and that it holds what a naive reader of its
-files would get wrong (the rows a migration must not carry)."""
+"""The committed lake fixture (`fixtures/lake_v1`, described in `dev/lake_fixture.py`): what the
+reader of its layout (the migration's `OldLake`) returns for it, and that it holds what a naive
+reader of its files would get wrong (the rows a migration must not carry). Its migration to
+Delta: `test_lake_migrate.py`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import polars as pl
 import pytest
 
 from dev import lake_fixture
-from nlp_assets.lake import INDEX_DIR, MANIFEST_DIR, PARTS_DIR, Lake
-from nlp_assets.read import read_asset
+from nlp_assets.lake.migrate import INDEX_DIR, MANIFEST_DIR, PARTS_DIR, OldLake
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COMMITTED = FIXTURES / "lake_v1"
@@ -51,8 +51,9 @@ def layout(root: Path) -> list[str]:
     return sorted(names)
 
 
-def test_today_s_reader_returns_the_expectations(fixture_lake: Path):
+def test_the_old_layout_reader_returns_the_expectations(fixture_lake: Path):
     assert lake_fixture.expectations(fixture_lake) == expected()
+    assert lake_fixture.main([str(COMMITTED), "--check"]) == 0
 
 
 def test_the_fixture_covers_every_layout_the_migration_must_carry():
@@ -84,17 +85,10 @@ def test_the_fixture_covers_every_layout_the_migration_must_carry():
     assert (COMMITTED / "sentiment_model" / "data.parquet").is_file()
 
 
-def test_the_generator_writes_the_committed_fixture(tmp_path: Path):
-    fresh = tmp_path / "lake_v1"
-    assert lake_fixture.main(["--out", str(fresh)]) == 0
-    assert json.loads(lake_fixture.expected_path(fresh).read_text()) == expected()
-    assert layout(fresh) == layout(COMMITTED)
-
-
 def test_a_naive_reader_of_every_file_reads_rows_the_lake_does_not_hold(fixture_lake: Path):
     """What the migration fixes: listing a day's Parquet files reads a killed writer's file
     (and a pre-manifest writer's temp file is one `.tmp` glob away)."""
-    lake = Lake(str(fixture_lake))
+    lake = OldLake(str(fixture_lake))
     tables = expected()["tables"]
     more: set[tuple[str, str]] = set()
     for table, entry in tables.items():
@@ -119,15 +113,3 @@ def test_a_naive_reader_of_every_file_reads_rows_the_lake_does_not_hold(fixture_
     on_disk = {p.relative_to(day).as_posix() for p in (day / PARTS_DIR).rglob("*.parquet")}
     assert newest < on_disk  # plus the killed writer's file
     assert listed - on_disk  # the retried part's first file, collected at the switch
-
-
-def test_the_read_api_gives_the_same_documents(fixture_lake: Path):
-    tables = expected()["tables"]
-    for asset in ("cleaned_text", "predictions", "aggregates"):
-        frame = read_asset(
-            asset, lake_fixture.DAYS[0], lake_fixture.DAYS[-1], lake=str(fixture_lake)
-        )
-        days = tables[asset]["days"]
-        assert frame.height == sum(d["rows"] for d in days.values())
-        if "doc_id" in frame.columns:
-            assert sorted(frame["doc_id"]) == sorted(i for d in days.values() for i in d["doc_ids"])
