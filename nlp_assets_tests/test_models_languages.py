@@ -238,7 +238,10 @@ def test_trained_models_are_served_in_predictions_with_french_entities(
     assert check_result(result).passed
     lake_dir = tmp_path / "lake"
     files = [p for p in (lake_dir / stage.ASSET).rglob("*") if p.is_file()]
-    assert files and all(p.suffix == ".parquet" for p in files)
+    data = [p for p in files if "_delta_log" not in p.parts]
+    # the table's Parquet data files, and its Delta log (JSON, no code)
+    assert data and all(p.suffix == ".parquet" for p in data)
+    assert all(p.suffix in (".json", ".parquet", ".crc") for p in files)
     stored = Lake(str(lake_dir)).read_part(stage.ASSET, None)
     assert set(stored["lang"]) == {"fr", "nl"}
     # no pickle: only strings and floats, and no pickle protocol header in the bytes
