@@ -155,3 +155,15 @@ def test_the_maintenance_jobs_schedule_and_sensor_are_in_the_code_location() -> 
     schedule = defs.resolve_schedule_def("lake_vacuum_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert defs.resolve_sensor_def("lake_compact_on_day_close")
+
+
+def test_vacuum_refuses_a_table_folder_that_still_holds_an_old_layout_day(lake: Lake) -> None:
+    """A lake not yet migrated keeps its old day folders beside the new table: a full vacuum
+    would delete them as files no version lists, so it refuses and names the way out."""
+    old_day = Path(lake.table_uri("predictions")) / "2026-11-10"
+    old_day.mkdir()
+    frame("old-", "2026-11-10").write_parquet(old_day / "day.parquet")
+    with pytest.raises(RuntimeError, match="nlp lake migrate"):
+        lake.vacuum("predictions", 0)
+    assert (old_day / "day.parquet").exists()
+    assert lake.vacuum("raw_text", 0) is not None  # the other tables are vacuumed
