@@ -1,29 +1,33 @@
-"""The Parquet lake (day partitions as sets of parts) and the IO manager every stage uses."""
+"""The lake on Delta Lake (`nlp_assets.lake.Lake`) and the IO manager every stage uses: parts of
+a day, whole-day and multi-day writes, types, app transactions, time travel, readers and writers
+racing, killed writers, and a model-based check of every write against a plain dict.
+The day leases (`DayLocks`): `test_lake_locks.py`."""
 
 from __future__ import annotations
 
-import json
-import re
+import multiprocessing
+import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from polars.testing import assert_frame_equal
-from upath import UPath
 
-import nlp_assets.lake as lake_module
 import nlp_assets.resources.lake as lake_resources
-from nlp_assets.lake import DAY_PART, DayLocks, Lake, LeaseLost
+from nlp_assets import catalog
+from nlp_assets.lake import DAY_PART, Lake
 from nlp_assets.partitions import daily_partitions
 from nlp_assets.resources.lake import LakeIOManager, LakeResource, markdown_preview, run_part
 
@@ -32,134 +36,70 @@ ASSET = "cleaned_text"
 
 
 def frame(*doc_ids: str) -> pl.DataFrame:
-    return pl.DataFrame({"doc_id": list(doc_ids), "n": [len(d) for d in doc_ids]})
+    return pl.DataFrame(
+        {"doc_id": list(doc_ids), "n": [len(d) for d in doc_ids]},
+        schema={"doc_id": pl.String, "n": pl.Int64},
+    )
 
 
-def files_on_disk(lake: Lake, asset: str = ASSET, day: str = DAY) -> list[str]:
-    """Every file under the day's folder, relative to it (data, manifests, debris)."""
-    folder = lake.day_dir(asset, day)
-    found = folder.fs.find(folder.path) if folder.exists() else []
-    return sorted(str(UPath(f).relative_to(UPath(folder.path)).as_posix()) for f in found)
+def data_files(lake: Lake, asset: str = ASSET) -> set[str]:
+    """Every Parquet file under the table's folder (live or not), as an absolute path."""
+    folder = Path(lake.table_uri(asset))
+    return {str(p) for p in folder.rglob("*.parquet") if "_delta_log" not in p.parts}
 
 
-def assert_only_live_files(lake: Lake, asset: str = ASSET, day: str = DAY) -> None:
-    """Nothing on disk but the current generation's files and manifests (no temp file)."""
-    folder = lake.day_dir(asset, day)
-    live = {p.relative_to(folder).as_posix() for p in lake.parts(asset, day)}
-    on_disk = files_on_disk(lake, asset, day)
-    assert {f for f in on_disk if not f.startswith("_manifest/")} == live
-    manifests = [f for f in on_disk if f.startswith("_manifest/")]
-    assert manifests and all(re.fullmatch(r"_manifest/\d{12}\.json", f) for f in manifests)
+def live_files(lake: Lake, asset: str = ASSET) -> set[str]:
+    """The data files the table's current version lists."""
+    table = lake.table(asset)
+    assert table is not None
+    return {uri.removeprefix("file://") for uri in table.file_uris()}
 
 
-@pytest.fixture(params=["local", "memory"])
-def lake(request, tmp_path: Path) -> Lake:
-    """The same behaviour on a local folder and on an fsspec file system."""
-    if request.param == "local":
-        return Lake(tmp_path / "lake")
-    return Lake(f"memory://lake-{uuid.uuid4().hex}")
-
-
-# Lake: the day index a micro-batch reads the rest of its day through -------------------------
-ids = st.lists(st.sampled_from([f"d{i}" for i in range(12)]), max_size=6)
-operations = st.lists(
-    st.one_of(
-        st.tuples(st.just("part"), st.sampled_from(["p1", "p2", "p3", "p4"]), ids),
-        st.tuples(st.just("day"), st.just(DAY_PART), ids),
-        st.tuples(st.just("read"), st.sampled_from(["p1", "p2", "none"]), st.just([])),
-    ),
-    max_size=25,
-)
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(steps=operations)
-def test_day_index_reads_exactly_what_the_parts_hold_whatever_was_rewritten(
-    lake: Lake, steps: list[tuple[str, str, list[str]]]
-) -> None:
-    """Retried parts, whole-day rewrites and index rewrites in any order: the index never
-    serves an id a live part no longer holds, nor misses one it does."""
-    asset = f"index_{uuid.uuid4().hex[:8]}"  # a fresh day for each example
-    for kind, part, doc_ids in steps:
-        if kind == "read":
-            expected = sorted(
-                doc_id
-                for name, frame_ in lake.read_parts(asset, DAY, columns=["doc_id"]).items()
-                if name != part
-                for doc_id in frame_["doc_id"]
-            )
-            got = lake.read_day_columns(asset, DAY, ["doc_id"], exclude_parts=[part], index_after=1)
-            assert sorted(got["doc_id"]) == expected
-        else:
-            rows = pl.DataFrame({"doc_id": doc_ids}, schema={"doc_id": pl.String})
-            lake.write(asset, DAY, rows, part)
-
-
-def test_day_index_is_written_after_enough_parts_and_then_read_instead_of_them(
-    lake: Lake,
-) -> None:
-    for k in range(5):
-        lake.write(ASSET, DAY, frame(f"a{k}", f"b{k}"), f"p{k}")
-    read = lake.read_day_columns(ASSET, DAY, ["doc_id"], exclude_parts=["p0"], index_after=3)
-    assert sorted(read["doc_id"]) == sorted(f"{x}{k}" for k in range(1, 5) for x in "ab")
-    index = lake.day_dir(ASSET, DAY) / "_index" / "doc_id.parquet"
-    assert sorted(lake_module._read_parquet(index)["part"].unique()) == [f"p{k}" for k in range(5)]
-    # the parts it covers are not read again: remove one's file behind the lake's back
-    lake.parts(ASSET, DAY)[1].unlink()
-    again = lake.read_day_columns(ASSET, DAY, ["doc_id"], index_after=3)
-    assert sorted(again["doc_id"]) == sorted(f"{x}{k}" for k in range(5) for x in "ab")
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake(tmp_path / "lake")
 
 
 # Lake: writing -------------------------------------------------------------------------------
-def test_parts_live_under_asset_and_day(lake: Lake) -> None:
-    path = lake.write(ASSET, DAY, frame("a"))
-    assert path.name == "day.parquet"
-    assert path.relative_to(lake.root / ASSET / DAY).as_posix().startswith("_parts/")
-    assert lake.parts(ASSET, DAY) == [path]
-    assert lake.part_names(ASSET, DAY) == [DAY_PART]
-
-
 def test_named_part_is_written_beside_the_others(lake: Lake) -> None:
     lake.write(ASSET, DAY, frame("a", "b"))
     lake.write(ASSET, DAY, frame("c"), part="batch-0900")
     lake.write(ASSET, DAY, frame("d"), part="batch-1000")
 
     assert lake.part_names(ASSET, DAY) == ["batch-0900", "batch-1000", "day"]
-    assert [p.name for p in lake.parts(ASSET, DAY)] == [
-        "batch-0900.parquet",
-        "batch-1000.parquet",
-        "day.parquet",
-    ]
-    assert_only_live_files(lake)
+    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["a", "b", "c", "d"]
+    assert lake.day_rows(ASSET, DAY) == 4
 
 
 def test_rewriting_a_named_part_replaces_only_that_part(lake: Lake) -> None:
     lake.write(ASSET, DAY, frame("a", "b"))
     lake.write(ASSET, DAY, frame("c"), part="batch-0900")
     lake.write(ASSET, DAY, frame("d"), part="batch-1000")
+    before = lake.version(ASSET)
 
-    lake.write(ASSET, DAY, frame("c2", "c3"), part="batch-0900")  # the retried micro-batch
+    result = lake.write(ASSET, DAY, frame("c2", "c3"), part="batch-0900")  # a retried batch
 
-    assert len(lake.parts(ASSET, DAY)) == 3
+    assert result.version == lake.version(ASSET) == (before or 0) + 1  # one commit
+    assert result.rows == 2 and not result.skipped
+    assert lake.part_names(ASSET, DAY) == ["batch-0900", "batch-1000", "day"]
     assert_frame_equal(lake.read_part(ASSET, DAY, "batch-0900"), frame("c2", "c3"))
     assert_frame_equal(lake.read_part(ASSET, DAY, "batch-1000"), frame("d"))
-    assert_frame_equal(lake.read_part(ASSET, DAY), frame("a", "b"))
+    assert_frame_equal(lake.read_parts(ASSET, DAY)[DAY_PART], frame("a", "b"))
 
 
 def test_whole_day_part_replaces_every_other_part_of_that_day(lake: Lake) -> None:
     lake.write(ASSET, DAY, frame("a"), part="batch-0900")
     lake.write(ASSET, DAY, frame("b"), part="batch-1000")
     lake.write(ASSET, "2026-03-02", frame("other day"), part="batch-0900")
+    lake.write("other_asset", DAY, frame("other asset"))
 
     lake.write(ASSET, DAY, frame("a", "b", "late"))
 
     assert lake.part_names(ASSET, DAY) == ["day"]
-    assert_only_live_files(lake)  # the replaced parts' files are gone
     assert_frame_equal(lake.read_day(ASSET, DAY), frame("a", "b", "late"))
     # other days and other assets are not touched
     assert_frame_equal(lake.read_day(ASSET, "2026-03-02"), frame("other day"))
+    assert_frame_equal(lake.read_day("other_asset", DAY), frame("other asset"))
 
 
 def test_rewriting_the_whole_day_replaces_it(lake: Lake) -> None:
@@ -168,53 +108,203 @@ def test_rewriting_the_whole_day_replaces_it(lake: Lake) -> None:
     assert_frame_equal(lake.read_day(ASSET, DAY), frame("b"))
 
 
-@pytest.mark.parametrize("part", ["", "../day", "a/b", "batch 1", "x*", "é"])
+@pytest.mark.parametrize("part", ["", "../day", "a/b", "batch 1", "x*", "é", "a' OR '1'='1"])
 def test_invalid_part_name_is_refused(lake: Lake, part: str) -> None:
     with pytest.raises(ValueError, match="invalid part name"):
         lake.write(ASSET, DAY, frame("a"), part=part)
-    assert lake.parts(ASSET, DAY) == []
+    assert not lake.exists(ASSET)
 
 
 def test_valid_part_names(lake: Lake) -> None:
     for part in ("batch-0900", "offsets_12.40", "window=0900-1000"):
         lake.write(ASSET, DAY, frame(part), part=part)
-    assert len(lake.parts(ASSET, DAY)) == 3
+    assert lake.part_names(ASSET, DAY) == ["batch-0900", "offsets_12.40", "window=0900-1000"]
+    assert_frame_equal(lake.read_part(ASSET, DAY, "window=0900-1000"), frame("window=0900-1000"))
 
 
-def test_writes_leave_no_temp_file(lake: Lake) -> None:
-    lake.write(ASSET, DAY, frame("a"), part="batch-0900")
-    lake.write(ASSET, DAY, frame("b"), part="batch-0900")
-    assert_only_live_files(lake)
-    lake.write(ASSET, DAY, frame("c"))
-    assert_only_live_files(lake)
-    assert lake.part_names(ASSET, DAY) == ["day"]
+def test_a_frame_with_a_part_column_is_refused(lake: Lake) -> None:
+    with pytest.raises(ValueError, match="column 'part' is the lake's own"):
+        lake.write(ASSET, DAY, frame("a").with_columns(part=pl.lit("x")))
+    assert not lake.exists(ASSET)
 
 
-def test_failed_write_leaves_no_temp_file_and_keeps_the_old_part(lake: Lake) -> None:
+def test_rows_of_another_day_are_refused(lake: Lake) -> None:
     lake.write(ASSET, DAY, frame("a"))
-    unwritable = pl.DataFrame({"doc_id": [object()]}, schema={"doc_id": pl.Object})
-
-    with pytest.raises(pl.exceptions.PolarsError):
-        lake.write(ASSET, DAY, unwritable)
-
-    assert_only_live_files(lake)
-    assert lake.part_names(ASSET, DAY) == ["day"]
+    stray = frame("a", "b").with_columns(
+        ingest_date=pl.Series([date(2026, 3, 1), date(2026, 3, 2)])
+    )
+    with pytest.raises(ValueError, match=r"rows of days \['2026-03-02'\] outside the days"):
+        lake.write(ASSET, DAY, stray)
+    with pytest.raises(ValueError, match=r"rows of days \['2026-03-02'\] outside the days"):
+        lake.write_days(ASSET, [DAY], stray)
+    assert lake.version(ASSET) == 0  # nothing committed
     assert_frame_equal(lake.read_day(ASSET, DAY), frame("a"))
 
 
-def test_unpartitioned_asset_is_one_data_file(lake: Lake) -> None:
-    path = lake.write("sentiment_model", None, frame("w"))
-    assert path == lake.root / "sentiment_model" / "data.parquet"
-    assert_frame_equal(lake.read_part("sentiment_model", None), frame("w"))
+def test_unpartitioned_asset_round_trips_as_one_table(lake: Lake) -> None:
+    lake.write("sentiment_model", None, frame("w"))
+    lake.write("sentiment_model", None, frame("x", "y"))  # replaced whole
+    assert_frame_equal(lake.read_part("sentiment_model", None), frame("x", "y"))
+    assert not lake.is_daily("sentiment_model")
+    assert lake.tables() == ["sentiment_model"]
 
 
-def test_quarantine_lives_beside_the_stages(lake: Lake) -> None:
-    path = lake.write_quarantine("raw_text", DAY, frame("bad"), part="batch-0900")
-    assert lake.parts("quarantine/raw_text", DAY) == [path]
-    assert path.name == "batch-0900.parquet"
-    assert path.is_relative_to(lake.root / "quarantine" / "raw_text" / DAY)
+def test_quarantine_is_a_table_beside_the_stages(lake: Lake) -> None:
+    lake.write_quarantine("raw_text", DAY, frame("bad"), part="batch-0900")
+    folder = Path(lake.table_uri("quarantine/raw_text"))
+    assert folder == Path(lake.root.path) / "quarantine" / "raw_text"
+    assert (folder / "_delta_log").is_dir()
+    assert lake.tables() == ["quarantine/raw_text"]
+    assert lake.part_names("quarantine/raw_text", DAY) == ["batch-0900"]
     assert_frame_equal(lake.read_quarantine("raw_text", date.fromisoformat(DAY)), frame("bad"))
     assert lake.read_quarantine("raw_text", "2026-03-02").is_empty()
+    assert lake.read_quarantine("never_quarantined", DAY).is_empty()
+
+
+def test_write_days_replaces_exactly_the_listed_days_in_one_commit(lake: Lake) -> None:
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        lake.write(ASSET, day, frame(f"old-{day}"), part="batch-0900")
+    before = lake.version(ASSET)
+    days = [date(2026, 3, 1), date(2026, 3, 2)]
+    new = frame("n1", "n2").with_columns(ingest_date=pl.Series([date(2026, 3, 1)] * 2))
+
+    result = lake.write_days(ASSET, days, new)
+
+    assert result.version == lake.version(ASSET) == (before or 0) + 1
+    # the table's first write had no ingest_date, so reads leave it out (the lake's own)
+    assert_frame_equal(lake.read_day(ASSET, "2026-03-01"), new.drop("ingest_date"))
+    assert lake.read_day(ASSET, "2026-03-02").is_empty()  # listed, no rows: emptied
+    assert lake.read_day(ASSET, "2026-03-03")["doc_id"].to_list() == ["old-2026-03-03"]
+    assert lake.rows_by_day(ASSET) == {"2026-03-01": 2, "2026-03-03": 1}
+    assert lake.part_names(ASSET, "2026-03-01") == [DAY_PART]
+
+
+def test_write_days_needs_an_ingest_date(lake: Lake) -> None:
+    with pytest.raises(ValueError, match="needs an ingest_date"):
+        lake.write_days(ASSET, ["2026-03-01", "2026-03-02"], frame("a"))
+    assert not lake.exists(ASSET)
+
+
+# Lake: types --------------------------------------------------------------------------------
+TYPED_SCHEMA = {
+    "doc_id": pl.String,
+    "token_ids": pl.List(pl.UInt32),
+    "embedding": pl.Array(pl.Float32, 4),
+    "raw": pl.Binary,
+    "published": pl.Date,
+    "meta": pl.Struct({"source": pl.String, "score": pl.Float64}),
+    "note": pl.Null,
+}
+
+
+def typed(doc_ids: list[str], note: list[str | None] | None = None) -> pl.DataFrame:
+    rows = len(doc_ids)
+    data = pl.DataFrame(
+        {
+            "doc_id": doc_ids,
+            "token_ids": [[i, 2**32 - 1, 0][: i % 3 + 1] for i in range(rows)],
+            "embedding": [[i + 0.5, -1.0, 0.0, 2.25] for i in range(rows)],
+            "raw": [bytes([i, 0, 255]) for i in range(rows)],
+            "published": [date(2026, 2, 1 + i) for i in range(rows)],
+            "meta": [{"source": f"s{i}", "score": i / 4} for i in range(rows)],
+            "note": [None] * rows,
+        },
+        schema=TYPED_SCHEMA,
+    )
+    return data if note is None else data.with_columns(note=pl.Series(note, dtype=pl.String))
+
+
+def test_types_round_trip_exactly_and_other_readers_see_delta_types(lake: Lake) -> None:
+    first = typed(["a", "b", "c"])
+    lake.write(ASSET, DAY, first, part="p1")
+    stored = lake.read_part(ASSET, DAY, "p1")
+    assert stored.schema == {**TYPED_SCHEMA, "note": pl.String}  # the Null column, as String
+    assert stored["note"].null_count() == 3
+    assert_frame_equal(stored.drop("note"), first.drop("note"))
+
+    later = typed(["d", "e"], note=["filled", None])  # the Null column later filled
+    lake.write(ASSET, DAY, later, part="p2")
+    day = lake.read_day(ASSET, DAY).sort("doc_id")
+    expected = pl.concat([first.with_columns(pl.col("note").cast(pl.String)), later])
+    assert_frame_equal(day, expected)
+    assert day.schema["token_ids"] == pl.List(pl.UInt32)
+    assert day.schema["embedding"] == pl.Array(pl.Float32, 4)
+    assert day["token_ids"].to_list()[1] == [1, 2**32 - 1]
+
+    # another engine reads the same table in Delta's own types, without a List/Array mismatch
+    outside = pl.read_delta(lake.table_uri(ASSET)).sort("doc_id")
+    assert outside.height == 5
+    assert outside.schema["embedding"] == pl.List(pl.Float32)
+    assert outside.schema["token_ids"] == pl.List(pl.Int64)
+    assert outside.schema["ingest_date"] == pl.Date
+    assert outside["part"].to_list() == ["p1", "p1", "p1", "p2", "p2"]
+    assert outside["embedding"].to_list() == day["embedding"].to_list()
+    assert outside["token_ids"].to_list() == day["token_ids"].to_list()
+    assert outside["note"].to_list() == [None, None, None, "filled", None]
+    assert pl.scan_delta(lake.table_uri(ASSET)).select(pl.len()).collect().item() == 5
+
+
+# Lake: app transactions and time travel --------------------------------------------------------
+def test_a_replayed_app_transaction_is_skipped_and_a_higher_one_commits(lake: Lake) -> None:
+    first = lake.write(ASSET, DAY, frame("a"), part="kafka-0", txn=("topic-a", 5))
+    assert not first.skipped and lake.transaction_version(ASSET, "topic-a") == 5
+    version = lake.version(ASSET)
+
+    for replayed in (5, 4):  # the same range again, and an older one
+        again = lake.write(ASSET, DAY, frame("replay"), part="kafka-0", txn=("topic-a", replayed))
+        assert again.skipped and again.rows == 0
+        assert lake.version(ASSET) == version  # no commit
+    assert_frame_equal(lake.read_part(ASSET, DAY, "kafka-0"), frame("a"))
+
+    higher = lake.write(ASSET, DAY, frame("b"), part="kafka-1", txn=("topic-a", 6))
+    assert not higher.skipped and higher.version == (version or 0) + 1
+    assert lake.transaction_version(ASSET, "topic-a") == 6
+    # another app id is independent
+    other = lake.write(ASSET, DAY, frame("c"), part="kafka-2", txn=("topic-b", 1))
+    assert not other.skipped
+    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["a", "b", "c"]
+
+
+def test_a_lake_with_part_txn_carries_it_on_that_part_only(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    run = Lake(root, part_txn=("kafka-7", "topic-a", 7))
+    assert not run.write(ASSET, DAY, frame("a"), part="kafka-7").skipped
+    assert run.transaction_version(ASSET, "topic-a") == 7
+    version = run.version(ASSET)
+
+    retry = Lake(root, part_txn=("kafka-7", "topic-a", 7))  # the retried run of that range
+    assert retry.write(ASSET, DAY, frame("dup"), part="kafka-7").skipped
+    assert retry.version(ASSET) == version
+    # other parts (and the whole day) of the same run are written as usual
+    assert not retry.write(ASSET, DAY, frame("b"), part="kafka-8").skipped
+    assert retry.transaction_version(ASSET, "topic-a") == 7
+    assert sorted(retry.read_day(ASSET, DAY)["doc_id"]) == ["a", "b"]
+    assert (
+        not Lake(root, part_txn=("kafka-7", "topic-a", 8))
+        .write(ASSET, DAY, frame("a2"), part="kafka-7")
+        .skipped
+    )
+    assert sorted(retry.read_day(ASSET, DAY)["doc_id"]) == ["a2", "b"]
+
+
+def test_time_travel_by_version_and_by_timestamp(lake: Lake) -> None:
+    lake.write(ASSET, DAY, frame("v0"))
+    time.sleep(0.05)  # commit times a clear interval apart (not an assertion on time)
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    lake.write(ASSET, DAY, frame("v1"))
+    lake.write(ASSET, DAY, frame("v2"), part="p")
+
+    assert_frame_equal(lake.read_day(ASSET, DAY, as_of=0), frame("v0"))
+    assert_frame_equal(lake.read_day(ASSET, DAY, as_of=1), frame("v1"))
+    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["v1", "v2"]
+    assert_frame_equal(lake.read_day(ASSET, DAY, as_of=between.isoformat()), frame("v0"))
+    assert_frame_equal(lake.read_day(ASSET, DAY, as_of=between), frame("v0"))
+    naive = between.replace(tzinfo=None).isoformat()  # read as UTC
+    assert_frame_equal(lake.read_day(ASSET, DAY, as_of=naive), frame("v0"))
+    assert_frame_equal(lake.read_part(ASSET, DAY, "day", as_of=0), frame("v0"))
+    assert lake.read_parts(ASSET, DAY, as_of=1).keys() == {"day"}
+    assert lake.rows_by_day(ASSET, as_of=0) == {DAY: 1}
 
 
 # Lake: reading -------------------------------------------------------------------------------
@@ -222,22 +312,15 @@ def test_read_day_concatenates_all_parts(lake: Lake) -> None:
     lake.write(ASSET, DAY, frame("a"), part="batch-0900")
     lake.write(ASSET, DAY, frame("b", "c"), part="batch-1000")
     day = lake.read_day(ASSET, DAY)
-    assert day.height == 3
+    assert day.columns == ["doc_id", "n"]  # the lake's own columns are not returned
     assert sorted(day["doc_id"]) == ["a", "b", "c"]
-
-
-def test_read_day_relaxes_types_across_parts(lake: Lake) -> None:
-    lake.write(ASSET, DAY, pl.DataFrame({"n": [1]}, schema={"n": pl.Int32}), part="p1")
-    lake.write(ASSET, DAY, pl.DataFrame({"n": [2]}, schema={"n": pl.Int64}), part="p2")
-    day = lake.read_day(ASSET, DAY)
-    assert day.schema == {"n": pl.Int64}
-    assert day["n"].to_list() == [1, 2]
 
 
 def test_read_part_reads_only_that_part(lake: Lake) -> None:
     lake.write(ASSET, DAY, frame("a"), part="batch-0900")
     lake.write(ASSET, DAY, frame("b"), part="batch-1000")
     assert_frame_equal(lake.read_part(ASSET, DAY, "batch-1000"), frame("b"))
+    assert lake.read_part(ASSET, DAY, "batch-1100").is_empty()
 
 
 def test_read_days_skips_absent_days(lake: Lake) -> None:
@@ -249,27 +332,41 @@ def test_read_days_skips_absent_days(lake: Lake) -> None:
     days = [date(2026, 3, d) for d in range(1, 5)]  # dates or ISO strings both work
     assert sorted(lake.read_days(ASSET, days)["doc_id"]) == ["a", "c", "d"]
     assert lake.read_days(ASSET, ["2026-04-01", "2026-04-02"]).is_empty()
+    assert lake.read_days("never_written", days).is_empty()
 
 
-def test_missing_partition_says_what_to_materialise(lake: Lake) -> None:
+def test_a_day_can_be_read_without_some_parts_and_columns(lake: Lake) -> None:
+    lake.write(ASSET, DAY, frame("a", "b"))
+    lake.write(ASSET, DAY, frame("c"), part="batch-0900")
+    others = lake.read_day(ASSET, DAY, columns=["doc_id"], exclude_parts=["batch-0900"])
+    assert others.columns == ["doc_id"] and others["doc_id"].to_list() == ["a", "b"]
+    assert lake.read_day(ASSET, DAY, exclude_parts=["day", "batch-0900"]).is_empty()
+    rest = lake.read_day_columns(ASSET, DAY, ["doc_id"], exclude_parts=["day"])
+    assert rest.columns == ["doc_id"] and rest["doc_id"].to_list() == ["c"]
+    assert {k: v["doc_id"].to_list() for k, v in lake.read_parts(ASSET, DAY).items()} == {
+        "batch-0900": ["c"],
+        "day": ["a", "b"],
+    }
+    assert lake.read_parts(ASSET, "2026-03-09") == {}
+
+
+def test_a_missing_table_says_what_to_materialise(lake: Lake) -> None:
     with pytest.raises(FileNotFoundError) as day_error:
         lake.read_day(ASSET, DAY)
     with pytest.raises(FileNotFoundError) as part_error:
         lake.read_part(ASSET, DAY, "batch-0900")
-    for error in (day_error, part_error):
+    with pytest.raises(FileNotFoundError) as whole_error:
+        lake.read_part("sentiment_model", None)
+    for error, asset in ((day_error, ASSET), (part_error, ASSET), (whole_error, "sentiment_model")):
         message = str(error.value)
-        assert ASSET in message
-        assert DAY in message
+        assert asset in message and lake.table_uri(asset) in message
         assert "materialise" in message
 
 
-def test_missing_unpartitioned_asset_says_what_to_materialise(lake: Lake) -> None:
-    with pytest.raises(FileNotFoundError, match=r"sentiment_model .*materialise"):
-        lake.read_part("sentiment_model", None)
-
-
 def test_missing_day_can_be_read_as_empty(lake: Lake) -> None:
-    assert lake.read_day(ASSET, DAY, missing_ok=True).is_empty()
+    assert lake.read_day(ASSET, DAY, missing_ok=True).is_empty()  # no table
+    lake.write(ASSET, "2026-03-02", frame("a"))
+    assert lake.read_day(ASSET, DAY).is_empty()  # a table without that day
 
 
 # LakeIOManager -------------------------------------------------------------------------------
@@ -316,23 +413,31 @@ def test_handle_output_writes_the_day_where_the_lake_says(
     assert Lake(root).part_names(ASSET, DAY) == ["day"]
 
 
-def test_handle_output_records_row_count_schema_preview_and_path(
-    io_manager: LakeIOManager, root: Path
+def test_handle_output_records_rows_day_rows_version_schema_preview_and_path(
+    io_manager: LakeIOManager, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    Lake(root).write(ASSET, DAY, frame("x", "y"), part="batch-0900")
+    monkeypatch.setattr(lake_resources, "run_part", lambda context: "batch-1000")
     context = output_context()
     io_manager.handle_output(context, frame("a", "b", "c"))
 
     metadata = context.get_logged_metadata()
     assert metadata["dagster/row_count"] == dg.MetadataValue.int(3)
-    assert metadata["dagster/column_schema"] == dg.MetadataValue.table_schema(
-        dg.TableSchema(columns=[dg.TableColumn("doc_id", "String"), dg.TableColumn("n", "Int64")])
-    )
+    assert metadata["dagster/partition_row_count"] == dg.MetadataValue.int(5)  # the day's rows
+    assert metadata["table_version"] == dg.MetadataValue.int(1)
+    assert Lake(root).version(ASSET) == 1
+    assert metadata["path"] == dg.MetadataValue.path(Lake(root).table_uri(ASSET))
+    schema = metadata["dagster/column_schema"]
+    expected = catalog.materialized_column_schema(dg.AssetKey(ASSET), frame("a"))
+    assert schema == dg.MetadataValue.table_schema(expected)
+    assert {c.name: c.type for c in schema.schema.columns if c.name in ("doc_id", "n")} == {
+        "doc_id": "String",
+        "n": "Int64",
+    }
     preview = metadata["preview"]
     assert isinstance(preview, dg.MarkdownMetadataValue)
     assert preview.value == markdown_preview(frame("a", "b", "c"))
     assert preview.value.splitlines()[0] == "| doc_id | n |"
-    (path,) = Lake(root).parts(ASSET, DAY)
-    assert metadata["path"] == dg.MetadataValue.path(str(path))
 
 
 def test_load_input_returns_what_was_stored(io_manager: LakeIOManager) -> None:
@@ -340,11 +445,11 @@ def test_load_input_returns_what_was_stored(io_manager: LakeIOManager) -> None:
     assert_frame_equal(io_manager.load_input(input_context()), frame("a", "b"))
 
 
-def test_unpartitioned_asset_round_trips_through_data_file(
+def test_unpartitioned_asset_round_trips_through_the_io_manager(
     io_manager: LakeIOManager, root: Path
 ) -> None:
     io_manager.handle_output(output_context("sentiment_model", None), frame("w"))
-    assert (root / "sentiment_model" / "data.parquet").is_file()
+    assert (root / "sentiment_model" / "_delta_log").is_dir()
     assert_frame_equal(io_manager.load_input(input_context("sentiment_model", None)), frame("w"))
 
 
@@ -386,18 +491,11 @@ def test_range_of_partitions_loads_as_one_frame(io_manager: LakeIOManager, root:
 
     key_range = dg.PartitionKeyRange("2026-03-01", "2026-03-03")
     loaded = io_manager.load_input(input_context(partition_key=None, key_range=key_range))
-    assert loaded["doc_id"].to_list() == ["a", "b", "c", "d"]
+    assert sorted(loaded["doc_id"]) == ["a", "b", "c", "d"]
 
 
-def test_range_with_a_missing_day_names_that_day(io_manager: LakeIOManager, root: Path) -> None:
-    Lake(root).write(ASSET, "2026-03-01", frame("a"))
-    key_range = dg.PartitionKeyRange("2026-03-01", "2026-03-02")
-    with pytest.raises(FileNotFoundError, match=rf"{ASSET} .*2026-03-02.*materialise"):
-        io_manager.load_input(input_context(partition_key=None, key_range=key_range))
-
-
-def test_missing_partition_fails_the_load_with_a_hint(io_manager: LakeIOManager) -> None:
-    with pytest.raises(FileNotFoundError, match=rf"{ASSET} has no data for {DAY}.*materialise"):
+def test_missing_table_fails_the_load_with_a_hint(io_manager: LakeIOManager) -> None:
+    with pytest.raises(FileNotFoundError, match=rf"{ASSET} has no table at .*materialise"):
         io_manager.load_input(input_context())
 
 
@@ -415,7 +513,7 @@ def test_run_part_without_a_run_is_the_whole_day() -> None:
     assert run_part(input_context()) == DAY_PART
 
 
-# Lake: a day is published whole (old or new, never a mix) ------------------------------------
+# Lake: readers racing a writer see one committed state, never a mix --------------------------
 ROWS = 4
 MICRO = ("p0", "p1", "p2")
 
@@ -433,9 +531,9 @@ def writes_of_generation(g: int) -> list[tuple[str, list[str]]]:
     ]
 
 
-def states_after(writes: list[tuple[str, list[str]]], start: dict | None = None) -> list[tuple]:
+def states_after(writes: list[tuple[str, list[str]]]) -> list[tuple[str, ...]]:
     """Each state of the day (its doc_ids, sorted) after each write, in order."""
-    current = dict(start or {})
+    current: dict[str, list[str]] = {}
     states = []
     for part, ids in writes:
         current = {DAY_PART: ids} if part == DAY_PART else {**current, part: ids}
@@ -443,365 +541,273 @@ def states_after(writes: list[tuple[str, list[str]]], start: dict | None = None)
     return states
 
 
-def day_ids(lake: Lake) -> tuple:
+def day_ids(lake: Lake) -> tuple[str, ...]:
     day = lake.read_day(ASSET, DAY, missing_ok=True)
     return tuple(sorted(day["doc_id"])) if day.width else ()
 
 
-def test_readers_racing_a_writer_see_exactly_one_generation(lake: Lake) -> None:
-    generations = 30
-    writes = [w for g in range(generations) for w in writes_of_generation(g)]
+def test_readers_racing_a_writer_see_exactly_one_committed_state(lake: Lake) -> None:
+    writes = [w for g in range(12) for w in writes_of_generation(g)]
     valid = {(), *states_after(writes)}
     done = threading.Event()
+    failures: list[BaseException] = []
 
     def writer() -> None:
         try:
             for part, ids in writes:
                 lake.write(ASSET, DAY, frame(*ids), part)
+        except BaseException as error:
+            failures.append(error)
         finally:
             done.set()
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    seen: set[tuple] = set()
+    def reader(seen: set[tuple[str, ...]], mixed: list[str]) -> None:
+        reads = 0
+        while not done.is_set() or reads < 5:
+            reads += 1
+            try:
+                ids = day_ids(lake)
+            except Exception as error:  # a listed file gone under the reader
+                mixed.append(f"{type(error).__name__}: {error}")
+                continue
+            seen.add(ids)
+            if ids not in valid:
+                mixed.append(f"{len(ids)} rows, no committed state: {ids[:3]}...")
+
+    seen: set[tuple[str, ...]] = set()
     mixed: list[str] = []
-    reads = 0
-    while not done.is_set() or reads < 20:
-        reads += 1
-        try:
-            ids = day_ids(lake)
-        except Exception as error:  # a listed file gone under the reader
-            mixed.append(f"{type(error).__name__}: {error}")
-            continue
-        seen.add(ids)
-        if ids not in valid:
-            mixed.append(f"{len(ids)} rows, not one generation: {ids[:3]}...")
-    thread.join()
-
-    assert mixed == [], f"{len(mixed)} of {reads} reads saw a mix, e.g. {mixed[:3]}"
-    assert len(seen) >= 3, "the reader must have raced several writes"
-    assert day_ids(lake) == states_after(writes)[-1]
-
-
-CRASHING_WRITER = r"""
-import builtins, io, os, shutil, signal, sys
-import polars as pl
-from nlp_assets.lake import Lake
-
-root, crash_at, part = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-ids = sys.argv[4].split(",")
-count = 0
-
-def step():
-    global count
-    count += 1
-    if count == crash_at:
-        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: a pod OOM-killed
-
-def counted(function):
-    def wrapper(*args, **kwargs):
-        result = function(*args, **kwargs)
-        step()
-        return result
-    return wrapper
-
-for name in ("rename", "replace", "link", "unlink", "remove", "rmdir", "mkdir"):
-    setattr(os, name, counted(getattr(os, name)))
-shutil.move = counted(shutil.move)
-real_open = io.open
-def opened(file, mode="r", *args, **kwargs):
-    handle = real_open(file, mode, *args, **kwargs)
-    if any(flag in mode for flag in "wxa+"):
-        step()  # the file exists, still empty: a crash in the middle of writing it
-    return handle
-io.open = builtins.open = opened
-
-frame = pl.DataFrame({"doc_id": ids, "n": [len(i) for i in ids]})
-Lake(root).write("cleaned_text", "2026-03-01", frame, part)
-print("completed", count)
-"""
-
-
-@pytest.mark.parametrize(
-    ("part", "new_ids"),
-    [
-        (DAY_PART, block("new-day")),  # a whole-day rewrite over a day with parts
-        ("p0", block("new-p0")),  # a retried micro-batch overwriting its own part
-        ("p2", block("new-p2")),  # a new micro-batch part
-    ],
-)
-def test_a_writer_killed_at_any_step_leaves_the_old_or_the_new_day(
-    tmp_path: Path, part: str, new_ids: list[str]
-) -> None:
-    old_writes = [(DAY_PART, block("old-day")), ("p0", block("old-p0")), ("p1", block("old-p1"))]
-    old = states_after(old_writes)[-1]
-    new = states_after([*old_writes, (part, new_ids)])[-1]
-    outcomes = []
-    for crash_at in range(1, 60):
-        root = tmp_path / f"crash-{crash_at}"
-        for old_part, ids in old_writes:
-            Lake(root).write(ASSET, DAY, frame(*ids), old_part)
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CRASHING_WRITER,
-                str(root),
-                str(crash_at),
-                part,
-                ",".join(new_ids),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        lake = Lake(root)
-        after = day_ids(lake)
-        outcomes.append(("old" if after == old else "new" if after == new else "MIX", crash_at))
-        assert after in (old, new), f"killed after file-system step {crash_at}: {after}"
-        # the lake stays writable, and the crash's debris never shows up in a read
-        lake.write(ASSET, DAY, frame("next"), "p9")
-        assert day_ids(lake) == tuple(sorted([*after, "next"]))
-        if run.returncode == 0:
-            assert "completed" in run.stdout
-            assert after == new
-            break
-        assert run.returncode == -signal.SIGKILL, run.stderr
-    else:
-        pytest.fail("the writer never completed")
-    assert ("old", 1) in outcomes and outcomes[-1][0] == "new"
-
-
-def test_a_reader_starts_again_when_a_file_is_collected_under_it(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lake.write(ASSET, DAY, frame("old-a"), part="p0")
-    lake.write(ASSET, DAY, frame("old-b"), part="p1")
-    real_read = lake_module._read_parquet
-    rewrites = []
-
-    def read_while_the_day_is_rewritten(path, columns=None):
-        if not rewrites:  # between the manifest and the first file: a whole-day rewrite
-            rewrites.append(lake.write(ASSET, DAY, frame("new")))
-        return real_read(path, columns)
-
-    monkeypatch.setattr(lake_module, "_read_parquet", read_while_the_day_is_rewritten)
-    assert_frame_equal(lake.read_day(ASSET, DAY), frame("new"))
-    assert rewrites
-
-
-def test_a_day_written_before_manifests_still_reads_and_is_taken_over(lake: Lake) -> None:
-    folder = lake.day_dir(ASSET, DAY)
-    folder.mkdir(parents=True, exist_ok=True)
-    for part, ids in (("day", ["a"]), ("batch-0900", ["b"])):  # the old layout
-        with (folder / f"{part}.parquet").open("wb") as handle:
-            frame(*ids).write_parquet(handle)
-
-    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["a", "b"]
-    assert lake.part_names(ASSET, DAY) == ["batch-0900", "day"]
-    assert_frame_equal(lake.read_part(ASSET, DAY, "batch-0900"), frame("b"))
-
-    lake.write(ASSET, DAY, frame("c"), part="batch-1000")  # a micro-batch keeps the old parts
-    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["a", "b", "c"]
-    lake.write(ASSET, DAY, frame("b2"), part="batch-0900")  # a retry replaces its old file
-    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["a", "b2", "c"]
-    assert "batch-0900.parquet" not in files_on_disk(lake)
-    lake.write(ASSET, DAY, frame("d"))  # a whole-day rewrite replaces everything
-    assert_frame_equal(lake.read_day(ASSET, DAY), frame("d"))
-    assert_only_live_files(lake)
-
-
-def test_debris_of_a_killed_writer_is_collected_only_after_the_grace_period(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lake.write(ASSET, DAY, frame("a"))
-    folder = lake.day_dir(ASSET, DAY)
-    stale = folder / "_parts" / f"{int((time.time() - 7200) * 1000):013d}-dead" / "day.parquet"
-    fresh = folder / "_parts" / f"{int(time.time() * 1000):013d}-busy" / "p1.parquet"
-    for path in (stale, fresh):  # never published: a killed writer, a writer about to publish
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
-            frame("debris").write_parquet(handle)
-    assert_frame_equal(lake.read_day(ASSET, DAY), frame("a"))  # never read
-
-    lake.write(ASSET, DAY, frame("b"), part="p2")
-
-    assert not stale.exists()  # older than the grace period (an hour)
-    assert fresh.exists()  # its writer may still publish it
-    assert sorted(lake.read_day(ASSET, DAY)["doc_id"]) == ["a", "b"]
-
-
-def test_manifests_are_collected_once_older_than_the_grace_period(lake: Lake) -> None:
-    for i in range(4):
-        lake.write(ASSET, DAY, frame(f"m{i}"), part=f"p{i}")
-    manifests = lake.day_dir(ASSET, DAY) / "_manifest"
-    assert len(names_in(manifests)) == 4  # young: kept, so no generation's name is reused
-    for name in names_in(manifests):  # all four published two hours ago
-        body = json.loads((manifests / name).read_bytes())
-        (manifests / name).write_bytes(
-            json.dumps(body | {"published_at": time.time() - 7200}).encode()
-        )
-
-    lake.write(ASSET, DAY, frame("m4"), part="p4")
-
-    # generation 4 was the newest before this write: kept however old, for readers of it
-    assert names_in(manifests) == [f"{g:012d}.json" for g in (4, 5)]
-    assert len(lake.read_day(ASSET, DAY)) == 5
-
-
-def names_in(folder) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
-def test_concurrent_writers_of_different_parts_lose_nothing(tmp_path: Path) -> None:
-    lake = Lake(tmp_path / "lake")  # local disk: an exclusive create is atomic across threads
-
-    def writer(w: int) -> None:
-        for i in range(8):
-            lake.write(ASSET, DAY, frame(f"w{w}-{i}"), part=f"w{w}-{i}")
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    threads = [threading.Thread(target=writer)]
+    threads += [threading.Thread(target=reader, args=(seen, mixed)) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(lake.part_names(ASSET, DAY)) == 32
-    assert lake.read_day(ASSET, DAY)["doc_id"].n_unique() == 32
-    assert_only_live_files(lake)
+
+    assert failures == []
+    assert mixed == [], f"{len(mixed)} reads saw a mix, e.g. {mixed[:3]}"
+    assert len(seen) >= 3, "the readers must have raced several writes"
+    assert day_ids(lake) == states_after(writes)[-1]
+    assert lake.version(ASSET) == len(writes) - 1  # one commit a write
 
 
-def test_a_day_can_be_read_without_some_parts_and_columns(lake: Lake) -> None:
-    lake.write(ASSET, DAY, frame("a", "b"))
-    lake.write(ASSET, DAY, frame("c"), part="batch-0900")
-    others = lake.read_day(ASSET, DAY, columns=["doc_id"], exclude_parts=["batch-0900"])
-    assert others.columns == ["doc_id"] and others["doc_id"].to_list() == ["a", "b"]
-    only_mine = lake.read_day(ASSET, DAY, exclude_parts=["day", "batch-0900"])
-    assert only_mine.is_empty()
-    assert {k: v["doc_id"].to_list() for k, v in lake.read_parts(ASSET, DAY).items()} == {
-        "batch-0900": ["c"],
-        "day": ["a", "b"],
-    }
-    assert lake.read_parts(ASSET, "2026-03-09") == {}
+# Lake: concurrent writers in separate processes ----------------------------------------------
+WRITERS, PARTS_EACH = 4, 5
 
 
-# DayLocks: a day's lease ----------------------------------------------------------------------
-def test_a_second_owner_waits_until_the_first_releases_and_says_why(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    first = DayLocks(root, "run-a")
-    first.acquire(["2026-03-01", "2026-03-02", "2026-03-03"])
-    messages: list[str] = []
-    second = DayLocks(root, "run-b", log=messages.append, poll_seconds=0.05)
-    taken = threading.Event()
-    thread = threading.Thread(target=lambda: (second.acquire([DAY]), taken.set()))
-    thread.start()
-    time.sleep(1)
-    assert not taken.is_set()  # run-a's heartbeat is alive: run-b waits
-    first.release()
-    first.close()
-    thread.join(timeout=10)
-    assert taken.is_set()
-    assert second.current(DAY).owner == "run-b"
-    assert messages[0].startswith(f"waiting for the lake lock of day {DAY}: run run-a holds it")
-    assert "took the lake lock" in messages[-1] and "released" in messages[-1]
-    second.close()
+def test_concurrent_writers_of_one_day_in_processes_lose_nothing(tmp_path: Path) -> None:
+    """4 processes each write 5 parts of the same day at once: every commit that lost the race
+    is applied again on top, so the day equals the same writes done one after another."""
+    jobs = [
+        (ASSET, DAY, frame(*block(f"w{w}-{i}")), f"w{w}-{i}")
+        for w in range(WRITERS)
+        for i in range(PARTS_EACH)
+    ]
+    lake = Lake(tmp_path / "concurrent")
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process running tokio threads
+    with spawn.Pool(WRITERS) as pool:
+        results = pool.starmap(lake.write, jobs, chunksize=PARTS_EACH)
+
+    sequential = Lake(tmp_path / "sequential")
+    for job in jobs:
+        sequential.write(*job)
+
+    assert all(not r.skipped and r.rows == ROWS for r in results)
+    assert lake.version(ASSET) == len(jobs) - 1  # every write its own commit, none lost
+    assert lake.part_names(ASSET, DAY) == sequential.part_names(ASSET, DAY)
+    assert len(lake.part_names(ASSET, DAY)) == WRITERS * PARTS_EACH
+    got = lake.read_day(ASSET, DAY).sort("doc_id")
+    assert_frame_equal(got, sequential.read_day(ASSET, DAY).sort("doc_id"))
+    assert got["doc_id"].n_unique() == got.height == WRITERS * PARTS_EACH * ROWS
 
 
-HOLDER = r"""
-import sys, time
-from nlp_assets.lake import DayLocks
-locks = DayLocks(sys.argv[1], "dead-run", ttl_seconds=1.5)
-locks.acquire(["2026-03-01"])
-print("held", flush=True)
-time.sleep(600)
+# Lake: a writer SIGKILLed at random points -----------------------------------------------------
+KILLED_WRITER = r"""
+import sys
+import polars as pl
+from nlp_assets.lake import Lake
+
+root, prefix = sys.argv[1], sys.argv[2]
+lake = Lake(root)
+print("ready", flush=True)
+for i in range(10_000):
+    part = f"{prefix}-{i}"
+    ids = [f"{part}-{k}" for k in range(50)]
+    rows = pl.DataFrame({"doc_id": ids, "n": list(range(50))})
+    lake.write("cleaned_text", "2026-03-01", rows, part)
+    print("committed", part, flush=True)
 """
 
 
-def test_a_dead_holder_unknown_to_the_instance_expires_after_its_ttl(tmp_path: Path) -> None:
+def killed_part_rows(part: str) -> list[str]:
+    return [f"{part}-{k}" for k in range(50)]
+
+
+def test_a_writer_killed_at_random_points_leaves_only_whole_parts(tmp_path: Path) -> None:
     root = tmp_path / "lake"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(root)], stdout=subprocess.PIPE, text=True
+    lake = Lake(root)
+    lake.write(ASSET, DAY, frame("base"), part="base")
+    chance = random.Random(22)
+    committed: list[str] = []
+    attempted: set[str] = {"base"}
+    for round_ in range(3):
+        prefix = f"r{round_}"
+        writer = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(root), prefix],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready", writer.stderr
+        delay = chance.uniform(0.05, 0.6)
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)  # no cleanup, no finally: a pod OOM-killed
+        out, _ = writer.communicate(timeout=60)
+        assert writer.returncode == -signal.SIGKILL
+        reported = [line.split()[1] for line in out.splitlines() if line.startswith("committed")]
+        committed += reported
+        # the parts it had started: all reported, and the one it was writing when killed
+        attempted |= {*reported, f"{prefix}-{len(reported)}"}
+
+        present = lake.read_parts(ASSET, DAY)
+        assert set(committed) <= set(present), f"round {round_} after {delay:.2f}s lost a part"
+        assert set(present) <= attempted | {"base"}
+        for part, rows in present.items():  # whole, or absent: never half there
+            expected = [part] if not part.startswith("r") else killed_part_rows(part)
+            assert sorted(rows["doc_id"]) == sorted(expected), f"part {part} is not whole"
+        lake.write(ASSET, DAY, frame(f"after-{round_}"), part=f"after-{round_}")  # still writable
+        attempted.add(f"after-{round_}")
+
+    before = lake.read_day(ASSET, DAY).sort("doc_id")
+    removed = lake.vacuum(ASSET, 0)
+    assert data_files(lake) == live_files(lake)  # only the live files are left
+    assert not set(removed) & live_files(lake)
+    assert_frame_equal(lake.read_day(ASSET, DAY).sort("doc_id"), before)
+    assert len(committed) >= 1, "the writer never committed before being killed"
+
+
+def test_compact_and_vacuum_keep_the_rows_and_leave_only_live_files(lake: Lake) -> None:
+    for i in range(6):
+        lake.write(ASSET, DAY, frame(f"a{i}", f"b{i}"), part=f"p{i}")
+    lake.write(ASSET, DAY, frame("a0-retry"), part="p0")
+    before = lake.read_day(ASSET, DAY).sort("doc_id")
+    files_before = len(live_files(lake))
+
+    metrics = lake.compact(ASSET, DAY)
+    assert metrics["numFilesRemoved"] == files_before
+    assert len(live_files(lake)) < files_before
+    assert_frame_equal(lake.read_day(ASSET, DAY).sort("doc_id"), before)
+    assert lake.part_names(ASSET, DAY) == [f"p{i}" for i in range(6)]
+
+    lake.vacuum(ASSET, 0)
+    assert data_files(lake) == live_files(lake)
+    assert_frame_equal(lake.read_day(ASSET, DAY).sort("doc_id"), before)
+
+
+# Lake: every write against a model (hypothesis) ----------------------------------------------
+MODEL_DAYS = ("2026-03-01", "2026-03-02")
+MODEL_PARTS = ("p1", "p2", "p3")
+doc_ids = st.lists(st.sampled_from([f"d{i}" for i in range(10)]), max_size=4, unique=True)
+
+
+class LakeAgainstAModel(RuleBasedStateMachine):
+    """Any sequence of part writes, retries, whole-day and multi-day writes, compactions and
+    vacuums: the lake holds exactly what a dict day -> part -> doc ids says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.mkdtemp(prefix="lake-model-")
+        self.lake = Lake(self.folder)
+        self.model: dict[str, dict[str, list[str]]] = {day: {} for day in MODEL_DAYS}
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _frame(self, ids: list[str], day: str | None = None) -> pl.DataFrame:
+        data = pl.DataFrame({"doc_id": ids}, schema={"doc_id": pl.String})
+        if day is not None:
+            data = data.with_columns(ingest_date=pl.lit(date.fromisoformat(day)))
+        return data
+
+    @rule(day=st.sampled_from(MODEL_DAYS), part=st.sampled_from(MODEL_PARTS), ids=doc_ids)
+    def write_part(self, day: str, part: str, ids: list[str]) -> None:
+        self.lake.write(ASSET, day, self._frame(ids), part)
+        self.model[day][part] = ids
+
+    @precondition(lambda self: any(self.model[d] for d in MODEL_DAYS))
+    @rule(data=st.data(), ids=doc_ids)
+    def rewrite_part(self, data: st.DataObject, ids: list[str]) -> None:
+        """A retry of a part already written (the part `day`: a whole-day rewrite)."""
+        written = sorted((d, p) for d in MODEL_DAYS for p in self.model[d])
+        day, part = data.draw(st.sampled_from(written))
+        self.lake.write(ASSET, day, self._frame(ids), part)
+        if part == DAY_PART:
+            self.model[day] = {DAY_PART: ids}
+        else:
+            self.model[day][part] = ids
+
+    @rule(day=st.sampled_from(MODEL_DAYS), ids=doc_ids)
+    def write_whole_day(self, day: str, ids: list[str]) -> None:
+        self.lake.write(ASSET, day, self._frame(ids))
+        self.model[day] = {DAY_PART: ids}
+
+    @rule(
+        days=st.lists(st.sampled_from(MODEL_DAYS), min_size=1, max_size=2, unique=True),
+        ids=st.fixed_dictionaries({d: doc_ids for d in MODEL_DAYS}),
     )
-    assert holder.stdout.readline().strip() == "held"
-    messages: list[str] = []
-    waiter = DayLocks(root, "run-b", log=messages.append, poll_seconds=0.1, wait_seconds=2)
-    with pytest.raises(TimeoutError, match="held by run dead-run"):
-        waiter.acquire([DAY])  # alive: its heartbeat runs, so it holds the day
-    holder.kill()  # SIGKILL: no release, no cleanup
-    holder.wait()
-    started = time.monotonic()
-    waiter.acquire([DAY], wait_seconds=30)
-    assert time.monotonic() - started < 10  # within a few ttl
-    assert waiter.current(DAY).owner == "run-b"
-    assert "no heartbeat" in messages[-1]
-    waiter.close()
+    def write_days(self, days: list[str], ids: dict[str, list[str]]) -> None:
+        rows = pl.concat([self._frame(ids[d], d) for d in days])
+        self.lake.write_days(ASSET, days, rows)
+        for day in days:
+            self.model[day] = {DAY_PART: ids[day]}
+
+    @rule(day=st.sampled_from(MODEL_DAYS))
+    def compact(self, day: str) -> None:
+        self.lake.compact(ASSET, day)
+
+    @rule()
+    def vacuum(self) -> None:
+        self.lake.vacuum(ASSET, 0)
+        if self.lake.exists(ASSET):
+            assert data_files(self.lake) == live_files(self.lake)
+
+    def expected(self, day: str) -> dict[str, list[str]]:
+        return {p: sorted(ids) for p, ids in self.model[day].items() if ids}
+
+    @rule()
+    def read_and_compare(self) -> None:
+        """Every read of the lake's API agrees with the model."""
+        if not self.lake.exists(ASSET):
+            return
+        for day in MODEL_DAYS:
+            expected = self.expected(day)
+            parts = self.lake.read_parts(ASSET, day)
+            assert {p: sorted(f["doc_id"]) for p, f in parts.items()} == expected, day
+            whole = self.lake.read_day(ASSET, day)
+            got = sorted(whole["doc_id"]) if whole.width else []
+            assert got == sorted(i for ids in expected.values() for i in ids), day
+            assert self.lake.part_names(ASSET, day) == sorted(expected)
+            assert self.lake.day_rows(ASSET, day) == len(got)
+
+    @invariant()
+    def table_equals_the_model(self) -> None:
+        """After every step, the whole table (one raw Delta read) is the model, row for row."""
+        if not self.lake.exists(ASSET):
+            assert all(not parts for parts in self.model.values())
+            return
+        rows = pl.read_delta(self.lake.table_uri(ASSET)).select(
+            pl.col("ingest_date").cast(pl.String), "part", "doc_id"
+        )
+        expected = sorted(
+            (day, part, doc_id)
+            for day in MODEL_DAYS
+            for part, ids in self.model[day].items()
+            for doc_id in ids
+        )
+        assert sorted(rows.iter_rows()) == expected
 
 
-def test_the_run_status_decides_when_the_instance_knows_the_holder(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    holder = DayLocks(root, "run-a")
-    holder.acquire([DAY])
-    holder.close()  # no process of run-a beats any more
-    status = {"run-a": False}  # in progress, e.g. waiting for a pool slot between two steps
-    waiter = DayLocks(root, "run-b", is_finished=status.get, poll_seconds=0.05, wait_seconds=1)
-    with pytest.raises(TimeoutError, match="its run is in progress"):
-        waiter.acquire([DAY])
-    status["run-a"] = True  # finished (or marked failed by run monitoring)
-    waiter.acquire([DAY], wait_seconds=5)
-    assert waiter.current(DAY).owner == "run-b"
-    waiter.close()
-
-
-def test_a_holder_that_lost_its_day_refuses_to_write(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    slow = DayLocks(root, "run-a")
-    slow.acquire([DAY])
-    lake = Lake(root, lease=slow)
-    lake.write(ASSET, DAY, frame("a"))
-    DayLocks(root, "run-b", is_finished={"run-a": True}.get).acquire([DAY])  # judged finished
-
-    with pytest.raises(LeaseLost, match=f"run run-a lost the lake lock of day {DAY} to run-b"):
-        lake.write(ASSET, DAY, frame("late"))
-    assert_frame_equal(lake.read_day(ASSET, DAY), frame("a"))
-    slow.close()
-
-
-def test_overlapping_ranges_taken_in_opposite_orders_do_not_deadlock(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    days = ["2026-03-01", "2026-03-02", "2026-03-03"]
-    done = []
-
-    def run(owner: str, order: list[str]) -> None:
-        locks = DayLocks(root, owner, poll_seconds=0.02)
-        for _ in range(5):
-            with locks.holding(order):
-                time.sleep(0.01)
-        done.append(owner)
-
-    threads = [
-        threading.Thread(target=run, args=("run-a", days)),
-        threading.Thread(target=run, args=("run-b", days[::-1])),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert sorted(done) == ["run-a", "run-b"]
-
-
-@pytest.mark.parametrize(
-    ("tags", "days"),
-    [
-        ({"dagster/partition": "2026-03-01"}, ["2026-03-01"]),
-        (  # a single-run backfill (backfill_pipeline_spark): no dagster/partition tag
-            {
-                "dagster/asset_partition_range_start": "2026-02-27",
-                "dagster/asset_partition_range_end": "2026-03-02",
-            },
-            ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"],
-        ),
-        ({"dagster/partition": "topic-a"}, []),  # not a day: nothing to lock
-        ({}, []),
-    ],
+LakeAgainstAModel.TestCase.settings = settings(
+    max_examples=15, stateful_step_count=12, deadline=None
 )
-def test_a_run_locks_the_days_its_tags_name(tags: dict[str, str], days: list[str]) -> None:
-    assert lake_resources.run_days(tags) == days
+test_lake_against_a_model = LakeAgainstAModel.TestCase
