@@ -295,9 +295,7 @@ class Lake:
                 self.lease.hold(day)
         uri = self.table_uri(asset)
         now = int(time.time() * 1000)
-        actions = [
-            AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files
-        ]
+        actions = [AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files]
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.table(asset) or DeltaTable.create(
                 uri,
