@@ -4,6 +4,7 @@ standalone cluster (a master and two workers, each its own JVM)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -150,9 +151,42 @@ def test_each_day_is_written_as_its_own_whole_day_part(backfill):
     lake = backfill["spark_lake"]
     for stage in (*ENGINE_STAGES, "quarantine/cleaned_text"):
         for day in DAYS:
-            assert [p.name for p in lake.parts(stage, day)] == ["day.parquet"], (stage, day)
+            assert lake.part_names(stage, day) == ["day"], (stage, day)
             frame = lake.read_day(stage, day)
             assert set(frame["ingest_date"].cast(pl.String)) <= {day}
+
+
+def test_each_stage_is_one_commit_of_files_the_executors_wrote(backfill):
+    """The range run's rows of a stage are one Delta version covering every day of the range,
+    made of the files the executors wrote (the driver got one row per file: `files_committed`),
+    and the IO manager wrote nothing more (the version is the table's last)."""
+    lake = backfill["spark_lake"]
+    events = backfill["result"].get_asset_materialization_events()
+    for stage in ENGINE_STAGES:
+        metadata = [
+            e.materialization.metadata for e in events if e.asset_key.to_user_string() == stage
+        ]
+        versions = {m["table_version"].value for m in metadata}
+        files = {m["files_committed"].value for m in metadata}
+        assert len(versions) == 1 and len(files) == 1, stage
+        (version,), (n_files,) = versions, files
+        table = lake.table(stage)
+        # the next version is another run's (the `small` run rewrote cleaned_text's first day)
+        later = [
+            e.materialization.metadata["table_version"].value
+            for e in backfill["small"].get_asset_materialization_events()
+            if e.asset_key.to_user_string() == stage
+        ]
+        assert table is not None and table.version() == (later or [version])[-1], stage
+        assert all(v == version + 1 for v in later), stage
+        log = Path(lake.table_uri(stage)) / "_delta_log" / f"{version:020d}.json"
+        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        adds = [e["add"] for e in entries if "add" in e]
+        assert len(adds) == n_files > 0, stage
+        assert {a["partitionValues"]["ingest_date"] for a in adds} == set(DAYS), stage
+        rows = sum(json.loads(a["stats"])["numRecords"] for a in adds)
+        assert rows == sum(lake.day_rows(stage, day) for day in DAYS), stage
+        assert {m["written_by"].value for m in metadata} == {"spark executors"}
 
 
 def test_nothing_lost_per_day(backfill):

@@ -86,11 +86,11 @@ def test_a_range_is_written_day_by_day_and_stray_days_are_refused(tmp_path):
     frame = pl.DataFrame({"doc_id": ["a", "b", "c"], "ingest_date": [DAY, DAY, date(2026, 11, 18)]})
     lake.write("x", "2026-11-16", frame.head(1), "kafka-p0-0-9")  # an older micro-batch part
     lake.write_days("x", ["2026-11-16", "2026-11-17", "2026-11-18"], frame)
-    assert [p.name for p in lake.parts("x", "2026-11-16")] == ["day.parquet"]
+    assert lake.part_names("x", "2026-11-16") == ["day"]
     assert lake.read_day("x", "2026-11-16")["doc_id"].to_list() == ["a", "b"]
     assert lake.read_day("x", "2026-11-17").height == 0  # the day exists, empty
     assert lake.read_day("x", "2026-11-18")["doc_id"].to_list() == ["c"]
-    with pytest.raises(ValueError, match=r"outside the run's days"):
+    with pytest.raises(ValueError, match=r"outside the days written"):
         lake.write_days("x", ["2026-11-16"], frame)
     with pytest.raises(ValueError, match="needs an ingest_date"):
         lake.write_days("x", ["2026-11-16", "2026-11-17"], frame.drop("ingest_date"))

@@ -238,7 +238,8 @@ def test_spark_reads_the_lake_as_the_read_api_does(spark, cleaned, features, tmp
     half = features.height // 2
     lake.write("features", "2026-11-16", features.head(half))
     lake.write("features", "2026-11-16", features.slice(half), "kafka-p0-0-99")
-    lake.write("features", "2026-11-17", features.head(3))
+    next_day = features.head(3).with_columns(pl.lit(date(2026, 11, 17)).alias("ingest_date"))
+    lake.write("features", "2026-11-17", next_day)
     days = ["2026-11-16", "2026-11-17"]
     on_spark = spark_engine.collect(
         spark_engine.read_lake(spark, str(tmp_path), "features", days), features.schema
@@ -246,7 +247,7 @@ def test_spark_reads_the_lake_as_the_read_api_does(spark, cleaned, features, tmp
     expected = lake.read_days("features", days).sort("ingest_date", "doc_id")
     assert on_spark.height == features.height + 3
     assert on_spark.equals(expected)
-    with pytest.raises(FileNotFoundError, match="no parts"):
+    with pytest.raises(FileNotFoundError, match="no files"):
         spark_engine.read_lake(spark, str(tmp_path), "features", ["2026-11-18"])
 
 

@@ -13,6 +13,7 @@ import polars as pl
 from pydantic import Field, PrivateAttr
 
 from nlp_assets import settings
+from nlp_assets.engines.sink import Committed
 from nlp_assets.kernels.clean import mask_personal_data
 from nlp_assets.lake import DAY_PART, DayLocks, Lake, WriteResult
 
@@ -250,7 +251,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     lake: LakeResource
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | Committed) -> None:
+        if isinstance(obj, Committed):
+            self._record_commit(context, obj)
+            return
         if not isinstance(obj, pl.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()} must return a polars DataFrame")
         asset = "/".join(context.asset_key.path)
@@ -284,6 +288,30 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if len(days) == 1:
             metadata["dagster/partition_row_count"] = lake.day_rows(asset, days[0])
         lineage = catalog.column_lineage(context.asset_key)
+        if lineage is not None:
+            metadata["dagster/column_lineage"] = lineage
+        context.add_output_metadata(metadata)
+
+    def _record_commit(self, context: dg.OutputContext, committed: Committed) -> None:
+        """Rows the Spark executors wrote and the driver already committed
+        (`engines.sink.Committed`): nothing is written again, the commit's metadata recorded."""
+        asset = "/".join(context.asset_key.path)
+        if committed.asset != asset:
+            raise ValueError(f"{asset} returned a commit of {committed.asset}")
+        lake = self.lake.lake()
+        metadata: dict[str, Any] = {
+            "dagster/row_count": committed.rows,
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(n, t) for n, t in committed.columns.items()]
+            ),
+            "table_version": committed.write.version,
+            "path": dg.MetadataValue.path(committed.write.uri),
+            "files_committed": committed.files,
+            "written_by": "spark executors",
+        }
+        if len(committed.days) == 1:
+            metadata["dagster/partition_row_count"] = lake.day_rows(asset, committed.days[0])
+        lineage = _column_lineage(context.asset_key)
         if lineage is not None:
             metadata["dagster/column_lineage"] = lineage
         context.add_output_metadata(metadata)

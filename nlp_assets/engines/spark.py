@@ -15,6 +15,13 @@ Whole-day views:
 
 Models load once per Python worker (`nlp_assets.engines.workers`) from the model resource's
 plain config values.
+
+Given a `sink` (`nlp_assets.engines.sink.LakeSink`, what a Dagster stage passes), a stage's
+rows never come back to the driver: the executors write them as Parquet files into the stage's
+Delta table inside the same `mapInArrow` step that computes them, the driver collects one small
+row per file and commits them all in one transaction replacing the range's days, and the
+function returns the commit (`Committed`) instead of a frame. Without one (the benchmark's
+comparison, tests), rows are collected as polars frames.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import pyarrow as pa
 
 from nlp_assets.engines import workers
 from nlp_assets.engines.arrow import from_spark_arrow, spark_schema, to_batches, to_spark_arrow
+from nlp_assets.engines.sink import FILE_SCHEMA, Committed, FileTarget, LakeSink, write_files
 from nlp_assets.kernels.clean import CLEANED_SCHEMA, CleanConfig, CleanResult, clean_documents
 from nlp_assets.kernels.features import (
     build_features,
@@ -51,10 +59,18 @@ Kernel = Callable[[pl.DataFrame], pl.DataFrame]
 
 # moving frames in and out of Spark --------------------------------------------------------------
 def to_spark(spark: Any, frame: pl.DataFrame, *, rows_per_partition: int = ROWS_PER_PARTITION):
-    """A polars frame as a Spark DataFrame spread over at least every core of the cluster."""
+    """A polars frame as a Spark DataFrame spread over at least every core of the cluster; a
+    frame of documents in ranges of (ingest_date, doc_id), so a partition holds one or two days
+    (what a writing step writes is then about one file per partition, not one per day)."""
     sdf = spark.createDataFrame(to_spark_arrow(frame))
-    slices = max(parallelism(spark), math.ceil(frame.height / rows_per_partition))
+    slices = slices_for(spark, frame.height, rows_per_partition)
+    if {"doc_id", "ingest_date"} <= set(frame.columns):
+        return sdf.repartitionByRange(slices, "ingest_date", "doc_id")
     return sdf.repartition(slices, "doc_id") if "doc_id" in frame.columns else sdf
+
+
+def slices_for(spark: Any, rows: int, rows_per_partition: int = ROWS_PER_PARTITION) -> int:
+    return max(parallelism(spark), math.ceil(rows / rows_per_partition))
 
 
 def is_connect(spark: Any) -> bool:
@@ -137,6 +153,36 @@ def map_with_reports(
     return (rows.sort(order) if order else rows), reports
 
 
+def map_to_lake(
+    sdf: Any,
+    kernel: ReportingKernel,
+    in_schema: Mapping[str, pl.DataType],
+    out_schema: Mapping[str, pl.DataType] | None,
+    sink: LakeSink,
+) -> tuple[Committed, pl.DataFrame]:
+    """`map_with_reports` whose rows are written by the executors into `sink`'s table, in the
+    same step that computes them (`out_schema`: the cast each batch gets first; None: the
+    kernel's own types). The driver collects one row per file and commits them."""
+    target = sink.target()
+    out = None if out_schema is None else dict(out_schema)
+
+    def writing(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        frame, report = kernel(batch)
+        if out is not None:
+            frame = frame.select(list(out)).cast(out)  # type: ignore[arg-type]
+        return write_files(frame, target), report
+
+    files, reports = map_with_reports(sdf, writing, in_schema, FILE_SCHEMA)
+    return sink.commit(files), reports
+
+
+def write_rows(sdf: Any, schema: Mapping[str, pl.DataType], sink: LakeSink) -> Committed:
+    """Rows Spark holds (in `schema`) written by the executors into `sink`'s table."""
+    target: FileTarget = sink.target()
+    files = map_frames(sdf, lambda batch: write_files(batch, target), schema, FILE_SCHEMA)
+    return sink.commit(from_spark_arrow(files.toArrow(), FILE_SCHEMA))
+
+
 def _report_into(metadata: dict[str, Any] | None, reports: pl.DataFrame) -> None:
     if metadata is not None:
         metadata.update(workers.spark_step_metadata(reports))
@@ -204,8 +250,12 @@ DOC = "doc"
 REFUSED = "refused"
 
 
-def clean_on_spark(spark: Any, raw: pl.DataFrame, config: CleanConfig) -> CleanResult:
-    """`clean_documents` on Spark; duplicates re-marked over each whole day."""
+def clean_on_spark(
+    spark: Any, raw: pl.DataFrame, config: CleanConfig, *, sink: LakeSink | None = None
+) -> CleanResult | tuple[Committed, pl.DataFrame]:
+    """`clean_documents` on Spark; duplicates re-marked over each whole day. With `sink`: the
+    documents written into the lake by the executors, (the commit, the quarantine) returned
+    (refused rows are few: they come back to the driver)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -233,7 +283,8 @@ def clean_on_spark(spark: Any, raw: pl.DataFrame, config: CleanConfig) -> CleanR
         )
 
     if not raw.height:
-        return clean_documents(raw, date.today(), config)
+        empty = clean_documents(raw, date.today(), config)
+        return empty if sink is None else (sink.commit_frame(empty.docs), empty.quarantine)
     mapped = map_frames(
         to_spark(spark, raw), kernel, _schema_of(raw, in_cols), out_schema
     ).persist()
@@ -259,6 +310,11 @@ def clean_on_spark(spark: Any, raw: pl.DataFrame, config: CleanConfig) -> CleanR
             .sort("ingest_date", "_position")
             .drop("_position")
         )
+        if sink is not None:
+            ranged = docs.select(*CLEANED_SCHEMA).repartitionByRange(
+                slices_for(spark, raw.height), "ingest_date", "doc_id"
+            )
+            return write_rows(ranged, CLEANED_SCHEMA, sink), quarantine
         return CleanResult(docs=collect(docs, CLEANED_SCHEMA), quarantine=quarantine)
     finally:
         mapped.unpersist()
@@ -271,9 +327,11 @@ def tokenize_on_spark(
     model_config: dict[str, Any],
     *,
     metadata: dict[str, Any] | None = None,
-):
+    sink: LakeSink | None = None,
+) -> pl.DataFrame | Committed:
     """`tokenize_documents` with the embedding model's tokenizer, loaded once per worker
-    (`metadata`, when given, receives the batches' report: model loads per worker)."""
+    (`metadata`, when given, receives the batches' report: model loads per worker); with
+    `sink`, written into the lake by the executors (the commit returned)."""
 
     def kernel(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         before = workers.load_count()
@@ -283,11 +341,15 @@ def tokenize_on_spark(
 
     if not cleaned.height:
         embedder = workers.embedder(model_config)
-        return tokenize_documents(cleaned, embedder.tokenizer, embedder.read_length)
+        empty = tokenize_documents(cleaned, embedder.tokenizer, embedder.read_length)
+        return empty if sink is None else sink.commit_frame(empty)
     in_cols = ["doc_id", "ingest_date", "text"]
-    frame, reports = map_with_reports(
-        to_spark(spark, cleaned), kernel, _schema_of(cleaned, in_cols), TOKENS_SCHEMA
-    )
+    sdf, in_schema = to_spark(spark, cleaned), _schema_of(cleaned, in_cols)
+    if sink is not None:
+        committed, reports = map_to_lake(sdf, kernel, in_schema, TOKENS_SCHEMA, sink)
+        _report_into(metadata, reports)
+        return committed
+    frame, reports = map_with_reports(sdf, kernel, in_schema, TOKENS_SCHEMA)
     _report_into(metadata, reports)
     return frame
 
@@ -316,8 +378,10 @@ def features_on_spark(
     *,
     cache_config: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
-) -> pl.DataFrame:
-    """`build_features` on Spark; TF-IDF statistics of each day aggregated and broadcast.
+    sink: LakeSink | None = None,
+) -> pl.DataFrame | Committed:
+    """`build_features` on Spark; TF-IDF statistics of each day aggregated and broadcast
+    (with `sink`, written into the lake by the executors: the commit returned).
 
     With `cache_config` (`ModelCacheResource.worker_config()`), embeddings go through the
     model-result cache as on the local engine (`CachedEmbedder`, same keys): a Redis URL
@@ -328,7 +392,8 @@ def features_on_spark(
     from nlp_assets.resources.models import CachedEmbedder, InferenceStats
 
     if not tokens.height:
-        return build_features(cleaned, tokens, workers.embedder(model_config))
+        empty = build_features(cleaned, tokens, workers.embedder(model_config))
+        return empty if sink is None else sink.commit_frame(empty)
     joined = tokens.select("doc_id", "ingest_date", "token_ids").join(
         cleaned.select("doc_id", "text", "lang"), on="doc_id", how="left", maintain_order="left"
     )
@@ -375,6 +440,11 @@ def features_on_spark(
             report = workers.batch_report(frame.height, before, cache_stats, inference, [served])
             return frame, report
 
+        if sink is not None:  # written as the kernel made them: embeddings fixed-size
+            committed, reports = map_to_lake(docs, kernel, in_schema, None, sink)
+            _report_into(metadata, reports)
+            stats.unpersist()
+            return committed
         # Spark has no fixed-size arrays: embeddings travel as lists, their width comes back
         # from the data (the model's, whatever model the config names).
         spark_out = features_schema(1) | {"embedding": pl.List(pl.Float32())}
@@ -399,17 +469,25 @@ def predict_on_spark(
     languages: list[str],
     cache_config: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
-) -> pl.DataFrame:
+    sink: LakeSink | None = None,
+    language_models: pl.DataFrame | None = None,
+) -> pl.DataFrame | Committed:
     """`predict_documents` on Spark with the models the local engine uses
-    (`workers.prediction_models`: NER, a text sentiment model, A/B candidates), each loaded
-    once per worker and wrapped in the result cache of `cache_config`; the sentiment head (a
-    small table) travels with the task. A/B arms follow the doc_id hash, so a document gets
-    the same model version on either engine. `metadata` receives the batches' report."""
+        (`workers.prediction_models`: NER, a text sentiment model, A/B candidates), each loaded
+        once per worker and wrapped in the result cache of `cache_config`; the sentiment head (a
+        small table) travels with the task. A/B arms follow the doc_id hash, so a document gets
+        the same model version on either engine. `metadata` receives the batches' report.
+
+    `language_models` (`models_to_frame` of the per-language sentiment models): documents skipped
+    for a language that has one are served by it (and by the language's entity model of the
+    registry, when it has one), as the predictions stage does on the driver. With `sink`, rows are
+    written into the lake by the executors and the commit is returned."""
     from nlp_assets.resources.model_cache import CacheStats, backend_for
     from nlp_assets.resources.models import InferenceStats
 
     head_ipc = _ipc(head.to_frame())
     languages = list(languages)
+    by_language_ipc = _ipc(language_models) if language_models is not None else None
 
     def kernel(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         before = workers.load_count()
@@ -434,7 +512,11 @@ def predict_on_spark(
             sentiment_candidate=chosen.candidates.get("sentiment"),
             ner_candidate=chosen.candidates.get("entities"),
         )
-        report = workers.batch_report(frame.height, before, cache_stats, inference, chosen.served)
+        served = list(chosen.served)
+        if by_language_ipc is not None:
+            frame, extra = _serve_languages(frame, batch, by_language_ipc, model_config)
+            served += extra
+        report = workers.batch_report(frame.height, before, cache_stats, inference, served)
         return frame, report
 
     joined = features.select("doc_id", "ingest_date", "embedding").join(
@@ -446,9 +528,38 @@ def predict_on_spark(
     if not features.height:
         frame, report = kernel(joined)
         _report_into(metadata, report)
-        return frame
-    frame, reports = map_with_reports(
-        to_spark(spark, joined), kernel, dict(joined.schema), PREDICTIONS_SCHEMA
-    )
+        return frame if sink is None else sink.commit_frame(frame)
+    sdf = to_spark(spark, joined)
+    if sink is not None:
+        committed, reports = map_to_lake(sdf, kernel, dict(joined.schema), PREDICTIONS_SCHEMA, sink)
+        _report_into(metadata, reports)
+        return committed
+    frame, reports = map_with_reports(sdf, kernel, dict(joined.schema), PREDICTIONS_SCHEMA)
     _report_into(metadata, reports)
     return frame
+
+
+def _serve_languages(
+    frame: pl.DataFrame, batch: pl.DataFrame, models_ipc: bytes, model_config: dict[str, Any]
+) -> tuple[pl.DataFrame, list[Any]]:
+    """`sentiment_languages.serve_languages` in a Python worker: the per-language models
+    travel with the task, the entity models load once per worker from the registry."""
+    from nlp_assets.kernels.sentiment_languages import models_from_frame, predict_languages
+    from nlp_assets.resources.models import ModelLoadError
+
+    models = models_from_frame(_from_ipc(models_ipc))
+    if not models:
+        return frame, []
+    langs = set(frame["lang"].drop_nulls().unique().to_list()) & set(models)
+    entries = workers.resource(model_config).entities_by_language
+    served, entity_models = [], {}
+    for lang in sorted(langs):
+        if not entries.get(lang):
+            continue
+        try:
+            served.append(workers.registry_model(model_config, entries[lang]))
+        except ModelLoadError:
+            continue  # as on the driver: that language gets no entities
+        entity_models[lang] = served[-1].model
+    cleaned = batch.select("doc_id", "text")
+    return predict_languages(frame, cleaned, models, entity_models), served

@@ -50,6 +50,7 @@ from deltalake import (
     write_deltalake,
 )
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
 from polars._typing import PolarsDataType
 from upath import UPath
 
@@ -63,6 +64,7 @@ __all__ = [
     "AsOf",
     "DayLease",
     "DayLocks",
+    "FileAdd",
     "Lake",
     "LeaseLost",
     "WriteResult",
@@ -106,6 +108,19 @@ class WriteResult:
     version: int | None
     rows: int
     skipped: bool = False
+
+
+@dataclass(frozen=True)
+class FileAdd:
+    """A Parquet file written into a table's day folder by someone else (a Spark executor),
+    waiting for `Lake.commit_files`: its path relative to the table, bytes, rows, day, and its
+    Delta statistics (JSON: ``numRecords``, ``minValues``, ``maxValues``, ``nullCount``)."""
+
+    path: str
+    size: int
+    rows: int
+    day: str
+    stats: str
 
 
 class Lake:
@@ -267,6 +282,64 @@ class Lake:
             written = table if table is not None else self.table(asset)
             return WriteResult(uri, None if written is None else written.version(), frame.height)
         raise AssertionError("unreachable")
+
+    def commit_files(
+        self,
+        asset: str,
+        days: Iterable[str | date],
+        files: Iterable[FileAdd],
+        schema: pa.Schema,
+    ) -> WriteResult:
+        """Files already written into the table's day folders (in `delta_arrow`'s types, without
+        the `ingest_date` column) replace `days` in one commit (`create_write_transaction`,
+        overwrite of those partitions); a day of `days` without files ends up empty. `schema`
+        is the table's, with `ingest_date`. Holds the lease of every day, and a commit that
+        loses a race is tried again, as `write` does."""
+        days = sorted({_iso_day(d) for d in days})
+        files = list(files)
+        stray = sorted({f.day for f in files} - set(days))
+        if stray:
+            raise ValueError(f"{asset}: files of days {stray[:5]} outside the days written {days}")
+        if self.lease is not None:
+            for day in days:
+                self.lease.hold(day)
+        uri = self.table_uri(asset)
+        now = int(time.time() * 1000)
+        actions = [AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files]
+        for attempt in range(COMMIT_ATTEMPTS):
+            table = self.table(asset) or DeltaTable.create(
+                uri,
+                schema,
+                mode="ignore",  # another writer may create it first
+                partition_by=[PARTITION],
+                configuration=TABLE_CONFIGURATION,
+                storage_options=self.storage_options,
+            )
+            try:
+                table.create_write_transaction(
+                    actions,
+                    mode="overwrite",
+                    schema=schema,
+                    partition_by=[PARTITION],
+                    partition_filters=[(PARTITION, "in", days)],
+                )
+            except CommitFailedError as error:
+                if attempt + 1 == COMMIT_ATTEMPTS:
+                    raise
+                _logger.info("%s: commit conflict (%s), committing again", asset, error)
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                continue
+            written = self.table(asset)
+            rows = sum(f.rows for f in files)
+            return WriteResult(uri, None if written is None else written.version(), rows)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def delta_arrow(frame: pl.DataFrame, existing: pa.Schema | None = None) -> pa.Table:
+        """The frame as Arrow in the types the lake stores (Delta's), each changed column
+        carrying its polars dtype in its field metadata: what `write` commits, for writers
+        that write the Parquet files themselves (`commit_files`)."""
+        return _to_delta(frame, existing)
 
     # reading ---------------------------------------------------------------------------------
     def read_part(

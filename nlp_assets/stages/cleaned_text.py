@@ -1,4 +1,6 @@
+import functools
 import time
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -12,7 +14,21 @@ from nlp_assets.lake import DAY_PART
 from nlp_assets.resources.lake import LakeResource, run_part
 from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import cleaned_text_schema
-from nlp_assets.stages.common import stage_asset, stage_result
+from nlp_assets.stages.common import lake_sink, stage_asset, stage_result
+
+LANGUAGES_SHOWN = 15
+
+
+def _summary(docs: pl.DataFrame) -> dict[str, Any]:
+    """What the stage reports of its rows, from any share of them (added up over shares)."""
+    return {
+        "duplicates": int(docs["is_duplicate"].sum()),
+        "languages": {str(k): int(n) for k, n in docs.group_by("lang").len().iter_rows()},
+    }
+
+
+def _check(max_chars: int, _docs: pl.DataFrame):
+    return cleaned_text_schema(max_chars)
 
 
 class CleaningConfig(EngineConfig):
@@ -45,10 +61,27 @@ def cleaned_text(
     started = time.perf_counter()
     cleaning = CleanConfig(**config.model_dump(exclude=set(EngineConfig.model_fields)))
     engine = choose_engine(context, config, raw_text.height)
-    if engine == SPARK:
+    if engine == SPARK:  # the executors write the documents into the lake, the driver commits
         from nlp_assets.engines.spark import clean_on_spark
 
-        result = clean_on_spark(spark.spark_session, raw_text, cleaning)
+        sink = lake_sink(context, lake, functools.partial(_check, config.max_chars), _summary)
+        committed, quarantine = clean_on_spark(  # type: ignore[misc]
+            spark.spark_session, raw_text, cleaning, sink=sink
+        )
+        summary = committed.summary
+        return stage_result(
+            context,
+            committed,
+            None,
+            started=started,
+            lake=lake,
+            quarantine=quarantine,
+            metadata={
+                "engine": engine,
+                "duplicates": int(summary.get("duplicates", 0)),
+                "languages": dg.MetadataValue.json(_top(summary.get("languages", {}))),
+            },
+        )
     else:
         result = clean_days(raw_text, run_days(context), cleaning)
     docs = result.docs
@@ -68,8 +101,12 @@ def cleaned_text(
         metadata={
             "engine": engine,
             "duplicates": int(docs["is_duplicate"].sum()),
-            "languages": dg.MetadataValue.json(
-                dict(docs.group_by("lang").len().sort("len", descending=True).head(15).iter_rows())
-            ),
+            "languages": dg.MetadataValue.json(_top(_summary(docs)["languages"])),
         },
     )
+
+
+def _top(languages: dict[str, int]) -> dict[str, int]:
+    """The most frequent languages, most frequent first."""
+    ranked = sorted(languages.items(), key=lambda item: (-item[1], item[0]))
+    return dict(ranked[:LANGUAGES_SHOWN])

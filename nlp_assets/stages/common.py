@@ -17,6 +17,7 @@ import pandera.polars as pa
 import polars as pl
 
 from nlp_assets import metrics
+from nlp_assets.engines.sink import Committed, LakeSink, Summary
 from nlp_assets.partitions import daily_partitions
 from nlp_assets.resources.lake import SCOPE_DAY, LakeResource, markdown_preview, run_part
 
@@ -131,6 +132,44 @@ def schema_check(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> dg.AssetChe
     )
 
 
+def committed_check(committed: Committed) -> dg.AssetCheckResult:
+    """The schema check of rows the Spark executors wrote: each file's rows were checked
+    where they were written (`engines.sink.file_summary`); uniqueness is checked per file."""
+    if committed.schema_failures:
+        return dg.AssetCheckResult(
+            check_name=SCHEMA_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "failure_cases": committed.schema_failures,
+                "failures": dg.MetadataValue.json(committed.failure_cases),
+            },
+        )
+    return dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        passed=True,
+        metadata={"rows": committed.rows, "checked_in": "executors, per file"},
+    )
+
+
+def lake_sink(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    check: Any,
+    summary: Summary | None = None,
+) -> LakeSink:
+    """Where a Spark stage's executors write its rows: its table, the run's days (committed
+    in one transaction that holds the run's leases); `check` gives the pandera schema of a
+    frame, `summary` the counts the stage reports (`engines.sink`)."""
+    return LakeSink(
+        lake.lake(),
+        context.asset_key.to_user_string(),
+        list(context.partition_keys),
+        check=check,
+        summary=summary,
+    )
+
+
 def quarantine_metadata(quarantine: pl.DataFrame) -> dict[str, Any]:
     reasons = (
         quarantine.group_by("reason").agg(pl.len().alias("rows")).sort("rows", descending=True)
@@ -145,8 +184,8 @@ def quarantine_metadata(quarantine: pl.DataFrame) -> dict[str, Any]:
 
 def stage_result(
     context: dg.AssetExecutionContext,
-    frame: pl.DataFrame,
-    schema: pa.DataFrameSchema,
+    frame: pl.DataFrame | Committed,
+    schema: pa.DataFrameSchema | None,
     *,
     started: float,
     lake: LakeResource | None = None,
@@ -157,6 +196,10 @@ def stage_result(
 
     Quarantined rows are written beside the stage's data (the same part, so a retry replaces
     them) and counted, so every input row is either in the output or in quarantine.
+
+    `frame` may be the rows the Spark engine already committed (`Committed`): the value then
+    carries that commit, the IO manager only records it, and the schema check is the one the
+    executors ran (`schema` unused).
     """
     extra: dict[str, Any] = dict(metadata or {})
     if quarantine is not None and lake is not None:
@@ -173,17 +216,21 @@ def stage_result(
             "quarantine_path": dg.MetadataValue.path(written.uri),
             "quarantine_table_version": written.version,
         }
+    rows = frame.rows if isinstance(frame, Committed) else frame.height
     if quarantine is not None:  # every input row is in the output or in quarantine
-        extra.setdefault("docs_in", frame.height + quarantine.height)
+        extra.setdefault("docs_in", rows + quarantine.height)
     extra["seconds"] = round(time.perf_counter() - started, 3)
     metrics.export_stage_metrics(  # best effort: warns, never fails the run
         job=metrics.job_of(context),
         asset=context.asset_key.to_user_string(),
         partition=context.partition_key if context.has_partition_key else None,
         metadata=extra,
-        rows_out=frame.height,
+        rows_out=rows,
         warn=context.log.warning,
     )
-    return dg.MaterializeResult(
-        value=frame, metadata=extra, check_results=[schema_check(frame, schema)]
-    )
+    if isinstance(frame, Committed):
+        check = committed_check(frame)
+    else:
+        assert schema is not None
+        check = schema_check(frame, schema)
+    return dg.MaterializeResult(value=frame, metadata=extra, check_results=[check])

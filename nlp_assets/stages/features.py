@@ -5,9 +5,11 @@ import polars as pl
 
 from nlp_assets.engines import LOCAL, SPARK
 from nlp_assets.engines.local import by_day
+from nlp_assets.engines.sink import Committed
 from nlp_assets.engines.switch import EngineConfig, choose_engine, run_days, run_on_spark
 from nlp_assets.engines.workers import model_config
 from nlp_assets.kernels.features import build_features
+from nlp_assets.resources.lake import LakeResource
 from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
 from nlp_assets.resources.models import (
     CachedEmbedder,
@@ -18,7 +20,12 @@ from nlp_assets.resources.models import (
 )
 from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import features_schema_for
-from nlp_assets.stages.common import stage_asset, stage_result
+from nlp_assets.stages.common import lake_sink, stage_asset, stage_result
+
+
+def _check(frame: pl.DataFrame):
+    """The features schema for the frame's embedding width (the worker's model's)."""
+    return features_schema_for(frame.schema["embedding"].size)  # type: ignore[attr-defined]
 
 
 @stage_asset(
@@ -40,6 +47,7 @@ def features(
     models: ModelResource,
     spark: SparkResource,
     model_cache: ModelCacheResource,
+    lake: LakeResource,
     cleaned_text: pl.DataFrame,
     tokens: pl.DataFrame,
 ):
@@ -47,21 +55,18 @@ def features(
     if choose_engine(context, config, tokens.height) == SPARK:
         from nlp_assets.engines.spark import features_on_spark
 
-        frame, on_spark = run_on_spark(
+        # the executors write the rows into the lake, the driver commits them
+        committed, on_spark = run_on_spark(
             spark,
             features_on_spark,
             cleaned_text,
             tokens,
             model_config(models),
             cache_config=model_cache.worker_config(),
+            sink=lake_sink(context, lake, _check),
         )
-        return stage_result(
-            context,
-            frame,
-            features_schema_for(frame.schema["embedding"].size),  # type: ignore[attr-defined]
-            started=started,
-            metadata=on_spark,
-        )
+        assert isinstance(committed, Committed)
+        return stage_result(context, committed, None, started=started, metadata=on_spark)
     served = models.serve("embedding")  # loaded once per process, then cached
     loaded = time.perf_counter()
     cache_stats, inference = CacheStats(), InferenceStats()

@@ -1,15 +1,17 @@
 import time
-from typing import cast
+from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from nlp_assets.engines import LOCAL, SPARK
+from nlp_assets.engines.sink import Committed
 from nlp_assets.engines.switch import EngineConfig, choose_engine, run_on_spark
 from nlp_assets.engines.workers import model_config, prediction_models
 from nlp_assets.kernels.predict import predict_documents
 from nlp_assets.kernels.sentiment import SentimentHead
+from nlp_assets.kernels.sentiment_languages import models_to_frame
 from nlp_assets.resources.lake import LakeResource
 from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
 from nlp_assets.resources.models import (
@@ -21,9 +23,36 @@ from nlp_assets.resources.models import (
 from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import predictions_schema
 from nlp_assets.stages import sentiment_languages
-from nlp_assets.stages.common import stage_asset, stage_result
+from nlp_assets.stages.common import lake_sink, stage_asset, stage_result
 
 SENTIMENT_MODEL_NAME = "minilm-logreg-sentiment"
+
+
+def _summary(frame: pl.DataFrame) -> dict[str, Any]:
+    """The stage's counts of some of its rows (added up over the files the executors write)."""
+    labelled = frame.filter(pl.col("sentiment_label").is_not_null())
+    return {
+        "sentiment_models": [
+            f"{name}@{version}"
+            for name, version in frame.select("sentiment_model", "sentiment_model_version")
+            .unique()
+            .iter_rows()
+        ],
+        "ner_models": [
+            f"{name}@{version}"
+            for name, version in frame.select("ner_model", "ner_model_version")
+            .drop_nulls()
+            .unique()
+            .iter_rows()
+        ],
+        "labelled": labelled.height,
+        "positive": int((labelled["sentiment_label"] == "positive").sum()),
+        "entities": int(frame["entities"].list.len().sum()),
+    }
+
+
+def _check(_frame: pl.DataFrame):
+    return predictions_schema()
 
 
 class PredictionConfig(EngineConfig):
@@ -72,8 +101,10 @@ def predictions(
     if choose_engine(context, config, features.height) == SPARK:
         from nlp_assets.engines.spark import predict_on_spark
 
-        # Same models, cache and A/B split as below, in the executors' Python workers.
-        frame, engine = run_on_spark(
+        # Same models, cache, A/B split and per-language models as below, in the executors'
+        # Python workers, which write the rows into the lake; the driver commits them.
+        by_language = sentiment_languages.load_language_models(lake, context.log.warning)
+        committed, engine = run_on_spark(
             spark,
             predict_on_spark,
             cleaned_text,
@@ -83,8 +114,18 @@ def predictions(
             sentiment_model_name=SENTIMENT_MODEL_NAME,
             languages=config.languages,
             cache_config=model_cache.worker_config(),
+            sink=lake_sink(context, lake, _check, _summary),
+            language_models=models_to_frame(by_language) if by_language else None,
         )
-        ner_name = ""
+        assert isinstance(committed, Committed)
+        summary = committed.summary
+        return stage_result(
+            context,
+            committed,
+            None,
+            started=started,
+            metadata=_metadata(summary, committed.rows, head, "", engine),
+        )
     else:
         # Models from the registry, each wrapped in the result cache; A/B candidates if set.
         cache_stats, inference = CacheStats(), InferenceStats()
@@ -115,36 +156,25 @@ def predictions(
     frame, _ = sentiment_languages.serve_languages(
         frame, cleaned_text, lake, models, lambda model: model, context.log.warning
     )
-    labelled = frame.filter(pl.col("sentiment_label").is_not_null())
     return stage_result(
         context,
         frame,
         predictions_schema(),
         started=started,
-        metadata={
-            "sentiment_model": ", ".join(
-                f"{name}@{version}"
-                for name, version in frame.select("sentiment_model", "sentiment_model_version")
-                .unique()
-                .sort("sentiment_model", "sentiment_model_version")
-                .iter_rows()
-            )
-            or f"{SENTIMENT_MODEL_NAME}@{head.version}",
-            "ner_model": ", ".join(
-                f"{name}@{version}"
-                for name, version in frame.select("ner_model", "ner_model_version")
-                .drop_nulls()
-                .unique()
-                .sort("ner_model", "ner_model_version")
-                .iter_rows()
-            )
-            or ner_name,
-            "skipped": frame.height - labelled.height,
-            # the mean of a boolean Series: a float, None when it is empty
-            "positive_share": float(
-                cast(float | None, (labelled["sentiment_label"] == "positive").mean()) or 0.0
-            ),
-            "entities": int(frame["entities"].list.len().sum()),
-            **engine,
-        },
+        metadata=_metadata(_summary(frame), frame.height, head, ner_name, engine),
     )
+
+
+def _metadata(
+    summary: dict[str, Any], rows: int, head: SentimentHead, ner_name: str, engine: dict
+) -> dict[str, Any]:
+    labelled = int(summary.get("labelled", 0))
+    return {
+        "sentiment_model": ", ".join(sorted(summary.get("sentiment_models", [])))
+        or f"{SENTIMENT_MODEL_NAME}@{head.version}",
+        "ner_model": ", ".join(sorted(summary.get("ner_models", []))) or ner_name,
+        "skipped": rows - labelled,
+        "positive_share": float(summary.get("positive", 0)) / labelled if labelled else 0.0,
+        "entities": int(summary.get("entities", 0)),
+        **engine,
+    }
