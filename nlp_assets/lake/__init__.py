@@ -50,7 +50,7 @@ from deltalake import (
     write_deltalake,
 )
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 from polars._typing import PolarsDataType
 from upath import UPath
 
@@ -305,7 +305,9 @@ class Lake:
                 self.lease.hold(day)
         uri = self.table_uri(asset)
         now = int(time.time() * 1000)
-        actions = [AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files]
+        actions: list[AddAction | RemoveAction] = [
+            AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files
+        ]
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.table(asset) or DeltaTable.create(
                 uri,
