@@ -311,7 +311,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
         }
         if len(committed.days) == 1:
             metadata["dagster/partition_row_count"] = lake.day_rows(asset, committed.days[0])
-        lineage = _column_lineage(context.asset_key)
+        from nlp_assets import catalog
+
+        lineage = catalog.column_lineage(context.asset_key)
         if lineage is not None:
             metadata["dagster/column_lineage"] = lineage
         context.add_output_metadata(metadata)

@@ -50,7 +50,7 @@ from deltalake import (
     write_deltalake,
 )
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 from polars._typing import PolarsDataType
 from upath import UPath
 
@@ -295,17 +295,19 @@ class Lake:
         overwrite of those partitions); a day of `days` without files ends up empty. `schema`
         is the table's, with `ingest_date`. Holds the lease of every day, and a commit that
         loses a race is tried again, as `write` does."""
-        days = sorted({_iso_day(d) for d in days})
+        wanted = sorted({_iso_day(d) for d in days})
         files = list(files)
-        stray = sorted({f.day for f in files} - set(days))
+        stray = sorted({f.day for f in files} - set(wanted))
         if stray:
-            raise ValueError(f"{asset}: files of days {stray[:5]} outside the days written {days}")
+            raise ValueError(f"{asset}: files of days {stray[:5]} outside the days {wanted}")
         if self.lease is not None:
-            for day in days:
+            for day in wanted:
                 self.lease.hold(day)
         uri = self.table_uri(asset)
         now = int(time.time() * 1000)
-        actions = [AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files]
+        actions: list[AddAction | RemoveAction] = [
+            AddAction(f.path, f.size, {PARTITION: f.day}, now, True, f.stats) for f in files
+        ]
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.table(asset) or DeltaTable.create(
                 uri,
@@ -321,7 +323,7 @@ class Lake:
                     mode="overwrite",
                     schema=schema,
                     partition_by=[PARTITION],
-                    partition_filters=[(PARTITION, "in", days)],
+                    partition_filters=[(PARTITION, "in", wanted)],
                 )
             except CommitFailedError as error:
                 if attempt + 1 == COMMIT_ATTEMPTS:
