@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -239,6 +240,13 @@ def _short(value: Any) -> str:
     return text.translate(_MARKDOWN_ESCAPES)
 
 
+def _catalog() -> Any:
+    """`nlp_assets.catalog`, imported at the first output. Not an import statement: stage code
+    versions hash the modules a stage imports (`conventions`), and every stage reaches this
+    IO manager, so a reworded column description would mark every stage stale."""
+    return importlib.import_module("nlp_assets.catalog")
+
+
 class LakeIOManager(dg.ConfigurableIOManager):
     """Stores polars DataFrames in the asset's Delta table (see `nlp_assets.lake`).
 
@@ -273,7 +281,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
             day = context.asset_partition_key if context.has_asset_partitions else None
             days = [day] if day else []
             result = lake.write(asset, day, obj, part)
-        from nlp_assets import catalog  # imports the schemas: not at the resource's import
+        catalog = _catalog()
 
         metadata: dict[str, Any] = {
             "dagster/row_count": obj.height,
@@ -311,8 +319,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         }
         if len(committed.days) == 1:
             metadata["dagster/partition_row_count"] = lake.day_rows(asset, committed.days[0])
-        from nlp_assets import catalog
-
+        catalog = _catalog()
         lineage = catalog.column_lineage(context.asset_key)
         if lineage is not None:
             metadata["dagster/column_lineage"] = lineage
