@@ -5,6 +5,7 @@ the features stage's day statistics travel in the task closure (Connect has no b
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def connect(connect_master):
     session = resource.spark_session
     yield session
     resource.stop()
+    # pyspark marks the process as a Connect client for good: classic sessions of the next
+    # test files in this worker would refuse to start
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 @pytest.fixture(scope="module")

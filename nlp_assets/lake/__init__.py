@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -90,6 +91,8 @@ TABLE_CONFIGURATION = {
     "delta.setTransactionRetentionDuration": "interval 30 days",
     "delta.checkpointInterval": "10",
 }
+#: A data file delta-rs is writing on local disk (renamed to its name once whole).
+_STAGING = re.compile(r"\.parquet#\d+$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9._=-]+$")
 
 #: A table version (int) or a point in time (datetime, or an ISO 8601 string).
@@ -548,12 +551,28 @@ class Lake:
                 "old layout (run `nlp lake migrate` first) or files put there by hand"
             )
         # full: also the files no commit ever listed (a writer killed before its commit)
-        return table.vacuum(
+        removed = table.vacuum(
             retention_hours=int(retention_hours),
             dry_run=False,
             enforce_retention_duration=False,
             full=True,
         )
+        return removed + self._remove_staging(asset, retention_hours)
+
+    def _remove_staging(self, asset: str, retention_hours: float) -> list[str]:
+        """On local disk delta-rs writes a data file as `<name>#<n>` and renames it: a writer
+        killed in between leaves that staging file, which no vacuum lists. Older than the
+        retention, it goes too."""
+        folder = self.root / asset
+        if folder.protocol not in ("", "file", "local"):
+            return []
+        cutoff = time.time() - retention_hours * 3600
+        removed = []
+        for path in Path(folder.path).rglob("*.parquet#*"):
+            if _STAGING.search(path.name) and path.stat().st_mtime <= cutoff:
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(folder.path).as_posix())
+        return removed
 
     def checkpoint(self, asset: str) -> None:
         """Write a log checkpoint (readers replay the log from it) and drop expired log files."""
@@ -592,7 +611,11 @@ def _foreign_entries(folder: UPath) -> list[str]:
     for child in _children(folder):
         name = child.name
         data_folder = name.startswith(f"{PARTITION}=")
-        data_file = name.endswith(".parquet") and name != "data.parquet" and child.is_file()
+        data_file = (
+            (name.endswith(".parquet") or _STAGING.search(name) is not None)
+            and name != "data.parquet"
+            and child.is_file()
+        )
         if not (data_folder or data_file):
             found.append(name)
     return sorted(found)
