@@ -64,6 +64,11 @@ COLUMN_DOCS: Mapping[str, str] = {
     "text": "The document text (raw as landed in raw_text; cleaned and masked from "
     "cleaned_text on).",
     "metadata": "The record's `metadata` object and any unknown fields, as JSON; null when none.",
+    "traceparent": "The W3C trace context the document came with (the API request, the Kafka "
+    "message's `traceparent` header, the landing record's field), else the run's that read it; "
+    "null when traces are off (docs/monitoring.md).",
+    "trace_id": "The document's trace id (from its `traceparent`): `nlp trace <doc_id>` and the "
+    "trace backend find its path by it; null when traces were off.",
     "n_chars": "Characters in the cleaned text.",
     "content_hash": "sha256 of the cleaned text (64 hex digits): equal texts, equal hashes.",
     "is_duplicate": "The same cleaned text already came with another doc_id that day.",

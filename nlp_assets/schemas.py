@@ -21,6 +21,8 @@ NULLABLE = {
     "sentiment_score",
     "skipped_reason",
     "mean_sentiment_score",
+    "traceparent",
+    "trace_id",
 }
 
 

@@ -45,6 +45,7 @@ def cleaned_frame(doc_ids: list[str]) -> pl.DataFrame:
             "duplicate_of": [None] * len(doc_ids),
             "lang": ["en"] * len(doc_ids),
             "lang_score": [0.99] * len(doc_ids),
+            "traceparent": [None] * len(doc_ids),
         },
         schema=CLEANED_SCHEMA,
     )

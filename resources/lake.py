@@ -11,9 +11,10 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from opentelemetry import trace
 from pydantic import Field, PrivateAttr
 
-from nlp_assets import settings
+from nlp_assets import settings, tracing
 from nlp_assets.engines.sink import Committed
 from nlp_assets.kernels.clean import mask_personal_data
 from nlp_assets.lake import DAY_PART, DayLocks, Lake, WriteResult
@@ -104,7 +105,12 @@ class LakeResource(dg.ConfigurableResource):
     def lake(self) -> Lake:
         """The lake; in a run, bound to the run's leases (writes of a day hold its lease) and,
         in a Kafka micro-batch, to its range's Delta app transaction (`kafka_transaction`)."""
-        return Lake(self.root, lease=self._locks, part_txn=self._kafka_txn)
+        return Lake(
+            self.root,
+            lease=self._locks,
+            part_txn=self._kafka_txn,
+            run_id=self._locks.owner if self._locks is not None else None,
+        )
 
 
 def kafka_transaction(tags: Mapping[str, str]) -> tuple[str, str, int] | None:
@@ -260,6 +266,18 @@ class LakeIOManager(dg.ConfigurableIOManager):
     lake: LakeResource
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | Committed) -> None:
+        """Stores the output inside the step's span, which it ends (`stages.common.step_span`)."""
+        span = tracing.release(tracing.step_key(context.run_id, context.asset_key.to_user_string()))
+        if span is None:
+            self._handle_output(context, obj)
+            return
+        try:
+            with trace.use_span(span, end_on_exit=True):
+                self._handle_output(context, obj)
+        finally:
+            tracing.flush()
+
+    def _handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | Committed) -> None:
         if isinstance(obj, Committed):
             self._record_commit(context, obj)
             return

@@ -30,6 +30,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from nlp_assets import tracing
 from nlp_assets.resources.warehouse import redact_url
 
 T = TypeVar("T")
@@ -345,7 +346,11 @@ def cached_compute(
     found: dict[str, T] = {}
     if cache is not None and keys:
         try:
-            raw = cache.get_many(keys)
+            with tracing.span(
+                "cache get", {"nlp.cache": cache.description, "nlp.keys": len(keys)}
+            ) as span:
+                raw = cache.get_many(keys)
+                span.set_attribute("nlp.found", sum(v is not None for v in raw))
         except Exception as error:  # any backend failure: compute instead
             raw = [None] * len(keys)
             _warn_once(
@@ -375,7 +380,10 @@ def cached_compute(
     stats.misses += sum(1 for h in hashes if h not in found)
     if missing:
         started = time.perf_counter()
-        computed = compute([first[h] for h in missing])
+        with tracing.span(
+            "model batch", {"nlp.model": f"{model}@{version}", "nlp.texts": len(missing)}
+        ):
+            computed = compute([first[h] for h in missing])
         stats.model_seconds += time.perf_counter() - started
         if len(computed) != len(missing):
             raise ValueError(f"model returned {len(computed)} results for {len(missing)} texts")
@@ -383,9 +391,12 @@ def cached_compute(
         found |= new
         if cache is not None:
             try:
-                cache.set_many(
-                    {cache_key(namespace, model, version, h): encode(v) for h, v in new.items()}
-                )
+                with tracing.span(
+                    "cache set", {"nlp.cache": cache.description, "nlp.keys": len(new)}
+                ):
+                    cache.set_many(
+                        {cache_key(namespace, model, version, h): encode(v) for h, v in new.items()}
+                    )
             except Exception as error:
                 _warn_once(
                     stats,

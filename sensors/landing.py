@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from nlp_assets import tracing
 from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka.messages import KAFKA_LANDING_DIR
 from nlp_assets.kernels.ingest import COMPLETION_MARKER, landing_entries
@@ -78,6 +79,12 @@ def _read_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, str]]:
     f"last run and the one waiting for a second look; at most {MAX_RUNS_PER_TICK} runs a tick.",
 )
 def landing_folder_sensor(context: dg.SensorEvaluationContext, landing: DayFolder):
+    tracing.configure("nlp-sensors")
+    with tracing.span("sensor landing_folder_sensor", {"nlp.landing": str(landing.path)}):
+        return _landing_tick(context, landing)
+
+
+def _landing_tick(context: dg.SensorEvaluationContext, landing: DayFolder) -> dg.SensorResult:
     done, pending = _read_cursor(context.cursor)
     valid = set(daily_partitions.get_partition_keys(dynamic_partitions_store=None))
     requests: list[dg.RunRequest] = []
@@ -99,7 +106,7 @@ def landing_folder_sensor(context: dg.SensorEvaluationContext, landing: DayFolde
             dg.RunRequest(
                 run_key=f"landing:{day}:{fingerprint}",
                 partition_key=day,
-                tags={"nlp/trigger": "landing_folder"},
+                tags={"nlp/trigger": "landing_folder", **tracing.run_tags()},
             )
         )
         done[day] = fingerprint

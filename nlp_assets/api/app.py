@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from nlp_assets import tracing
 from nlp_assets.api.config import PUBLIC_PATHS, SMALL_BODY_BYTES, ApiSettings
 from nlp_assets.api.guard import Guard, printable
 from nlp_assets.api.routers import backfills, documents, health, results
@@ -136,6 +137,10 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     for router in (health.router, documents.router, results.router, backfills.router):
         app.include_router(router)
     document_schema(app)
+    if tracing.configure("nlp-api"):  # OTEL_EXPORTER_OTLP_ENDPOINT set: a span per request
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
 
 

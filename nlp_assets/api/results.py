@@ -104,6 +104,18 @@ class Results:
                 return _json_row(frame.row(0, named=True))
         return None
 
+    def trace(self, doc_id: str, day: str | None) -> dict[str, Any]:
+        """The document's `trace_id` (from its raw row's trace context) and the Dagster runs
+        whose commits wrote its day and part, oldest first (`Lake.document_runs`)."""
+        if not day:
+            return {"trace_id": None, "runs": []}
+        path = self.lake.document_runs(doc_id, str(day), RAW_ASSET)
+        traceparent = path["traceparent"]
+        return {
+            "trace_id": traceparent[3:35] if traceparent else None,
+            "runs": list(dict.fromkeys(c["run_id"] for c in path["runs"] if c["run_id"])),
+        }
+
     def quarantined(self, doc_id: str, days: list[str] | None = None) -> dict[str, Any] | None:
         """A quarantine row naming the document (any stage, `days` or the last N days),
         without raw bytes."""

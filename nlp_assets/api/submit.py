@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nlp_assets.atomic import write_atomic
-from nlp_assets.kafka.messages import landing_jsonl, validate_message
+from nlp_assets.kafka.messages import HEADER_TRACEPARENT, landing_jsonl, validate_message
 from nlp_assets.kernels.ingest import doc_id_for, normalise_record
 
 #: Landing sub-folder of a day that API submissions go to (watched by the landing sensor).
@@ -313,8 +313,13 @@ class KafkaSink:
         try:
             for record, doc_id in zip(records, ids, strict=True):
                 line = landing_jsonl([record]).rstrip(b"\n")
+                traceparent = record.get("traceparent")
                 self._producer.produce(
-                    self.topic, value=line, key=doc_id.encode(), on_delivery=delivered
+                    self.topic,
+                    value=line,
+                    key=doc_id.encode(),
+                    headers=[(HEADER_TRACEPARENT, traceparent.encode())] if traceparent else None,
+                    on_delivery=delivered,
                 )
                 self._producer.poll(0)
         except (BufferError, Exception) as error:

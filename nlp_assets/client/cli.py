@@ -95,6 +95,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             out |= {"reason": status.reason, "stage": status.stage}
         if status.destination:
             out |= {"destination": status.destination, "accepted_at": status.accepted_at}
+        if status.status == "processed":
+            out |= {"trace_id": status.trace_id, "runs": list(status.runs)}
         print(json.dumps(out, default=str))
         return EXIT_OK
     print(f"{status.doc_id}: {status.status} (day {status.day})")
@@ -107,6 +109,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  language:  {p.language}; source: {p.source}")
         if p.skipped_reason:
             print(f"  skipped:   {p.skipped_reason}")
+        print(f"  trace:     {status.trace_id or '-'}; runs: {', '.join(status.runs) or '-'}")
     if status.reason:
         print(f"  quarantined at {status.stage}: {status.reason}")
     if status.destination:
@@ -253,6 +256,18 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """A document's path from the lake and the Dagster instance: no API, no trace backend."""
+    from nlp_assets.trace_path import document_path, render
+
+    path = document_path(args.doc_id, days=args.day)
+    if path is None:
+        print(f"{args.doc_id}: not in the lake's raw_text in the days looked at", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(json.dumps(path, default=str) if args.json else render(path))
+    return EXIT_OK
+
+
 def cmd_lake_migrate(args: argparse.Namespace) -> int:
     from nlp_assets import settings
     from nlp_assets.lake.migrate import main as migrate
@@ -306,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("doc_id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
+
+    p = commands.add_parser(
+        "trace",
+        help="a document's path: source, trace, runs and steps with durations",
+        description="Reads the lake (NLP_DATA_DIR / NLP_LAKE_DIR) and the Dagster instance "
+        "(DAGSTER_HOME) directly, not the API; works with no trace backend running. Exit 4 "
+        "when the lake's raw_text does not hold the document in the days looked at.",
+    )
+    p.add_argument("doc_id")
+    p.add_argument(
+        "--day", action="append", help="YYYY-MM-DD to look in (repeatable; default: last 30)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_trace)
 
     p = commands.add_parser(
         "read",

@@ -178,6 +178,8 @@ class DocumentStatus:
     stage: str | None = None
     destination: str | None = None  # accepted: kafka:<topic> or landing:<day>/api/<part>
     accepted_at: str | None = None  # accepted: when (ISO 8601, UTC)
+    trace_id: str | None = None  # processed: the document's trace (docs/monitoring.md)
+    runs: tuple[str, ...] = ()  # processed: the Dagster runs that wrote its day and part
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,8 @@ class Client:
             stage=body.get("stage"),
             destination=body.get("destination"),
             accepted_at=body.get("accepted_at"),
+            trace_id=body.get("trace_id"),
+            runs=tuple(body.get("runs") or ()),
         )
 
     def predictions(

@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from nlp_assets import tracing
 from nlp_assets.engines import workers
 from nlp_assets.engines.arrow import from_spark_arrow, spark_schema, to_batches, to_spark_arrow
 from nlp_assets.engines.sink import FILE_SCHEMA, Committed, FileTarget, LakeSink, write_files
@@ -102,11 +103,22 @@ def map_frames(
     """`mapInArrow` with a polars kernel: each batch arrives in `in_schema` (fixed-size arrays
     and unsigned ints restored) and leaves in Spark's Arrow types."""
     in_schema, out_schema = dict(in_schema), dict(out_schema)
+    # the step's span: each executor batch is its child (the workers inherit OTEL_*)
+    parent = tracing.current_traceparent()
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        traced = parent is not None and tracing.configure("nlp-spark-worker")
+        context = tracing.context_of(parent) if traced else None
         for batch in batches:
-            if batch.num_rows:
+            if not batch.num_rows:
+                continue
+            if not traced:
                 yield from to_batches(kernel(from_spark_arrow(batch, in_schema)), out_schema)
+                continue
+            with tracing.span("spark batch", {"nlp.rows": batch.num_rows}, context=context):
+                out = list(to_batches(kernel(from_spark_arrow(batch, in_schema)), out_schema))
+            tracing.flush()
+            yield from out
 
     return sdf.select(*in_schema).mapInArrow(run, spark_schema(out_schema))
 
@@ -502,7 +514,7 @@ def predict_on_spark(
             inference=inference,
         )
         frame = predict_documents(
-            batch.select("doc_id", "source", "lang", "is_duplicate", "text"),
+            batch.select("doc_id", "source", "lang", "is_duplicate", "text", "traceparent"),
             batch.select("doc_id", "ingest_date", "embedding"),
             SentimentHead.from_frame(_from_ipc(head_ipc)),
             chosen.ner,
@@ -519,8 +531,13 @@ def predict_on_spark(
         report = workers.batch_report(frame.height, before, cache_stats, inference, served)
         return frame, report
 
+    traceparent = (  # a table written before traces has no such column
+        pl.col("traceparent")
+        if "traceparent" in cleaned.columns
+        else pl.lit(None, pl.String).alias("traceparent")
+    )
     joined = features.select("doc_id", "ingest_date", "embedding").join(
-        cleaned.select("doc_id", "source", "lang", "is_duplicate", "text"),
+        cleaned.select("doc_id", "source", "lang", "is_duplicate", "text", traceparent),
         on="doc_id",
         how="left",
         maintain_order="left",

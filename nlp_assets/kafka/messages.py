@@ -20,7 +20,12 @@ from typing import Any
 
 import polars as pl
 
-from nlp_assets.kernels.ingest import RecordError, normalise_record, parse_event_time
+from nlp_assets.kernels.ingest import (
+    TRACEPARENT,
+    RecordError,
+    normalise_record,
+    parse_event_time,
+)
 from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA, quarantine_frame
 
 #: Sub-folder of a landing day holding what Kafka micro-batches consumed (one file per range).
@@ -56,6 +61,9 @@ HEADER_ORIGINAL_BYTES = "nlp.dlq.original_bytes"
 # "<lake root>/quarantine/kafka/<day>/<part>#<location>": the lake quarantine part (read it with
 # Lake.read_part("quarantine/kafka", day, part)) and the row (`location`) with the whole bytes
 HEADER_QUARANTINE = "nlp.dlq.quarantine"
+#: W3C trace context of the producer's span (nlp_assets.tracing); kept as the raw row's
+#: `traceparent`, and on a dead letter's copy as it came.
+HEADER_TRACEPARENT = "traceparent"
 
 
 class MessageError(ValueError):
@@ -77,6 +85,18 @@ class KafkaRecord:
     @property
     def coordinates(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C `traceparent` header (the producer's span), if there is a valid one."""
+        for name, value in self.headers:
+            if name.lower() == HEADER_TRACEPARENT:
+                try:
+                    text = value.decode("ascii")
+                except (UnicodeDecodeError, AttributeError):
+                    return None
+                return text if TRACEPARENT.fullmatch(text) else None
+        return None
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,7 @@ def validate_message(
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     coordinates: str | None = None,
     timestamp_ms: int | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """A landing record (JSON object) for a valid message; `MessageError` says why not.
 
@@ -219,6 +240,8 @@ def validate_message(
     metadata = record.get("metadata") or {}
     if coordinates is not None and isinstance(metadata, dict):
         landed["metadata"] = {**metadata, "kafka": coordinates}
+    if traceparent is not None:  # the message's header: the transport's context wins
+        landed["traceparent"] = traceparent
     if landed.get("timestamp") in (None, "") and _usable_time(timestamp_ms):
         landed["timestamp"] = timestamp_ms  # the broker's time, fixed per offset
     try:
@@ -257,6 +280,7 @@ def split_messages(
                     max_bytes=max_bytes,
                     coordinates=message.coordinates,
                     timestamp_ms=message.timestamp_ms,
+                    traceparent=message.traceparent,
                 )
             )
         except Exception as error:  # a MessageError, or anything validation did not foresee
@@ -287,6 +311,7 @@ def dead_letter_headers(message: KafkaRecord, reason: str) -> list[tuple[str, by
         (HEADER_TOPIC, message.topic.encode("utf-8")),
         (HEADER_PARTITION, str(message.partition).encode()),
         (HEADER_OFFSET, str(message.offset).encode()),
+        *([(HEADER_TRACEPARENT, message.traceparent.encode())] if message.traceparent else []),
     ]
 
 

@@ -26,7 +26,9 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from opentelemetry.trace import SpanKind
 
+from nlp_assets import tracing
 from nlp_assets.atomic import write_atomic
 from nlp_assets.kafka.messages import (
     DLQ_STAGE,
@@ -76,7 +78,18 @@ def read_kafka_range(
             description=f"run tags name part {context.run.tags.get(PART_TAG)!r} but the "
             f"Kafka range {offsets.run_key} writes part {offsets.part!r}",
         )
-    messages = kafka.read_range(offsets)
+    with tracing.span(
+        "kafka read",
+        {
+            "messaging.system": "kafka",
+            "messaging.destination.name": offsets.topic,
+            "messaging.destination.partition.id": str(offsets.partition),
+            "nlp.kafka_range": offsets.run_key,
+        },
+        kind=SpanKind.CONSUMER,
+    ) as span:
+        messages = kafka.read_range(offsets)
+        span.set_attribute("messaging.batch.message_count", len(messages))
     dlq_topic = kafka.dead_letter_topic(offsets.topic)
     failed_range = dead_letter_mode_reason(context.run.tags)
     if failed_range is None:
@@ -104,11 +117,19 @@ def read_kafka_range(
     # Lake.read_part("quarantine/kafka", day, part) reads it
     table = the_lake.table_uri(f"{QUARANTINE}/{DLQ_STAGE}")
     kept = f"{table}?ingest_date={day_key}&part={offsets.part}"
-    delivery = (
-        DeadLetterDelivery(sent=0, unsent=0, errors=[])
-        if committed
-        else kafka.send_dead_letters(split.dead_letters, quarantine=kept)
-    )
+    delivery = DeadLetterDelivery(sent=0, unsent=0, errors=[])
+    if not committed and split.dead_letters:
+        with tracing.span(
+            "kafka dead letters",
+            {
+                "messaging.system": "kafka",
+                "messaging.destination.name": dlq_topic,
+                "messaging.batch.message_count": len(split.dead_letters),
+            },
+            kind=SpanKind.PRODUCER,
+        ) as span:
+            delivery = kafka.send_dead_letters(split.dead_letters, quarantine=kept)
+            span.set_attribute("nlp.dlq_unsent", delivery.unsent)
     if committed:
         context.log.info(f"{offsets.run_key}: already committed to the lake; nothing is written")
     if delivery.unsent:

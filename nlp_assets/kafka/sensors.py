@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
-from nlp_assets import metrics, settings
+from nlp_assets import metrics, settings, tracing
 from nlp_assets.executor import micro_batch_run_config
 from nlp_assets.jobs import daily_pipeline_job
 from nlp_assets.kafka.messages import (
@@ -215,6 +215,7 @@ def range_requests(
             TRIGGER_TAG: "kafka",
             PRIORITY_TAG: str(config.priority),
             TAG_ATTEMPT: str(entry.attempt),
+            **tracing.run_tags(),
         }
         if entry.dead_letter(config.max_range_attempts):
             tags[TAG_MODE] = MODE_DEAD_LETTER
@@ -250,7 +251,7 @@ def day_stage_requests(
         dg.RunRequest(
             run_key=f"{config.topic}:day:{stale_day}:{now:.0f}",
             partition_key=stale_day,
-            tags={TRIGGER_TAG: "kafka", PRIORITY_TAG: str(config.priority)},
+            tags={TRIGGER_TAG: "kafka", PRIORITY_TAG: str(config.priority), **tracing.run_tags()},
             run_config=micro_batch_run_config(),
             asset_selection=day_assets,
             asset_check_keys=day_checks,
@@ -381,7 +382,15 @@ def build_kafka_sensor(
         f"per day every {config.day_refresh_minutes:g} min; the others in every one.",
     )
     def kafka_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        return evaluate_topic(context, kafka, config, job, day=today(), now=now())
+        tracing.configure("nlp-sensors")
+        with tracing.span(
+            f"sensor {sensor_name(config.topic)}",
+            {"messaging.system": "kafka", "messaging.destination.name": config.topic},
+        ) as span:  # the parent of every run the tick requests (their tags carry it)
+            result = evaluate_topic(context, kafka, config, job, day=today(), now=now())
+            if isinstance(result, dg.SensorResult):
+                span.set_attribute("nlp.runs_requested", len(result.run_requests or []))
+            return result
 
     return kafka_sensor
 

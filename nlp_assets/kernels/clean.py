@@ -30,6 +30,7 @@ CLEANED_SCHEMA: dict[str, pl.DataType] = {
     "duplicate_of": pl.String(),
     "lang": pl.String(),
     "lang_score": pl.Float64(),
+    "traceparent": pl.String(),  # the raw document's (nlp_assets.tracing)
 }
 
 # Regexes run inside polars (Rust regex syntax, no look-around).
@@ -160,8 +161,18 @@ class CleanResult:
 def clean_documents(raw: pl.DataFrame, day: date, config: CleanConfig | None = None) -> CleanResult:
     """Clean raw documents; empty and over-long ones are quarantined, duplicates marked."""
     config = config or CleanConfig()
+    traceparent = (  # a raw table written before traces has no such column
+        pl.col("traceparent")
+        if "traceparent" in raw.columns
+        else pl.lit(None, pl.String).alias("traceparent")
+    )
     cleaned = raw.select(
-        "doc_id", "source", "ingest_date", "file", clean_text_expr("text", config).alias("text")
+        "doc_id",
+        "source",
+        "ingest_date",
+        "file",
+        clean_text_expr("text", config).alias("text"),
+        traceparent,
     ).with_columns(pl.col("text").str.len_chars().cast(pl.Int64).alias("n_chars"))
 
     too_short = pl.col("n_chars") < config.min_chars

@@ -70,6 +70,9 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
     "text": pl.String(),
     "metadata": pl.String(),
+    # the W3C trace context the document came with (an API request's span, a Kafka header, a
+    # landing record's field), or the run's that read it (nlp_assets.tracing)
+    "traceparent": pl.String(),
 }
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
@@ -80,7 +83,9 @@ TEXT_FILES_SOURCE = "text_files"
 #: A file of this name in a day folder says "this day is complete" (the landing sensor runs it
 #: at once); it is not a record.
 COMPLETION_MARKER = "_SUCCESS"
-KNOWN_FIELDS = {"id", "text", "source", "timestamp", "metadata"}
+KNOWN_FIELDS = {"id", "text", "source", "timestamp", "metadata", "traceparent"}
+#: A W3C trace context (version 00, ids not all zero); any other value is dropped, never refused.
+TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 BLANK_TEXT = "field 'text' is empty or whitespace only"
 MAX_REASON_CHARS = 500
 _PARQUET_BATCH_ROWS = 4_096
@@ -245,7 +250,12 @@ def _normalise(record: Any, default_source: str) -> dict[str, Any]:
         "event_time": parse_event_time(record.get("timestamp")),
         "text": text,
         "metadata": json.dumps(merged, sort_keys=True, default=str) if merged else None,
+        "traceparent": _traceparent(record.get("traceparent")),
     }
+
+
+def _traceparent(value: Any) -> str | None:
+    return value if isinstance(value, str) and TRACEPARENT.fullmatch(value) else None
 
 
 def _blank(text: str) -> bool:

@@ -24,6 +24,7 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(),
     "lang": pl.String(),
     "is_duplicate": pl.Boolean(),
+    "trace_id": pl.String(),  # the document's trace (its raw traceparent's), nlp_assets.tracing
     "sentiment_label": pl.String(),
     "sentiment_score": pl.Float64(),
     "sentiment_model": pl.String(),
@@ -33,8 +34,8 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "ner_model_version": pl.String(),
     "skipped_reason": pl.String(),
 }
-#: The columns of PREDICTIONS_SCHEMA the models fill (the first five are the document's).
-PREDICTED_COLUMNS: tuple[str, ...] = tuple(PREDICTIONS_SCHEMA)[5:]
+#: The columns of PREDICTIONS_SCHEMA the models fill (the first six are the document's).
+PREDICTED_COLUMNS: tuple[str, ...] = tuple(PREDICTIONS_SCHEMA)[6:]
 
 POSITIVE = "positive"
 
@@ -100,6 +101,13 @@ def _sentiment(
     return labels, [float(p) for p in proba[:, positive]]
 
 
+def trace_id_expr(cleaned: pl.DataFrame) -> pl.Expr:
+    """The trace id of each document's `traceparent` (a table written before traces: null)."""
+    if "traceparent" not in cleaned.columns:
+        return pl.lit(None, pl.String).alias("trace_id")
+    return pl.col("traceparent").str.slice(3, 32).alias("trace_id")
+
+
 def predict_documents(
     cleaned: pl.DataFrame,
     features: pl.DataFrame,
@@ -119,7 +127,7 @@ def predict_documents(
     A candidate serves its deterministic share of documents (by doc_id hash); every row records
     the name and version of the model that served it."""
     docs = features.select("doc_id", "ingest_date", "embedding").join(
-        cleaned.select("doc_id", "source", "lang", "is_duplicate", "text"),
+        cleaned.select("doc_id", "source", "lang", "is_duplicate", "text", trace_id_expr(cleaned)),
         on="doc_id",
         how="left",
         maintain_order="left",
@@ -181,7 +189,7 @@ def predict_documents(
         for ok, lang in zip(supported, docs["lang"].to_list(), strict=True)
     ]
     return (
-        docs.select("doc_id", "ingest_date", "source", "lang", "is_duplicate")
+        docs.select("doc_id", "ingest_date", "source", "lang", "is_duplicate", "trace_id")
         .with_columns(
             pl.Series("sentiment_label", labels, dtype=pl.String),
             pl.Series("sentiment_score", scores, dtype=pl.Float64),

@@ -55,6 +55,7 @@ from deltalake.transaction import AddAction, RemoveAction
 from polars._typing import PolarsDataType
 from upath import UPath
 
+from nlp_assets import tracing
 from nlp_assets.lake.locks import DayLease, DayLocks, LeaseLost, lake_path
 
 __all__ = [
@@ -75,6 +76,8 @@ DAY_PART = "day"
 QUARANTINE = "quarantine"
 #: The partition column of every daily table, and the column naming a row's part.
 PARTITION = "ingest_date"
+#: What each commit of ours records in its commitInfo (`Lake.runs`).
+COMMIT_RUN_ID, COMMIT_PART, COMMIT_TRACE_ID = "nlp.run_id", "nlp.part", "nlp.trace_id"
 PART_COLUMN = "part"
 #: Field metadata keys: the polars dtype a column had before it was stored, and a column the
 #: lake added (an `ingest_date` the stage's frame did not have).
@@ -134,13 +137,16 @@ class Lake:
         lease: DayLease | None = None,
         storage_options: Mapping[str, str] | None = None,
         part_txn: tuple[str, str, int] | None = None,
+        run_id: str | None = None,
     ):
         """`lease`: asked to hold a day before every write of it (a run's `DayLocks`).
         `part_txn` (part, app id, version): every write of that part carries that Delta app
         transaction (a Kafka micro-batch run's range, `resources.lake.kafka_transaction`).
         `storage_options`: delta-rs object-store options (endpoint, region...); credentials
-        come from the standard environment variables (AWS_ACCESS_KEY_ID...)."""
+        come from the standard environment variables (AWS_ACCESS_KEY_ID...). `run_id`: the
+        Dagster run writing, recorded in each commit's `commitInfo` (`runs`)."""
         self.root = lake_path(root)
+        self.run_id = run_id
         self.lease = lease
         self.storage_options = dict(storage_options) if storage_options else None
         self.part_txn = part_txn
@@ -235,6 +241,33 @@ class Lake:
         *,
         part: str = DAY_PART,
     ) -> WriteResult:
+        with tracing.span(
+            "lake commit",
+            {
+                "nlp.table": asset,
+                "nlp.rows": frame.height,
+                "nlp.part": part,
+                "nlp.days": len(days) if days is not None else 0,
+            },
+        ) as span:
+            result = self._commit_retried(asset, frame, days, predicate, txn, part=part)
+            span.set_attributes(
+                tracing.clean_attributes(
+                    {"nlp.table_version": result.version, "nlp.commit_skipped": result.skipped}
+                )
+            )
+            return result
+
+    def _commit_retried(
+        self,
+        asset: str,
+        frame: pl.DataFrame,
+        days: list[str] | None,
+        predicate: str | None,
+        txn: tuple[str, int] | None,
+        *,
+        part: str = DAY_PART,
+    ) -> WriteResult:
         uri = self.table_uri(asset)
         if days is not None:
             if self.lease is not None:
@@ -248,12 +281,13 @@ class Lake:
                 if held is not None and held >= txn[1]:
                     return WriteResult(uri, table.version(), 0, skipped=True)
             data = _to_delta(frame, _arrow_schema(table))
-            properties = None
-            if txn is not None:
-                properties = CommitProperties(
-                    app_transactions=[Transaction(txn[0], txn[1], int(time.time() * 1000))],
-                    max_commit_retries=0,
-                )
+            properties = CommitProperties(
+                custom_metadata=self._commit_info(part),
+                app_transactions=(
+                    [Transaction(txn[0], txn[1], int(time.time() * 1000))] if txn else None
+                ),
+                max_commit_retries=0 if txn else None,
+            )
             try:
                 write_deltalake(
                     table if table is not None else uri,
@@ -285,6 +319,64 @@ class Lake:
             written = table if table is not None else self.table(asset)
             return WriteResult(uri, None if written is None else written.version(), frame.height)
         raise AssertionError("unreachable")
+
+    def _commit_info(self, part: str) -> dict[str, str]:
+        """What a commit records of who wrote it: the run, the part, the step's trace."""
+        info = {COMMIT_PART: part}
+        if self.run_id:
+            info[COMMIT_RUN_ID] = self.run_id
+        trace_id, _ = tracing.current_ids()
+        if trace_id:
+            info[COMMIT_TRACE_ID] = trace_id
+        return info
+
+    def runs(self, asset: str, day: str, part: str | None = None) -> list[dict[str, Any]]:
+        """The commits that wrote `day` of `asset` (its `part` only, or the whole day), oldest
+        first: version, time, operation, run id, part and trace id as the writers recorded them.
+        Reads the log since its oldest kept entry (vacuum's retention bounds it)."""
+        table = self.table(asset)
+        if table is None:
+            return []
+        found = []
+        for entry in table.history():
+            written = entry.get(COMMIT_PART)
+            predicate = str((entry.get("operationParameters") or {}).get("predicate") or "")
+            if day not in predicate or (part and written not in (part, DAY_PART)):
+                continue
+            found.append(
+                {
+                    "version": entry.get("version"),
+                    "time": entry.get("timestamp"),
+                    "operation": entry.get("operation"),
+                    "run_id": entry.get(COMMIT_RUN_ID),
+                    "part": written,
+                    "trace_id": entry.get(COMMIT_TRACE_ID),
+                }
+            )
+        return sorted(found, key=lambda e: e["version"] or 0)
+
+    def document_runs(self, doc_id: str, day: str, raw_table: str) -> dict[str, Any]:
+        """Where a document went: its part and trace context in `raw_table`, and every commit
+        of that day and part to any table (`runs`), oldest first, with the table's name."""
+        raw = self.find(raw_table, [day], "doc_id", doc_id)
+        if not raw.height:
+            return {"doc_id": doc_id, "day": day, "part": None, "traceparent": None, "runs": []}
+        row = raw.row(0, named=True)
+        part = row.get("part") or DAY_PART
+        commits = [
+            {"table": table, **commit}
+            for table in self.tables()
+            if self.is_daily(table)
+            for commit in self.runs(table, day, part)
+        ]
+        commits.sort(key=lambda c: (c["time"] or 0, c["table"]))
+        return {
+            "doc_id": doc_id,
+            "day": day,
+            "part": part,
+            "traceparent": row.get("traceparent"),
+            "runs": commits,
+        }
 
     def commit_files(
         self,

@@ -8,18 +8,28 @@ names is kept by hand anywhere else.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
+from opentelemetry import trace
 
-from nlp_assets import metrics
+from nlp_assets import metrics, tracing
 from nlp_assets.engines.sink import Committed, LakeSink, Summary
 from nlp_assets.partitions import daily_partitions
-from nlp_assets.resources.lake import SCOPE_DAY, LakeResource, markdown_preview, run_part
+from nlp_assets.resources.lake import (
+    DAY_PART,
+    PART_TAG,
+    SCOPE_DAY,
+    LakeResource,
+    markdown_preview,
+    run_part,
+)
 
 SCHEMA_CHECK = "schema"
 FAILURE_PREVIEW_ROWS = 10
@@ -88,7 +98,7 @@ def stage_asset(
     Stage functions return `stage_result(...)` (a MaterializeResult carrying the value) and
     carry no return annotation: Dagster would read `-> MaterializeResult` as "no value".
     """
-    return dg.asset(
+    asset = dg.asset(
         name=name,
         group_name=group,
         kinds=kinds,
@@ -109,6 +119,84 @@ def stage_asset(
         retry_policy=RETRY_POLICY,
         **kwargs,
     )
+    return lambda fn: asset(_traced(fn))
+
+
+# --- traces: one span per step (nlp_assets.tracing) ------------------------------------------
+#: Metadata a stage reports, as its step span's attributes.
+SPAN_ATTRIBUTES = {
+    "docs_in": "nlp.rows_in",
+    "quarantined": "nlp.quarantined",
+    "engine": "nlp.engine",
+    "cache_hits": "nlp.cache_hits",
+    "cache_misses": "nlp.cache_misses",
+    "model_seconds": "nlp.model_seconds",
+    "model_fallback": "nlp.model_fallback",
+    "sentiment_model": "nlp.model.sentiment",
+    "ner_model": "nlp.model.ner",
+    "kafka_range": "nlp.kafka_range",
+}
+
+
+def _partition(context: dg.AssetExecutionContext) -> str | None:
+    if not context.has_partition_key_range:
+        return None
+    keys = context.partition_keys
+    return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+
+
+@contextmanager
+def step_span(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """The step's span, a child of the run's trace (`tracing.run_parent`), current while the
+    stage computes; kept open for the IO manager, which ends it after its commit
+    (`end_step_span`). A step that raises ends it here, with the error."""
+    if not tracing.configure("nlp-run"):
+        yield
+        return
+    asset = context.asset_key.to_user_string()
+    span = tracing.tracer().start_span(
+        f"step {asset}",
+        context=tracing.run_parent(context.run.tags, context.run_id),
+        attributes=tracing.clean_attributes(
+            {
+                "nlp.asset": asset,
+                "nlp.partition": _partition(context),
+                "nlp.part": context.run.tags.get(PART_TAG, DAY_PART),
+                "nlp.run_id": context.run_id,
+                "nlp.job": context.job_name,
+            }
+        ),
+    )
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            yield
+    except BaseException:
+        span.set_status(trace.Status(trace.StatusCode.ERROR))
+        span.end()
+        tracing.flush()
+        raise
+    tracing.hold(tracing.step_key(context.run_id, asset), span)
+
+
+def _traced(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def compute(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        with step_span(context):
+            return fn(context, *args, **kwargs)
+
+    return compute
+
+
+def _span_metadata(metadata: Mapping[str, Any], rows_out: int) -> None:
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    attributes = {
+        attribute: getattr(metadata[key], "value", metadata[key])
+        for key, attribute in SPAN_ATTRIBUTES.items()
+        if key in metadata
+    }
+    span.set_attributes(tracing.clean_attributes({**attributes, "nlp.rows_out": rows_out}))
 
 
 def schema_check(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> dg.AssetCheckResult:
@@ -220,6 +308,11 @@ def stage_result(
     if quarantine is not None:  # every input row is in the output or in quarantine
         extra.setdefault("docs_in", rows + quarantine.height)
     extra["seconds"] = round(time.perf_counter() - started, 3)
+    _span_metadata(extra, rows)
+    if isinstance(frame, pl.DataFrame) and "traceparent" in frame.columns:
+        linked = tracing.link_documents(frame["traceparent"])
+        if linked:
+            extra["traces_linked"] = linked
     metrics.export_stage_metrics(  # best effort: warns, never fails the run
         job=metrics.job_of(context),
         asset=context.asset_key.to_user_string(),

@@ -2,7 +2,9 @@ import time
 from datetime import date
 
 import dagster as dg
+import polars as pl
 
+from nlp_assets import tracing
 from nlp_assets.kafka import topics as kafka_topics
 from nlp_assets.kafka.messages import OffsetRange
 from nlp_assets.kafka.raw import read_kafka_range
@@ -12,6 +14,14 @@ from nlp_assets.resources.folders import DayFolder
 from nlp_assets.resources.lake import LakeResource
 from nlp_assets.schemas import raw_text_schema
 from nlp_assets.stages.common import stage_asset, stage_result
+
+
+def with_run_trace(docs: pl.DataFrame) -> pl.DataFrame:
+    """Documents that came without a trace context join the trace of the step reading them."""
+    traceparent = tracing.current_traceparent()
+    if traceparent is None or docs.is_empty():
+        return docs
+    return docs.with_columns(pl.col("traceparent").fill_null(traceparent))
 
 
 @stage_asset(
@@ -37,7 +47,7 @@ def raw_text(
         batch = read_kafka_range(context, offsets, kafka=kafka, landing=landing, lake=lake)
         return stage_result(
             context,
-            batch.docs,
+            with_run_trace(batch.docs),
             raw_text_schema(),
             started=started,
             lake=lake,
@@ -45,7 +55,7 @@ def raw_text(
             metadata=batch.metadata,
         )
     result = read_landing_day(landing.path, date.fromisoformat(context.partition_key))
-    docs = result.docs
+    docs = with_run_trace(result.docs)
     return stage_result(
         context,
         docs,

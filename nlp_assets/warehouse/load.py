@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from opentelemetry.trace import SpanKind
 from psycopg2 import sql
 
+from nlp_assets import tracing
 from nlp_assets.kernels.predict import PREDICTED_COLUMNS
 from nlp_assets.lake import DAY_PART
 
@@ -202,7 +204,19 @@ def _replace(
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         table, sql.SQL(", ").join(map(sql.Identifier, spec.copy_columns))
     )
-    with conn, conn.cursor() as cursor:  # commit on success, roll back on any error
+    with (
+        tracing.span(
+            "warehouse copy",
+            {
+                "db.system": "postgresql",
+                "db.collection.name": f"{schema}.{spec.name}",
+                "nlp.rows": sum(rows.height for rows in batches),
+            },
+            kind=SpanKind.CLIENT,
+        ),
+        conn,
+        conn.cursor() as cursor,
+    ):  # commit on success, roll back on any error
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{schema}.{spec.name}:{day}"]
         )

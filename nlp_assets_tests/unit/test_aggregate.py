@@ -45,6 +45,7 @@ def _frames():
             "source": ["s"] * 4,
             "lang": [r[1] for r in rows],
             "is_duplicate": [r[4] for r in rows],
+            "trace_id": [None] * 4,
             "sentiment_label": [r[2] for r in rows],
             "sentiment_score": [r[3] for r in rows],
             "sentiment_model": ["m"] * 4,

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from nlp_assets import tracing
 from nlp_assets.api import submit as submitting
 from nlp_assets.api.auth import Principal
 from nlp_assets.api.config import ApiSettings
@@ -125,6 +126,12 @@ async def post_documents(
     if checked.records:
         # `validate` sends only records whose doc_id it computed: none is None
         ids = cast("list[str]", [o.doc_id for o in checked.sent])
+        # the request's span (FastAPI instrumentation) travels with each document
+        traceparent = tracing.current_traceparent()
+        for record in checked.records:
+            record.pop("traceparent", None)  # never a caller's: the API's span is the parent
+            if traceparent:
+                record["traceparent"] = traceparent
         try:
             where = await run_in_threadpool(found.sink.send, checked.records, ids)
         except submitting.SinkUnavailable as error:
@@ -174,6 +181,7 @@ def get_document(
             "doc_id": doc_id,
             "status": "processed",
             "day": prediction.get("ingest_date"),
+            **found.results.trace(doc_id, prediction.get("ingest_date")),
             "prediction": prediction,
         }
     quarantined = found.results.quarantined(doc_id, days)
