@@ -62,6 +62,16 @@ def _metrics_stay_in_the_test(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture
+def otlp_receiver():
+    """An OTLP/gRPC trace receiver on a free port (`dev/otlp_receiver.py`): point a process at
+    its `endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`) and read the spans back (the `trace` tests)."""
+    from dev.otlp_receiver import OtlpReceiver
+
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
 @pytest.fixture(scope="session")
 def models() -> ModelResource:
     return ModelResource(device="cpu")
