@@ -42,6 +42,7 @@ LONGEST_FIRST = (
     "test_end_to_end.py",
     "test_lake_day_lock.py",
     "test_models_finetune.py",
+    "test_tracing_pipeline.py",
     "test_spark_connect.py",
     "test_cache_redis.py",
 )

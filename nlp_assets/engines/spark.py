@@ -105,6 +105,7 @@ def map_frames(
     in_schema, out_schema = dict(in_schema), dict(out_schema)
     # the step's span: each executor batch is its child (the workers inherit OTEL_*)
     parent = tracing.current_traceparent()
+    kernel_name = getattr(kernel, "__qualname__", type(kernel).__name__)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         traced = parent is not None and tracing.configure("nlp-spark-worker")
@@ -115,7 +116,8 @@ def map_frames(
             if not traced:
                 yield from to_batches(kernel(from_spark_arrow(batch, in_schema)), out_schema)
                 continue
-            with tracing.span("spark batch", {"nlp.rows": batch.num_rows}, context=context):
+            attributes = {"nlp.rows": batch.num_rows, "nlp.kernel": kernel_name}
+            with tracing.span("spark batch", attributes, context=context):
                 out = list(to_batches(kernel(from_spark_arrow(batch, in_schema)), out_schema))
             tracing.flush()
             yield from out
@@ -275,6 +277,8 @@ def clean_on_spark(
     refused_struct = pl.Struct(QUARANTINE_SCHEMA)
     out_schema = {DOC: doc_struct, REFUSED: refused_struct}
     in_cols = ["doc_id", "source", "ingest_date", "file", "text"]
+    if "traceparent" in raw.columns:  # a raw table written before traces has none
+        in_cols.append("traceparent")
 
     def kernel(batch: pl.DataFrame) -> pl.DataFrame:
         results = [

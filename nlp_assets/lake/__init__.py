@@ -78,6 +78,7 @@ QUARANTINE = "quarantine"
 PARTITION = "ingest_date"
 #: What each commit of ours records in its commitInfo (`Lake.runs`).
 COMMIT_RUN_ID, COMMIT_PART, COMMIT_TRACE_ID = "nlp.run_id", "nlp.part", "nlp.trace_id"
+COMMIT_DAYS = "nlp.days"  # comma-separated
 PART_COLUMN = "part"
 #: Field metadata keys: the polars dtype a column had before it was stored, and a column the
 #: lake added (an `ingest_date` the stage's frame did not have).
@@ -282,7 +283,7 @@ class Lake:
                     return WriteResult(uri, table.version(), 0, skipped=True)
             data = _to_delta(frame, _arrow_schema(table))
             properties = CommitProperties(
-                custom_metadata=self._commit_info(part),
+                custom_metadata=self._commit_info(part, days),
                 app_transactions=(
                     [Transaction(txn[0], txn[1], int(time.time() * 1000))] if txn else None
                 ),
@@ -320,9 +321,10 @@ class Lake:
             return WriteResult(uri, None if written is None else written.version(), frame.height)
         raise AssertionError("unreachable")
 
-    def _commit_info(self, part: str) -> dict[str, str]:
-        """What a commit records of who wrote it: the run, the part, the step's trace."""
-        info = {COMMIT_PART: part}
+    def _commit_info(self, part: str, days: Iterable[str] | None) -> dict[str, str]:
+        """What a commit records of who wrote it: the run, the days and part, the step's
+        trace."""
+        info = {COMMIT_PART: part, COMMIT_DAYS: ",".join(days or ())}
         if self.run_id:
             info[COMMIT_RUN_ID] = self.run_id
         trace_id, _ = tracing.current_ids()
@@ -340,8 +342,9 @@ class Lake:
         found = []
         for entry in table.history():
             written = entry.get(COMMIT_PART)
-            predicate = str((entry.get("operationParameters") or {}).get("predicate") or "")
-            if day not in predicate or (part and written not in (part, DAY_PART)):
+            if day not in str(entry.get(COMMIT_DAYS, "")).split(",") or (
+                part and written not in (part, DAY_PART)
+            ):
                 continue
             found.append(
                 {
@@ -419,6 +422,9 @@ class Lake:
                     schema=schema,
                     partition_by=[PARTITION],
                     partition_filters=[(PARTITION, "in", wanted)],
+                    commit_properties=CommitProperties(
+                        custom_metadata=self._commit_info(DAY_PART, wanted)
+                    ),
                 )
             except CommitFailedError as error:
                 if attempt + 1 == COMMIT_ATTEMPTS:

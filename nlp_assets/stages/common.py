@@ -139,7 +139,7 @@ SPAN_ATTRIBUTES = {
 
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:
-    if not context.has_partition_key_range:
+    if not (context.has_partition_key or context.has_partition_key_range):
         return None
     keys = context.partition_keys
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
