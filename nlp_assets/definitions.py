@@ -14,7 +14,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", message=r"Asset job \S+ materializes assets with varying")
 
-from nlp_assets import conventions, settings
+from nlp_assets import conventions, logs, settings
 from nlp_assets.checks import all_checks
 from nlp_assets.downstream import sentiment_by_source
 from nlp_assets.executor import executor_from_env
@@ -117,6 +117,9 @@ all_assets = conventions.apply(
     conventions.code_versions(asset_definitions, model_identities()),
 )
 topic_specs = conventions.apply(kafka_topics.topic_specs, {})
+
+# This process's console lines (code server, run and step workers) in NLP_LOG_FORMAT, redacted.
+logs.configure()
 
 if settings.get().validating_definitions:  # `dg check defs`; runs check in LakeResource's setup
     settings.check_instance(settings.environment())  # this environment's own Dagster instance

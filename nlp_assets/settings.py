@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     spark_conf: str = _var("NLP_SPARK_CONF", "")
     pushgateway: str | None = _var("PROMETHEUS_PUSHGATEWAY")
     metrics_textfile_dir: Path | None = _var("NLP_METRICS_TEXTFILE_DIR")
+    # log lines of every process: human-readable text, or one JSON object per line
+    # (nlp_assets/logs.py, docs/monitoring.md "Logs"; deploy/ sets json)
+    log_format: Literal["text", "json"] = _var("NLP_LOG_FORMAT", "text")
     # landing-file caps (nlp_assets/kernels/ingest.py)
     ingest_max_file_bytes: int = _var("NLP_INGEST_MAX_FILE_BYTES", 256 * 1024 * 1024)
     ingest_max_record_bytes: int = _var("NLP_INGEST_MAX_RECORD_BYTES", 4 * 1024 * 1024)

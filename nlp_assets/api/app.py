@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from nlp_assets import tracing
+from nlp_assets import logs, tracing
 from nlp_assets.api.config import PUBLIC_PATHS, SMALL_BODY_BYTES, ApiSettings
 from nlp_assets.api.guard import Guard, printable
 from nlp_assets.api.routers import backfills, documents, health, results
@@ -68,12 +68,9 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
-    if not access_log.handlers:  # uvicorn configures only its own loggers
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
+    # uvicorn configures only its own loggers: ours, the access log and uvicorn's in
+    # NLP_LOG_FORMAT, secrets redacted (nlp_assets/logs.py)
+    logs.configure()
     metrics = services.metrics
 
     # middleware: caps and refusals before routing (inner), then metrics and an access log
