@@ -2,13 +2,16 @@
 
 Runs are batch jobs, so nothing is scraped from them: each materialisation fills a fresh
 `CollectorRegistry` and either pushes it to a Pushgateway (`PROMETHEUS_PUSHGATEWAY` set; one
-group per job, asset and partition, replaced by the next push of the same group) or writes it in
-the node-exporter textfile format (`NLP_METRICS_TEXTFILE_DIR`, default `$NLP_DATA_DIR/metrics`),
-one file per group. Exporting is best effort: `export_*` never raise, they log a warning, so a
+group per job and asset, replaced by the next push of the same group) or writes it in the
+node-exporter textfile format (`NLP_METRICS_TEXTFILE_DIR`, default `$NLP_DATA_DIR/metrics`), one
+file per group. The partition is a label of the series, not part of the group: each group holds
+the latest materialisation's values only, so the series are bounded by jobs x assets x metrics
+however many days run (nothing is ever left behind for a superseded partition; Prometheus keeps
+the history it scraped). Exporting is best effort: `export_*` never raise, they log a warning, so a
 metrics outage never fails a run.
 
-Every series carries `job`, `asset` and `partition` (from the Pushgateway's grouping key or as
-labels in the textfile) and `device` where the stage reported one.
+Every series carries `job`, `asset` (from the Pushgateway's grouping key or as labels in the
+textfile) and `partition` (a label) and `device` where the stage reported one.
 """
 
 from __future__ import annotations
@@ -105,15 +108,17 @@ def _partition_start(partition: str) -> float | None:
 
 
 class _Group:
-    """One push: a registry and the labels of its group (job, asset, partition)."""
+    """One push: a registry and the labels of its group (job, asset; partition as a label)."""
 
     def __init__(self, job: str, asset: str, partition: str, pushed: bool, **extra: str):
         self.registry = CollectorRegistry()
         self._gauges: dict[str, Gauge] = {}
-        self.grouping = {"asset": asset, "partition": partition}
+        self.grouping = {"asset": asset}
         self.job = job
         # A Pushgateway adds job and the grouping key to every series; a textfile must carry them.
-        base = {} if pushed else {"job": job, **self.grouping}
+        # the partition is a label, not part of the group: a group keeps its latest push only
+        base = {"job": job, **self.grouping} if not pushed else {}
+        base["partition"] = partition
         self.labels = {**base, **{k: v for k, v in extra.items() if v}}
 
     def gauge(self, name: str, help_text: str, value: float, **more: str) -> None:
@@ -163,8 +168,11 @@ def _export(group: _Group, *, replace: bool, file_suffix: str = "") -> str:
         return gateway
     folder = textfile_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{textfile_name(group.job, **group.grouping)}{file_suffix}.prom"
+    name = textfile_name(group.job, **group.grouping)
+    path = folder / f"{name}{file_suffix}.prom"
     write_to_textfile(str(path), group.registry)
+    for old in folder.glob(f"{name}__*.prom"):  # a file per partition, as before: superseded
+        old.unlink(missing_ok=True)
     return str(path)
 
 
@@ -176,8 +184,8 @@ def job_of(context: Any) -> str:
         return "direct"
 
 
-def textfile_name(job: str, asset: str, partition: str) -> str:
-    return "__".join(_SAFE.sub("_", part) for part in (job, asset, partition))
+def textfile_name(job: str, asset: str) -> str:
+    return "__".join(_SAFE.sub("_", part) for part in (job, asset))
 
 
 def export_stage_metrics(
@@ -192,7 +200,8 @@ def export_stage_metrics(
 ) -> str | None:
     """Export one stage materialisation; returns where it went, None when it failed.
 
-    Replaces the group's previous push (and clears a failure recorded for it).
+    Replaces the group's previous push, whatever its partition (and clears a failure recorded
+    for it).
     """
     try:
         partition = partition or "none"
@@ -208,9 +217,7 @@ def export_stage_metrics(
             group.gauge(metric, help_text, value, **labels)
         where = _export(group, replace=True)
         if not pushed:
-            (textfile_dir() / f"{textfile_name(job, asset, partition)}.failed.prom").unlink(
-                missing_ok=True
-            )
+            (textfile_dir() / f"{textfile_name(job, asset)}.failed.prom").unlink(missing_ok=True)
         return where
     except Exception as error:  # best effort: metrics never fail a run
         warn(f"metrics of {asset}/{partition} not exported ({type(error).__name__}: {error})")

@@ -11,6 +11,7 @@ import pytest
 from nlp_assets import metrics
 from nlp_assets.definitions import all_assets, build_resources
 from nlp_assets_tests.services import pushgateway, scrape, series
+from nlp_assets_tests.test_metrics_textfile import days_of_runs
 
 pytestmark = pytest.mark.metrics
 
@@ -86,7 +87,7 @@ def test_a_run_pushes_one_group_per_stage_with_the_materialised_values(tmp_path,
         assert start == 1_794_960_000.0  # 2026-11-18T00:00:00Z
         assert len(series(samples, metrics.LAST_SUCCESS, **group)) == 1
         # the gateway's own record of the push, one per group
-        assert len(series(samples, "push_time_seconds", **group)) == 1
+        assert len(series(samples, "push_time_seconds", job=job, asset=asset)) == 1
     assert series(samples, "nlp_stage_docs_out", asset="tokens") == {}
 
 
@@ -166,3 +167,15 @@ def test_an_unreachable_gateway_warns_and_the_run_succeeds(tmp_path, monkeypatch
     assert len(result.get_asset_materialization_events()) == 2
     for asset in ("raw_text", "cleaned_text"):
         assert any(f"metrics of {asset}/{DAY} not exported" in m for m in messages), asset
+
+
+def test_series_on_the_gateway_are_bounded_after_30_days_of_runs(gateway):
+    days_of_runs(2)
+    after_two = {key for key in scrape(gateway) if key[0].startswith("nlp_")}
+    days_of_runs(28, first=3)
+    after_thirty = {key for key in scrape(gateway) if key[0].startswith("nlp_")}
+    assert len(after_thirty) == len(after_two)
+    # only the latest partition's values are left
+    partitions = {dict(labels).get("partition") for _, labels in after_thirty}
+    assert partitions <= {"2026-01-30", "2026-01-29", "none"}
+    assert {dict(labels)["job"] for _, labels in after_thirty} == {"daily_pipeline", "kafka_sensor"}

@@ -10,6 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from nlp_assets import metrics
 
 DAY = "2026-11-18"
+#: The eight daily stages.
+STAGES = (
+    *("raw_text", "cleaned_text", "tokens", "features"),
+    *("predictions", "quality", "aggregates", "reports"),
+)
 
 
 @pytest.fixture
@@ -37,7 +42,7 @@ def test_one_file_per_group_with_job_asset_partition_labels(folder: Path) -> Non
         rows_out=8,
         now=1_800_000_000.0,
     )
-    path = folder / f"daily_pipeline__predictions__{DAY}.prom"
+    path = folder / "daily_pipeline__predictions.prom"
     assert where == str(path)
     assert sorted(p.name for p in folder.iterdir()) == [path.name]  # no temp file left
     samples = _samples(path)
@@ -54,17 +59,17 @@ def test_one_file_per_group_with_job_asset_partition_labels(folder: Path) -> Non
 
 def test_failure_file_is_cleared_by_the_next_success(folder: Path) -> None:
     [failed] = metrics.export_stage_failure(job="j", assets=["features"], partition=DAY, now=5.0)
-    assert Path(failed).name == f"j__features__{DAY}.failed.prom"
+    assert Path(failed).name == "j__features.failed.prom"
     assert _samples(Path(failed))[metrics.FAILED][1] == 1.0
     metrics.export_stage_metrics(job="j", asset="features", partition=DAY, metadata={}, rows_out=1)
-    assert sorted(p.name for p in folder.iterdir()) == [f"j__features__{DAY}.prom"]
+    assert sorted(p.name for p in folder.iterdir()) == ["j__features.prom"]
 
 
 def test_odd_names_are_made_safe_for_file_names(folder: Path) -> None:
     metrics.export_stage_metrics(
         job="__ASSET_JOB", asset="ns/raw text", partition=None, metadata={}, rows_out=0
     )
-    assert [p.name for p in folder.iterdir()] == ["__ASSET_JOB__ns_raw_text__none.prom"]
+    assert [p.name for p in folder.iterdir()] == ["__ASSET_JOB__ns_raw_text.prom"]
 
 
 def test_an_unwritable_folder_warns_and_does_not_raise(tmp_path, monkeypatch) -> None:
@@ -120,3 +125,48 @@ def test_two_models_of_one_stage_are_two_info_samples(folder: Path) -> None:
         ("ner_model", "en_core_web_sm@3.8.0", 1.0),
         ("sentiment_model", "head@f02da5", 1.0),
     ]
+
+
+def _series_in(folder: Path) -> set[tuple[str, frozenset]]:
+    return {
+        (sample.name, frozenset(sample.labels.items()))
+        for path in folder.glob("*.prom")
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+
+
+def test_textfile_series_are_bounded_after_30_days_of_runs(folder: Path) -> None:
+    days_of_runs(2)
+    after_two, files = _series_in(folder), len(list(folder.iterdir()))
+    days_of_runs(28, first=3)
+    assert len(_series_in(folder)) == len(after_two)
+    # one file per job and asset, and one per stage whose last run failed (here always one)
+    assert len(list(folder.iterdir())) == files == len(STAGES) + 2
+
+
+def test_files_of_the_per_partition_layout_are_removed_by_the_next_export(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    old = folder / f"j__features__{DAY}.prom"
+    old.write_text("nlp_stage_docs_out 1\n")
+    metrics.export_stage_metrics(job="j", asset="features", partition=DAY, metadata={}, rows_out=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["j__features.prom"]
+
+
+def days_of_runs(days: int, *, first: int = 1) -> None:
+    """`days` daily runs: every stage of each day succeeds, then one stage fails (a retry's
+    failure) and the Kafka sensor reports lag, as a month of production does."""
+    for n in range(first, first + days):
+        day = f"2026-01-{n:02d}"
+        for asset in STAGES:
+            metrics.export_stage_metrics(
+                job="daily_pipeline",
+                asset=asset,
+                partition=day,
+                metadata={"docs_in": n, "seconds": 1.0, "model": "m@1", "device": "cpu"},
+                rows_out=n,
+            )
+        metrics.export_stage_failure(
+            job="daily_pipeline", assets=[STAGES[n % len(STAGES)]], partition=day
+        )
+        metrics.export_consumer_lag(topic="nlp-documents", lag=n, asset="raw_text")
