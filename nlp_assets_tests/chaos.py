@@ -320,12 +320,20 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float, what: s
 
 
 def instance_config(repo_config: Path = REPO / "dagster.yaml") -> dict[str, Any]:
-    """The test instance's dagster.yaml: the repo's run coordinator, concurrency, run retries
-    and run monitoring (intervals capped by FAST_MONITORING), SQLite storage under its home."""
+    """The test instance's dagster.yaml: the repo's run coordinator, concurrency, run retries,
+    run monitoring (intervals capped by FAST_MONITORING) and run workers' log handler, SQLite
+    storage under its home."""
     config = yaml.safe_load(repo_config.read_text(encoding="utf-8")) or {}
     kept = {
         key: config[key]
-        for key in ("run_coordinator", "concurrency", "run_retries", "run_monitoring", "telemetry")
+        for key in (
+            "run_coordinator",
+            "concurrency",
+            "run_retries",
+            "run_monitoring",
+            "python_logs",
+            "telemetry",
+        )
         if key in config
     }
     coordinator = kept.get("run_coordinator")
