@@ -103,6 +103,7 @@ bench: setup
 	$(BIN)/python -m bench.streaming --messages 30000 --rate 300 --max-messages-per-run 300 \
 		--modes micro-batch
 	$(BIN)/python -m bench.lake
+	$(BIN)/python -m bench.tracing
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \

@@ -1,13 +1,15 @@
 """The cost of traces, off against on, side by side in one run.
 
 Traces on means what production does: the SDK installed, every span exported over OTLP/gRPC
-(batched) to a receiver, here `dev.otlp_receiver` in this process on 127.0.0.1.
+(batched) to a collector, here `dev.otlp_receiver` in its own process on 127.0.0.1 (on this
+machine's cores, as a node-local collector would be).
 
 - **Micro-batch**: the part stages (raw text to predictions) of a 300-document part, run by
   `dg.materialize` in a child process (one process per mode and round, models loaded once per
   process and warmed on a first part that is not counted). Every part's texts are new (unique
   sentences of the sample corpus), so the model cache never hits and the run is model-bound as
-  in production. Rounds alternate off/on; the figure is the median run time of each mode.
+  in production. Rounds alternate off/on, then on/off; the figure is the median run time of
+  each mode.
 - **API submit**: `POST /v1/documents` of one document, and of 100, to two uvicorn servers
   started side by side (the landing sink), one with traces off and one on, requests alternating
   between them; p50 of each.
@@ -65,7 +67,9 @@ def child(args: argparse.Namespace) -> None:
     part_stages = [s for s in stage_names(PIPELINE) if s not in set(stage_names(DAY_SCOPE))]
     with dg.instance_for_test() as instance:
         for i in range(args.parts + 1):
-            day = (date(2026, 1, 1) + timedelta(days=args.offset * 50 + i)).isoformat()
+            day = (
+                date(2026, 1, 1) + timedelta(days=args.offset * (args.parts + 1) + i)
+            ).isoformat()
             folder = root / "landing" / day
             folder.mkdir(parents=True)
             chunk = texts[i * args.docs : (i + 1) * args.docs]
@@ -91,7 +95,7 @@ def child(args: argparse.Namespace) -> None:
 def micro_batches(args: argparse.Namespace, endpoint: str, trained: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"off": [], "on": []}
     for round_ in range(args.rounds):
-        for mode in ("off", "on"):
+        for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp)
                 (root / "lake").mkdir()
@@ -213,18 +217,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bench.streaming import train_sentiment_head
-    from dev.otlp_receiver import OtlpReceiver
     from nlp_assets import settings
+    from nlp_assets_tests.api_server import free_port
 
     print(f"load average at start: {os.getloadavg()}")
-    with OtlpReceiver() as receiver, tempfile.TemporaryDirectory() as tmp:
-        trained = Path(settings.lake_dir()) / "sentiment_model"
-        if not trained.exists():
-            trained = train_sentiment_head(Path(tmp) / "trained")
-        off_ns = span_cost_off()
-        api = api_submit(args, receiver.endpoint)
-        runs = micro_batches(args, receiver.endpoint, trained)
-        spans = len(receiver.spans())
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        received = Path(tmp) / "spans.jsonl"
+        collector = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dev.otlp_receiver",
+                "--port",
+                str(port),
+                "--jsonl",
+                str(received),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            trained = Path(settings.lake_dir()) / "sentiment_model"
+            if not trained.exists():
+                trained = train_sentiment_head(Path(tmp) / "trained")
+            off_ns = span_cost_off()
+            api = api_submit(args, endpoint)
+            runs = micro_batches(args, endpoint, trained)
+        finally:
+            collector.terminate()
+            collector.wait()
+        spans = len(received.read_text().splitlines()) if received.exists() else 0
     off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
     print(f"\nload average at end: {os.getloadavg()}; spans received: {spans}")
     print(f"\nmicro-batch of {args.docs} new documents, raw text to predictions (median)")

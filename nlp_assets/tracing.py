@@ -107,6 +107,7 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+
 # --- W3C trace context -----------------------------------------------------------------------
 def parse_traceparent(value: Any) -> SpanContext | None:
     """The span context of a valid W3C `traceparent` (version 00), else None."""
@@ -184,7 +185,11 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
 ) -> Iterator[Span]:
-    """A child of the current span (or of `context`), ended on exit, an error recorded."""
+    """A child of the current span (or of `context`), ended on exit, an error recorded.
+    Off (`configure` never installed the SDK here): the invalid span, at no cost."""
+    if not _configured:
+        yield trace.INVALID_SPAN
+        return
     with tracer().start_as_current_span(
         name, context=context, kind=kind, attributes=clean_attributes(attributes or {})
     ) as current:

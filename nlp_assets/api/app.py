@@ -137,7 +137,11 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     if tracing.configure("nlp-api"):  # OTEL_EXPORTER_OTLP_ENDPOINT set: a span per request
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        FastAPIInstrumentor.instrument_app(
+            app,
+            excluded_urls="healthz,readyz,metrics",
+            exclude_spans=["receive", "send"],  # one span per request, not one per ASGI message
+        )
     return app
 
 
