@@ -107,7 +107,6 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-
 # --- W3C trace context -----------------------------------------------------------------------
 def parse_traceparent(value: Any) -> SpanContext | None:
     """The span context of a valid W3C `traceparent` (version 00), else None."""
