@@ -25,6 +25,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import inspect
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -152,6 +154,37 @@ def code_versions(
             name = key.to_user_string()
             versions[name] = source_version(modules, model_identities.get(name, ()), read)
     return versions
+
+
+def with_source_code_references(assets: Sequence[Any]) -> list[Any]:
+    """`dg.with_source_code_references`, pointing a stage at its own function: Dagster reads the
+    file of the function it calls, which for a stage is the step-span wrapper `stage_asset` puts
+    around it (`functools.wraps` keeps the original as `__wrapped__`)."""
+    out: list[Any] = []
+    for asset in assets:
+        compute = getattr(getattr(asset, "node_def", None), "compute_fn", None)
+        wrapped = getattr(getattr(compute, "decorated_fn", None), "__wrapped__", None)
+        if wrapped is None:
+            out += dg.with_source_code_references([asset])
+            continue
+        source = inspect.getsourcefile(wrapped)
+        assert source is not None
+        references = dg.CodeReferencesMetadataValue(
+            code_references=[
+                dg.LocalFileCodeReference(
+                    file_path=os.path.abspath(source),
+                    line_number=inspect.getsourcelines(wrapped)[1],
+                )
+            ]
+        )
+        out.append(
+            asset.map_asset_specs(
+                lambda spec, refs=references: spec.replace_attributes(
+                    metadata={**spec.metadata, "dagster/code_references": refs}
+                )
+            )
+        )
+    return out
 
 
 def apply(assets: Iterable[Any], code_versions: Mapping[str, str]) -> list[Any]:

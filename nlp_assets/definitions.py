@@ -113,7 +113,7 @@ asset_definitions = [
     sentiment_by_source.sentiment_by_source_asset,
 ]
 all_assets = conventions.apply(
-    dg.with_source_code_references(asset_definitions),
+    conventions.with_source_code_references(asset_definitions),
     conventions.code_versions(asset_definitions, model_identities()),
 )
 topic_specs = conventions.apply(kafka_topics.topic_specs, {})

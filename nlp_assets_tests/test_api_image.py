@@ -20,8 +20,9 @@ HEAVY = ("torch", "spacy", "transformers", "sentence_transformers", "sklearn", "
          "pandas", "matplotlib", "pyspark", "pandera", "tokenizers")  # fmt: skip
 
 #: Imported by a library only when installed (uvicorn's reloader, polars' pickling support,
-#: httpx's zstd decoding): the slim image works without them.
-OPPORTUNISTIC = {"watchfiles", "cloudpickle", "zstandard"}
+#: httpx's zstd decoding, the OpenTelemetry SDK's process resource detector): the slim image
+#: works without them.
+OPPORTUNISTIC = {"watchfiles", "cloudpickle", "zstandard", "psutil"}
 
 #: Build the app and import every module a request can reach lazily (lake reads, backfills,
 #: Kafka, the TLS launcher), then report what was loaded.
