@@ -5,7 +5,8 @@ Kubernetes JSON schemas (kubernetes-validate) and scan it with checkov.
 
 Objects checked (deploy/README.md "Checks" says what is and is not covered):
 
-- the manifests in deploy/k8s/ (api.yaml, networkpolicy.yaml), as they are;
+- the manifests in deploy/k8s/ (api.yaml, networkpolicy.yaml, otel-collector.yaml, tempo.yaml,
+  loki.yaml), as they are;
 - per Helm values file (helm/values.yaml, and each helm/values-<env>.yaml overlay layered on
   it as `helm -f values.yaml -f values-<env>.yaml` would): the code location's Deployment and
   Service, rebuilt from the values the way the Dagster chart's dagster-user-deployments

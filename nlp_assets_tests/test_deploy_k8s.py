@@ -34,6 +34,10 @@ OUR_YAML = [
     DEPLOY / "k8s" / "executor.yaml",
     DEPLOY / "k8s" / "api.yaml",
     DEPLOY / "k8s" / "networkpolicy.yaml",
+    DEPLOY / "k8s" / "otel-collector.yaml",
+    DEPLOY / "k8s" / "tempo.yaml",
+    DEPLOY / "k8s" / "loki.yaml",
+    DEPLOY / "grafana" / "datasources.yaml",
     DEPLOY / "oauth2-proxy" / "values-editors.yaml",
     DEPLOY / "oauth2-proxy" / "values-viewers.yaml",
 ]
