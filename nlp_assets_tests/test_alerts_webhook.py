@@ -126,8 +126,9 @@ def test_alert_names_run_job_asset_partition_and_error(failed_run, textfiles, cl
     assert "1 delivered" in data.skip_message
     # and the failure is a Prometheus series until raw_text next succeeds
     [failed] = list(textfiles.iterdir())
-    assert failed.name == f"{result.job_def.name}__raw_text__{DAY}.failed.prom"
-    assert 'nlp_stage_failed{asset="raw_text"' in failed.read_text()
+    assert failed.name == f"{result.job_def.name}__raw_text.failed.prom"  # one per job and asset
+    text = failed.read_text()
+    assert 'nlp_stage_failed{asset="raw_text"' in text and f'partition="{DAY}"' in text
 
 
 def test_a_refusing_webhook_gets_the_alert_exactly_once_after_it_recovers(
@@ -191,7 +192,7 @@ def test_without_a_webhook_url_the_failure_is_a_metric_only(
     assert "NLP_ALERT_WEBHOOK_URL is not set" in data.skip_message
     assert pending(data.cursor) == []
     assert [p.name for p in textfiles.iterdir()] == [
-        f"{result.job_def.name}__raw_text__{DAY}.failed.prom"
+        f"{result.job_def.name}__raw_text.failed.prom"
     ]
 
 

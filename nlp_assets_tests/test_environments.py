@@ -485,7 +485,13 @@ def test_each_environments_sensor_reads_only_its_own_topic(
 
 HELM = REPO / "deploy" / "helm"
 #: The env entries of the code location an overlay may change (or drop).
-PER_ENVIRONMENT = {"NLP_ENV", "NLP_SENTIMENT_AB_SHARE", *settings.ENVIRONMENT_VARIABLES.values()}
+#: OTEL_RESOURCE_ATTRIBUTES names the environment its traces come from (deployment.environment).
+PER_ENVIRONMENT = {
+    "NLP_ENV",
+    "NLP_SENTIMENT_AB_SHARE",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    *settings.ENVIRONMENT_VARIABLES.values(),
+}
 
 
 def _helm_merge(base: Any, overlay: Any) -> Any:
@@ -543,6 +549,7 @@ def test_helm_overlay_changes_only_the_environment_of_the_code_location(name: st
     assert without_environment(mine) == without_environment(theirs)
     env = {e["name"]: e.get("value") for e in mine["env"]}
     assert env["NLP_ENV"] == name
+    assert f"deployment.environment={name}" in env["OTEL_RESOURCE_ATTRIBUTES"].split(",")
 
 
 def test_helm_overlays_give_each_environment_a_resource_set_of_its_own(select, monkeypatch) -> None:

@@ -279,7 +279,7 @@ def test_a_failed_range_is_re_requested_with_backoff_then_dead_lettered(
     assert listed["run_key"] == f"{topic}:0:0-10" and listed["run_id"] == failed.run_id
     assert listed["attempt"] == 1 and listed["next_attempt"] == 2
     assert "re-requested" in waiting.skip_reason and failed.run_id in waiting.skip_reason
-    prom = tmp_path / f"{metrics.textfile_name(sensor.name, f'kafka/{topic}', 'none')}.prom"
+    prom = tmp_path / f"{metrics.textfile_name(sensor.name, f'kafka/{topic}')}.prom"
     assert _gauges(prom) == {metrics.CONSUMER_LAG: 10.0, metrics.FAILED_RANGES: 1.0}
 
     # after the backoff (60 s from the failure): attempt 2, its own run key, the same part
