@@ -191,9 +191,7 @@ def test_without_a_webhook_url_the_failure_is_a_metric_only(
     data = tick(instance, cursor)
     assert "NLP_ALERT_WEBHOOK_URL is not set" in data.skip_message
     assert pending(data.cursor) == []
-    assert [p.name for p in textfiles.iterdir()] == [
-        f"{result.job_def.name}__raw_text.failed.prom"
-    ]
+    assert [p.name for p in textfiles.iterdir()] == [f"{result.job_def.name}__raw_text.failed.prom"]
 
 
 def test_a_failure_before_the_sensor_first_ran_is_not_alerted(failed_run, textfiles, clock):
