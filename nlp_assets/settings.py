@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     device: str = _var("NLP_DEVICE", "auto")
     model_dtype: str = _var("NLP_MODEL_DTYPE", "auto")
     cache_ttl_seconds: int = _var("NLP_CACHE_TTL_SECONDS", 30 * 86_400)
+    # the shared model server (docs/models.md "Model server"); unset: models load in-process
+    model_server_url: str | None = _var("NLP_MODEL_SERVER_URL")
+    model_server_wait_seconds: float = _var("NLP_MODEL_SERVER_WAIT_SECONDS", 20.0, ge=0)
+    model_server_token: SecretStr | None = _var("NLP_MODEL_SERVER_TOKEN")
     finetuned_sentiment_dir: str | None = _var("NLP_FINETUNED_SENTIMENT_DIR")
     finetune_epochs: int = _var("NLP_FINETUNE_EPOCHS", 2)
     finetune_max_rows: int = _var("NLP_FINETUNE_MAX_ROWS", 2000)
@@ -287,6 +291,21 @@ def ner_processes() -> int:
 def model_device() -> str:
     """`NLP_DEVICE`: 'auto' (CUDA when present), 'cpu' or 'cuda'."""
     return get().device
+
+
+def model_server() -> tuple[str, float, str | None] | None:
+    """`NLP_MODEL_SERVER_URL`, `NLP_MODEL_SERVER_WAIT_SECONDS` (how long a caller waits for
+    an unreachable server before loading models itself) and `NLP_MODEL_SERVER_TOKEN` (a
+    secret); None when no server is configured."""
+    current = get()
+    if not current.model_server_url:
+        return None
+    token = current.model_server_token
+    return (
+        current.model_server_url,
+        current.model_server_wait_seconds,
+        token.get_secret_value() if token else None,
+    )
 
 
 def cache_ttl_seconds() -> int:

@@ -158,3 +158,30 @@ class WebhookReceiver:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def model_server(
+    tmp: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The real model server (`nlp serve-models`) on a free port, ready (its default models
+    loaded and warm); yields its base URL and process (a test may SIGKILL it)."""
+    import sys
+
+    port = free_port()
+    log = (tmp / f"model-server-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nlp_assets.client.cli", "serve-models", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/readyz", process, 120)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            stop_process_group(process)
+        log.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -277,6 +278,12 @@ def cmd_lake_migrate(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_serve_models(args: argparse.Namespace) -> int:
+    from nlp_assets.resources.models.server import serve
+
+    return serve(args.host, args.port)
+
+
 # parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -464,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be copied; write nothing"
     )
     p.set_defaults(func=cmd_lake_migrate)
+
+    p = commands.add_parser(
+        "serve-models",
+        help="run the model server: the registry's models held once for runs, the API and "
+        "Spark (docs/models.md 'Model server')",
+    )
+    p.add_argument("--host", default=os.environ.get("NLP_MODEL_SERVER_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("NLP_MODEL_SERVER_PORT", "8600")))
+    p.set_defaults(func=cmd_serve_models)
     return parser
 
 

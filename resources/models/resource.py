@@ -19,7 +19,8 @@ from nlp_assets import settings
 from nlp_assets.resources.checkpoints import CURRENT
 from nlp_assets.resources.models import specs as defaults
 from nlp_assets.resources.models.adapters import EntityRecognizer, SentenceEmbedder
-from nlp_assets.resources.models.registry import ModelRegistry
+from nlp_assets.resources.models.registry import ModelRegistry, load_model
+from nlp_assets.resources.models.remote import ModelServerClient, RemoteLoader
 from nlp_assets.resources.models.specs import ABTest, ModelLoadError, ModelSpec, Served
 
 log = logging.getLogger(__name__)
@@ -106,14 +107,32 @@ class ModelResource(dg.ConfigurableResource):
         return {spec.name: spec for spec in [*built_in, *self.registry]}
 
     def model_registry(self) -> ModelRegistry:
-        """One registry per process and configuration (several steps and runs share it)."""
-        key = self.model_dump_json()
+        """One registry per process and configuration (several steps and runs share it).
+        With a model server configured (`NLP_MODEL_SERVER_URL`), its entries are proxies to
+        the server's models, each loaded here instead when the server does not answer."""
+        server = settings.model_server()
+        return self._registry(server)
+
+    def local_registry(self) -> ModelRegistry:
+        """The registry that loads every entry in this process (the model server's own)."""
+        return self._registry(None)
+
+    def _registry(self, server: tuple[str, float, str | None] | None) -> ModelRegistry:
+        key = f"{self.model_dump_json()}|{server[:2] if server else ''}"
         with _registries_lock:
             if key not in _registries:
-                _registries[key] = ModelRegistry(self.specs(), self.memory_budget_mb << 20)
+                loader = load_model
+                if server is not None:
+                    url, wait, token = server
+                    client = ModelServerClient(url, wait_seconds=wait, token=token)
+                    loader = RemoteLoader(client, load_model)
+                _registries[key] = ModelRegistry(
+                    self.specs(), self.memory_budget_mb << 20, loader=loader
+                )
             return _registries[key]
 
-    def serve(self, task: str) -> Served:
+    def serve_name(self, task: str) -> str:
+        """The registry entry serving `task`."""
         name = {
             "embedding": self.embedding or self.embedding_model_name,
             "entities": self.entities or defaults.DEFAULT_NER_ENTRY,
@@ -121,7 +140,10 @@ class ModelResource(dg.ConfigurableResource):
         }.get(task) or ""
         if not name:
             raise ModelLoadError(f"no registry entry serves {task!r}")
-        return self.model_registry().get(name)
+        return name
+
+    def serve(self, task: str) -> Served:
+        return self.model_registry().get(self.serve_name(task))
 
     def ab_test(self, task: str) -> ABTest | None:
         test = next((t for t in self.ab_tests if t.task == task and t.share > 0), None)

@@ -1,0 +1,376 @@
+"""The model server (`nlp serve-models`): one long-lived process per machine that holds the
+registry's models once and batches requests across callers (runs, the API, Spark executors).
+
+It serves the registry of the pipeline's own `ModelResource` (the same environment builds the
+same entries), so a result is the one the in-process path gives. Each entry gets a `Batcher`:
+one thread that runs the model, taking every request queued while the previous batch ran (and
+waiting `max_wait_ms` for more when the queue holds little) as one call. FastAPI + uvicorn,
+like the API; docs/architecture.md says why not LitServe, Ray Serve or BentoML.
+
+Endpoints: `/healthz` (the process answers), `/readyz` (the default entries are loaded and warm),
+`/metrics` (Prometheus), `GET /v1/models[/{name}]` (what it serves, with the settings that
+change a result), `POST /v1/models/{name}/embed|entities|proba`. With `NLP_MODEL_SERVER_TOKEN`
+set, the `/v1` endpoints need it as a bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+
+from nlp_assets.resources.models.remote import result_settings
+from nlp_assets.resources.models.resource import ModelResource
+from nlp_assets.resources.models.specs import InferenceStats, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+#: Rows one request may carry (a client sends at most `remote.CHUNK_ROWS`).
+MAX_ROWS = 4_096
+#: Bytes a request body may have; larger is refused before it is read.
+MAX_BODY_BYTES = 64 << 20
+#: Characters of one text.
+MAX_TEXT_CHARS = 1_000_000
+
+
+class EmbedRequest(BaseModel):
+    token_ids: list[list[int]] = Field(max_length=MAX_ROWS)
+
+
+class TextsRequest(BaseModel):
+    texts: list[str] = Field(max_length=MAX_ROWS)
+
+
+class Metrics:
+    """The server's Prometheus metrics (one registry per app, so tests can run several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.info = Gauge(
+            "nlp_model_server_model_info",
+            "A model the server holds (1), with its version, device, dtype and backend.",
+            ["model", "version", "device", "dtype", "backend"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "nlp_model_server_queue_depth", "Requests waiting for a batch.", ["model"], registry=r
+        )
+        self.batch_rows = Histogram(
+            "nlp_model_server_batch_rows",
+            "Rows (texts or documents) per model call.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "nlp_model_server_batch_requests",
+            "Requests answered by one model call (batching across callers).",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "nlp_model_server_batch_seconds", "Seconds per model call.", ["model"], registry=r
+        )
+        self.requests = Counter(
+            "nlp_model_server_requests_total",
+            "Requests by model, operation and outcome.",
+            ["model", "op", "outcome"],
+            registry=r,
+        )
+        self.rows = Counter(
+            "nlp_model_server_rows_total", "Rows served.", ["model", "op"], registry=r
+        )
+        self.ready = Gauge(
+            "nlp_model_server_ready", "1 once the default entries are warm.", registry=r
+        )
+
+
+class Batcher:
+    """One thread per model: queued requests become one model call (`run(items)` over their
+    concatenated items); each request gets its own slice back, or the call's exception."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[Any]], Sequence[Any]],
+        metrics: Metrics,
+        max_rows: int = 1_024,
+        max_wait_ms: float = 2.0,
+    ):
+        self.name, self.run, self.metrics = name, run, metrics
+        self.max_rows, self.max_wait = max_rows, max_wait_ms / 1000
+        self._queue: queue.Queue[tuple[list[Any], Future]] = queue.Queue()
+        threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True).start()
+
+    def submit(self, items: list[Any]) -> Future:
+        future: Future = Future()
+        self._queue.put((items, future))
+        self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+        return future
+
+    def _take(self) -> list[tuple[list[Any], Future]]:
+        batch = [self._queue.get()]
+        rows = len(batch[0][0])
+        deadline = time.monotonic() + self.max_wait
+        while rows < self.max_rows:
+            try:
+                if self._queue.qsize() or rows >= self.max_rows // 4:
+                    item = self._queue.get_nowait()
+                else:  # little to do: wait a moment for callers arriving together
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                break
+            batch.append(item)
+            rows += len(item[0])
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+            items = [item for part, _ in batch for item in part]
+            started = time.perf_counter()
+            try:
+                out = self.run(items)
+            except Exception as error:  # each caller gets the error, the thread goes on
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            seconds = time.perf_counter() - started
+            self.metrics.batch_rows.labels(self.name).observe(len(items))
+            self.metrics.batch_requests.labels(self.name).observe(len(batch))
+            self.metrics.batch_seconds.labels(self.name).observe(seconds)
+            start = 0
+            for part, future in batch:
+                share = seconds * len(part) / max(len(items), 1)
+                future.set_result((out[start : start + len(part)], share))
+                start += len(part)
+
+
+def backend_of(model: Any, format: str) -> str:
+    """What runs a model: its own `backend` attribute, else spaCy or torch by its format."""
+    return str(getattr(model, "backend", "spacy" if format == "spacy" else "torch"))
+
+
+class ModelServer:
+    """The registry of one `ModelResource`, a `Batcher` per loaded entry, and the metrics."""
+
+    def __init__(self, models: ModelResource, warm: Sequence[str] = ("embedding", "entities")):
+        self.models, self.warm = models, warm
+        self.registry = models.local_registry()
+        self.metrics = Metrics()
+        self.ready = False
+        self._batchers: dict[str, Batcher] = {}
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load the entries serving the default tasks (each load runs its warm-up)."""
+        for task in self.warm:
+            self.entry(self.models.serve_name(task))
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    def entry(self, name: str) -> tuple[Any, Batcher]:
+        if name not in self.registry.specs:
+            raise KeyError(name)
+        model = self.registry.get(name).model
+        with self._lock:
+            if name not in self._batchers:
+                self._batchers[name] = Batcher(name, self._runner(model), self.metrics)
+                self.metrics.info.labels(
+                    name,
+                    model.version,
+                    getattr(model, "device", "cpu"),
+                    getattr(model, "dtype", "float32"),
+                    backend_of(model, self.registry.specs[name].format),
+                ).set(1)
+            return model, self._batchers[name]
+
+    @staticmethod
+    def _runner(model: Any) -> Callable[[list[Any]], Sequence[Any]]:
+        stats = InferenceStats()
+        if hasattr(model, "embed_token_ids"):
+            return lambda items: model.embed_token_ids(items, stats)
+        if hasattr(model, "predict_proba_texts"):
+            return lambda items: model.predict_proba_texts(items, stats)
+        if hasattr(model, "entities"):
+            return lambda items: model.entities(items, stats)
+        raise ModelLoadError(f"{getattr(model, 'name', model)} has no operation to serve")
+
+    def describe(self, name: str) -> dict[str, Any]:
+        model, _ = self.entry(name)
+        spec = self.registry.specs[name]
+        out: dict[str, Any] = {
+            "name": name,
+            "model_name": model.name,
+            "version": model.version,
+            "cache_version": getattr(model, "cache_version", model.version),
+            "device": getattr(model, "device", "cpu"),
+            "dtype": getattr(model, "dtype", "float32"),
+            "backend": backend_of(model, spec.format),
+            "settings": result_settings(spec),
+        }
+        for field in ("dim", "max_length", "max_windows", "window_overlap", "special_tokens"):
+            if hasattr(model, field):
+                out[field] = getattr(model, field)
+        if hasattr(model, "labels"):
+            out["labels"] = list(model.labels)
+        return out
+
+
+def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastAPI:
+    token = os.environ.get("NLP_MODEL_SERVER_TOKEN") or ""
+
+    async def lifespan(app: FastAPI):
+        if warm_in_background:  # /healthz answers while the models load; /readyz after
+            threading.Thread(target=server.warm_up, name="warm-up", daemon=True).start()
+        else:
+            server.warm_up()
+        yield
+
+    app = FastAPI(title="nlp model server", lifespan=lifespan)
+
+    def authorised(authorization: str | None = Header(default=None)) -> None:
+        if token and not hmac.compare_digest(authorization or "", f"Bearer {token}"):
+            raise HTTPException(401, "this model server needs its bearer token")
+
+    @app.middleware("http")
+    async def cap_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.method == "POST" and (length is None or not length.isdigit()):
+            return Response("a POST needs a Content-Length", status_code=411)
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return Response(f"body over {MAX_BODY_BYTES} bytes", status_code=413)
+        return await call_next(request)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(response: Response) -> dict[str, Any]:
+        if not server.ready:
+            response.status_code = 503
+        return {"ready": server.ready, "models": server.registry.loaded()}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def known(name: str) -> tuple[Any, Batcher]:
+        try:
+            return server.entry(name)
+        except KeyError:
+            raise HTTPException(404, f"no model {name!r} on this server") from None
+        except ModelLoadError as error:
+            raise HTTPException(503, str(error)) from error
+
+    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    def models() -> list[dict[str, Any]]:
+        return [server.describe(name) for name in server.registry.loaded()]
+
+    @app.get("/v1/models/{name:path}", dependencies=[Depends(authorised)])
+    def describe(name: str) -> dict[str, Any]:
+        known(name)
+        return server.describe(name)
+
+    async def serve(name: str, op: str, items: list[Any]) -> tuple[Any, float]:
+        _, batcher = known(name)
+        try:
+            out, seconds = await asyncio.wrap_future(batcher.submit(items))
+        except (ValueError, IndexError) as error:  # the input, not the server
+            server.metrics.requests.labels(name, op, "refused").inc()
+            raise HTTPException(422, f"{type(error).__name__}: {error}") from error
+        except Exception:
+            server.metrics.requests.labels(name, op, "error").inc()
+            raise
+        server.metrics.requests.labels(name, op, "ok").inc()
+        server.metrics.rows.labels(name, op).inc(len(items))
+        return out, seconds
+
+    @app.post("/v1/models/{name:path}/embed", dependencies=[Depends(authorised)])
+    async def embed(name: str, body: EmbedRequest) -> dict[str, Any]:
+        model, _ = known(name)
+        if not hasattr(model, "embed_token_ids"):
+            raise HTTPException(404, f"{name} does not embed")
+        vocab = int(getattr(getattr(model, "tokenizer", None), "vocab_size", 0) or 0)
+        if vocab and any(i < 0 or i >= vocab for ids in body.token_ids for i in ids):
+            raise HTTPException(422, f"token ids must be in [0, {vocab})")
+        if any(not ids for ids in body.token_ids):
+            raise HTTPException(422, "an empty token list")
+        vectors, seconds = await serve(name, "embed", body.token_ids)
+        array = np.ascontiguousarray(vectors, dtype="<f4")
+        return {
+            "dim": int(array.shape[1]) if array.ndim == 2 else 0,
+            "vectors": base64.b64encode(array.tobytes()).decode("ascii"),
+            "tokens": sum(len(ids) for ids in body.token_ids),
+            "seconds": seconds,
+        }
+
+    def texts_of(body: TextsRequest) -> list[str]:
+        if any(len(text) > MAX_TEXT_CHARS for text in body.texts):
+            raise HTTPException(422, f"a text over {MAX_TEXT_CHARS} characters")
+        return body.texts
+
+    @app.post("/v1/models/{name:path}/entities", dependencies=[Depends(authorised)])
+    async def entities(name: str, body: TextsRequest) -> dict[str, Any]:
+        model, _ = known(name)
+        if not hasattr(model, "entities"):
+            raise HTTPException(404, f"{name} does not find entities")
+        found, seconds = await serve(name, "entities", texts_of(body))
+        return {"entities": list(found), "seconds": seconds}
+
+    @app.post("/v1/models/{name:path}/proba", dependencies=[Depends(authorised)])
+    async def proba(name: str, body: TextsRequest) -> dict[str, Any]:
+        model, _ = known(name)
+        if not hasattr(model, "predict_proba_texts"):
+            raise HTTPException(404, f"{name} does not classify")
+        out, seconds = await serve(name, "proba", texts_of(body))
+        return {"probabilities": np.asarray(out).tolist(), "seconds": seconds}
+
+    return app
+
+
+def server_from_env() -> ModelServer:
+    """The pipeline's own model resource (`build_resources()["models"]`), configured by the
+    same environment as the runs, so the server's entries are theirs."""
+    from nlp_assets.definitions import build_resources
+
+    models = build_resources()["models"]
+    assert isinstance(models, ModelResource)
+    return ModelServer(models.process_config_and_initialize())
+
+
+def serve(host: str, port: int) -> int:
+    """`nlp serve-models`: the model server on host:port (uvicorn, one process)."""
+    import uvicorn
+
+    from nlp_assets import logs
+
+    logs.configure()
+    os.environ.pop("NLP_MODEL_SERVER_URL", None)  # the server itself loads in-process
+    app = create_app(server_from_env())
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    return 0
