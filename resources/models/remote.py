@@ -17,10 +17,12 @@ after `RETRY_SERVER_SECONDS`, and never fails a step or drops a document for tha
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,6 +132,62 @@ class ModelServerClient:
         return np.asarray(body["probabilities"], dtype=np.float64), body
 
 
+class FastTokenizer:
+    """A checkpoint's `tokenizer.json` through HF `tokenizers`, the library transformers' fast
+    tokenizers wrap, called the way the pipeline calls those: the same token ids (checked
+    against `AutoTokenizer` in `test_model_server.py`) without importing torch or
+    transformers, which is most of a micro-batch run's start when a server holds the model."""
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        self._file = str(Path(path) / "tokenizer.json")
+        self._full = self._load(None)
+        config = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8"))
+        self.sep_token_id = self._full.token_to_id(str(config.get("sep_token") or "[SEP]"))
+        self.pad_token_id = self._full.token_to_id(str(config.get("pad_token") or "[PAD]"))
+        self.vocab_size = self._full.get_vocab_size()
+        self.is_fast = True
+        self._cut: dict[int, Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def _load(self, max_length: int | None) -> Any:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(self._file)
+        tokenizer.no_padding()
+        if max_length is None:
+            tokenizer.no_truncation()
+        else:
+            tokenizer.enable_truncation(max_length=max_length)
+        return tokenizer
+
+    @staticmethod
+    def usable(path: Path) -> bool:
+        return (Path(path) / "tokenizer.json").is_file() and (
+            Path(path) / "tokenizer_config.json"
+        ).is_file()
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        *,
+        truncation: bool = False,
+        max_length: int | None = None,
+        add_special_tokens: bool = True,
+        **_options: Any,  # return_attention_mask, verbose ...: ids are all the pipeline reads
+    ) -> dict[str, Any]:
+        tokenizer = self._full
+        if truncation and max_length:
+            with self._lock:  # one truncating copy per length: encoding never mutates them
+                if max_length not in self._cut:
+                    self._cut[max_length] = self._load(max_length)
+                tokenizer = self._cut[max_length]
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        ids = [e.ids for e in tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)]
+        return {"input_ids": ids[0] if isinstance(texts, str) else ids}
+
+
 class _Remote:
     """What the proxies share: the server's description, calls in chunks with stats, and the
     in-process fallback when the server stays away."""
@@ -210,11 +268,14 @@ class RemoteEmbedder(_Remote, SentenceEmbedder):
         load_local: Callable[[ModelSpec], Any],
         path: Any,
     ):  # no super().__init__: nothing is loaded here but the tokenizer
-        from transformers import AutoTokenizer
-
         self._init_remote(spec, client, described, load_local)
         self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if FastTokenizer.usable(path):
+            self.tokenizer = FastTokenizer(path)  # type: ignore[assignment]
+        else:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.dim = int(described["dim"])
         self.max_length = int(described["max_length"])
