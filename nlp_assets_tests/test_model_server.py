@@ -170,6 +170,35 @@ def test_server_refuses_bad_requests_with_a_reason(server):
     assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
 
 
+def model_worker_pid(server_pid: int) -> int:
+    """The server's model worker: its spawned child that is not multiprocessing's tracker."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    for pid in map(int, children):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            return pid
+    raise AssertionError(f"no model worker among {children}")
+
+
+def test_a_killed_model_worker_is_replaced_and_waiting_callers_are_answered(
+    server, models: ModelResource
+):
+    url, process = server
+    embedder = in_process(models, "embedding")
+    texts = real_texts(8)
+    ids = embedder.tokenize(texts)
+    client = remote.ModelServerClient(url, wait_seconds=120, token=TOKEN)
+    os.kill(model_worker_pid(process.pid), signal.SIGKILL)
+    vectors, _ = client.embed(embedder.name, ids)  # 503s while the worker reloads, then this
+    assert float(np.min(np.sum(vectors * embedder.embed_token_ids(ids), axis=1))) >= MIN_COSINE
+    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    assert process.poll() is None
+    errors = services.series(
+        services.scrape(url), "nlp_model_server_requests_total", outcome="error"
+    )
+    assert sum(errors.values()) >= 1  # the request in flight when it died was answered 503
+
+
 def test_run_finishes_in_process_when_the_server_is_killed_mid_run(
     tmp_path: Path, served: ModelResource, models: ModelResource, server, monkeypatch
 ):

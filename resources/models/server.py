@@ -2,10 +2,12 @@
 registry's models once and batches requests across callers (runs, the API, Spark executors).
 
 It serves the registry of the pipeline's own `ModelResource` (the same environment builds the
-same entries), so a result is the one the in-process path gives. Each entry gets a `Batcher`:
-one thread that runs the model, taking every request queued while the previous batch ran (and
-waiting `max_wait_ms` for more when the queue holds little) as one call. FastAPI + uvicorn,
-like the API; docs/architecture.md says why not LitServe, Ray Serve or BentoML.
+same entries), so a result is the one the in-process path gives. The models live in one model
+worker process (spawned; replaced if it dies), the HTTP side in this one. Each entry gets a
+`Batcher`: one thread that takes every request queued while the previous batch ran (and waits
+`max_wait_ms` for more when the queue holds little) and sends them to the worker as one call.
+FastAPI + uvicorn, like the API; docs/architecture.md says why not LitServe, Ray Serve or
+BentoML.
 
 Endpoints: `/healthz` (the process answers), `/readyz` (the default entries are loaded and warm),
 `/metrics` (Prometheus), `GET /v1/models[/{name}]` (what it serves, with the settings that
@@ -19,12 +21,14 @@ import asyncio
 import base64
 import hmac
 import logging
+import multiprocessing
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -41,7 +45,7 @@ from pydantic import BaseModel, Field
 
 from nlp_assets.resources.models.remote import result_settings
 from nlp_assets.resources.models.resource import ModelResource
-from nlp_assets.resources.models.specs import InferenceStats, ModelLoadError
+from nlp_assets.resources.models.specs import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +178,106 @@ def backend_of(model: Any, format: str) -> str:
     return str(getattr(model, "backend", "spacy" if format == "spacy" else "torch"))
 
 
+# -- the model worker: a process of its own -------------------------------------------------
+# The HTTP side (event loop, request parsing) and the models share no GIL: in one process,
+# 50 clients' requests slowed every forward pass (measured in bench.model_server).
+_worker_registry: Any = None
+
+
+def _worker_start(config: dict[str, Any]) -> None:
+    global _worker_registry
+    _worker_registry = ModelResource(**config).local_registry()
+
+
+def _worker_describe(name: str) -> dict[str, Any]:
+    model = _worker_registry.get(name).model
+    spec = _worker_registry.specs[name]
+    out: dict[str, Any] = {
+        "name": name,
+        "model_name": model.name,
+        "version": model.version,
+        "cache_version": getattr(model, "cache_version", model.version),
+        "device": getattr(model, "device", "cpu"),
+        "dtype": getattr(model, "dtype", "float32"),
+        "backend": backend_of(model, spec.format),
+        "settings": result_settings(spec),
+        "op": next(
+            (
+                op
+                for op, method in (
+                    ("embed", "embed_token_ids"),
+                    ("proba", "predict_proba_texts"),
+                    ("entities", "entities"),
+                )
+                if hasattr(model, method)
+            ),
+            "",
+        ),
+    }
+    for field in ("dim", "max_length", "max_windows", "window_overlap", "special_tokens"):
+        if hasattr(model, field):
+            out[field] = getattr(model, field)
+    if hasattr(model, "labels"):
+        out["labels"] = list(model.labels)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        out["vocab_size"] = int(tokenizer.vocab_size)
+    return out
+
+
+def _worker_run(name: str, items: list[Any]) -> Any:
+    model = _worker_registry.get(name).model
+    if hasattr(model, "embed_token_ids"):
+        return model.embed_token_ids(items)
+    if hasattr(model, "predict_proba_texts"):
+        return model.predict_proba_texts(items)
+    return model.entities(items)
+
+
 class ModelServer:
-    """The registry of one `ModelResource`, a `Batcher` per loaded entry, and the metrics."""
+    """The entries of one `ModelResource`, loaded in a model worker process, a `Batcher` per
+    entry in this one, and the metrics. A worker that dies is replaced (and reloads)."""
 
     def __init__(self, models: ModelResource, warm: Sequence[str] = ("embedding", "entities")):
         self.models, self.warm = models, warm
-        self.registry = models.local_registry()
+        self.specs = models.specs()
         self.metrics = Metrics()
         self.ready = False
+        self._config = {name: getattr(models, name) for name in type(models).model_fields}
+        self._described: dict[str, dict[str, Any]] = {}
         self._batchers: dict[str, Batcher] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._pool = self._start_worker()
+
+    def _start_worker(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(self._config,),
+        )
+
+    def worker_pid(self) -> int | None:
+        processes = list(getattr(self._pool, "_processes", {}) or {})
+        return processes[0] if processes else None
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        pool = self._pool
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool as error:
+            with self._lock:
+                if self._pool is pool:  # the first to see it replaces the worker
+                    log.warning("model worker died (%s); starting another", error)
+                    self.ready = False
+                    self.metrics.ready.set(0)
+                    self._described.clear()
+                    self._pool = self._start_worker()
+                    threading.Thread(target=self.warm_up, daemon=True).start()
+            raise ModelLoadError(f"the model worker died: {error}; it is being replaced") from error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def warm_up(self) -> None:
         """Load the entries serving the default tasks (each load runs its warm-up)."""
@@ -192,52 +286,30 @@ class ModelServer:
         self.ready = True
         self.metrics.ready.set(1)
 
-    def entry(self, name: str) -> tuple[Any, Batcher]:
-        if name not in self.registry.specs:
+    def loaded(self) -> list[str]:
+        return list(self._described)
+
+    def entry(self, name: str) -> tuple[dict[str, Any], Batcher]:
+        if name not in self.specs:
             raise KeyError(name)
-        model = self.registry.get(name).model
+        described = self._described.get(name) or self._call(_worker_describe, name)
         with self._lock:
+            self._described[name] = described
             if name not in self._batchers:
-                self._batchers[name] = Batcher(name, self._runner(model), self.metrics)
+                self._batchers[name] = Batcher(
+                    name, lambda items: self._call(_worker_run, name, items), self.metrics
+                )
                 self.metrics.info.labels(
                     name,
-                    model.version,
-                    getattr(model, "device", "cpu"),
-                    getattr(model, "dtype", "float32"),
-                    backend_of(model, self.registry.specs[name].format),
+                    described["version"],
+                    described["device"],
+                    described["dtype"],
+                    described["backend"],
                 ).set(1)
-            return model, self._batchers[name]
-
-    @staticmethod
-    def _runner(model: Any) -> Callable[[list[Any]], Sequence[Any]]:
-        stats = InferenceStats()
-        if hasattr(model, "embed_token_ids"):
-            return lambda items: model.embed_token_ids(items, stats)
-        if hasattr(model, "predict_proba_texts"):
-            return lambda items: model.predict_proba_texts(items, stats)
-        if hasattr(model, "entities"):
-            return lambda items: model.entities(items, stats)
-        raise ModelLoadError(f"{getattr(model, 'name', model)} has no operation to serve")
+            return described, self._batchers[name]
 
     def describe(self, name: str) -> dict[str, Any]:
-        model, _ = self.entry(name)
-        spec = self.registry.specs[name]
-        out: dict[str, Any] = {
-            "name": name,
-            "model_name": model.name,
-            "version": model.version,
-            "cache_version": getattr(model, "cache_version", model.version),
-            "device": getattr(model, "device", "cpu"),
-            "dtype": getattr(model, "dtype", "float32"),
-            "backend": backend_of(model, spec.format),
-            "settings": result_settings(spec),
-        }
-        for field in ("dim", "max_length", "max_windows", "window_overlap", "special_tokens"):
-            if hasattr(model, field):
-                out[field] = getattr(model, field)
-        if hasattr(model, "labels"):
-            out["labels"] = list(model.labels)
-        return out
+        return self.entry(name)[0]
 
 
 def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastAPI:
@@ -249,6 +321,7 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
         else:
             server.warm_up()
         yield
+        server.close()
 
     app = FastAPI(title="nlp model server", lifespan=lifespan)
 
@@ -273,7 +346,7 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
     def readyz(response: Response) -> dict[str, Any]:
         if not server.ready:
             response.status_code = 503
-        return {"ready": server.ready, "models": server.registry.loaded()}
+        return {"ready": server.ready, "models": server.loaded()}
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -289,7 +362,7 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     def models() -> list[dict[str, Any]]:
-        return [server.describe(name) for name in server.registry.loaded()]
+        return [server.describe(name) for name in server.loaded()]
 
     @app.get("/v1/models/{name:path}", dependencies=[Depends(authorised)])
     def describe(name: str) -> dict[str, Any]:
@@ -303,6 +376,9 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
         except (ValueError, IndexError) as error:  # the input, not the server
             server.metrics.requests.labels(name, op, "refused").inc()
             raise HTTPException(422, f"{type(error).__name__}: {error}") from error
+        except ModelLoadError as error:  # the worker died: callers retry, then fall back
+            server.metrics.requests.labels(name, op, "error").inc()
+            raise HTTPException(503, str(error)) from error
         except Exception:
             server.metrics.requests.labels(name, op, "error").inc()
             raise
@@ -313,9 +389,9 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
     @app.post("/v1/models/{name:path}/embed", dependencies=[Depends(authorised)])
     async def embed(name: str, body: EmbedRequest) -> dict[str, Any]:
         model, _ = known(name)
-        if not hasattr(model, "embed_token_ids"):
+        if model["op"] != "embed":
             raise HTTPException(404, f"{name} does not embed")
-        vocab = int(getattr(getattr(model, "tokenizer", None), "vocab_size", 0) or 0)
+        vocab = int(model.get("vocab_size") or 0)
         if vocab and any(i < 0 or i >= vocab for ids in body.token_ids for i in ids):
             raise HTTPException(422, f"token ids must be in [0, {vocab})")
         if any(not ids for ids in body.token_ids):
@@ -337,7 +413,7 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
     @app.post("/v1/models/{name:path}/entities", dependencies=[Depends(authorised)])
     async def entities(name: str, body: TextsRequest) -> dict[str, Any]:
         model, _ = known(name)
-        if not hasattr(model, "entities"):
+        if model["op"] != "entities":
             raise HTTPException(404, f"{name} does not find entities")
         found, seconds = await serve(name, "entities", texts_of(body))
         return {"entities": list(found), "seconds": seconds}
@@ -345,7 +421,7 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
     @app.post("/v1/models/{name:path}/proba", dependencies=[Depends(authorised)])
     async def proba(name: str, body: TextsRequest) -> dict[str, Any]:
         model, _ = known(name)
-        if not hasattr(model, "predict_proba_texts"):
+        if model["op"] != "proba":
             raise HTTPException(404, f"{name} does not classify")
         out, seconds = await serve(name, "proba", texts_of(body))
         return {"probabilities": np.asarray(out).tolist(), "seconds": seconds}
