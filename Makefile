@@ -104,6 +104,10 @@ bench: setup
 		--modes micro-batch
 	$(BIN)/python -m bench.lake
 	$(BIN)/python -m bench.tracing
+	$(BIN)/python -m bench.model_server
+	$(BIN)/python -m bench.run_start
+	$(BIN)/python -m bench.streaming --messages 6000 --rate 300 --max-messages-per-run 300 \
+		--modes micro-batch --model-server on
 
 constraints:
 	(head -2 constraints.txt; $(BIN)/pip freeze | grep -v -E '^-e |^nlp-assets|^torch==') \

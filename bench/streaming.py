@@ -378,9 +378,20 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="the model result cache (in-process LRU, or Redis with REDIS_URL) in both modes",
     )
+    parser.add_argument(
+        "--model-server",
+        choices=("on", "off"),
+        default="off",
+        help="on: the runs use a model server started here (`nlp serve-models`), as deployed",
+    )
     args = parser.parse_args(argv)
     results = {}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
+        if args.model_server == "on":
+            from nlp_assets_tests.services import model_server
+
+            url, _ = stack.enter_context(model_server(Path(tmp)))
+            os.environ["NLP_MODEL_SERVER_URL"] = url
         trained = Path(settings.lake_dir()) / "sentiment_model"
         if not (trained / "_delta_log").exists():
             trained = train_sentiment_head(Path(tmp) / "trained")
@@ -397,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.messages} messages at {args.rate:g}/s, {args.partitions} partitions, "
         f"<= {args.max_messages_per_run} messages a run, tick every {args.tick_seconds:g} s, "
-        f"model cache {args.model_cache}"
+        f"model cache {args.model_cache}, model server {args.model_server}"
     )
     header = "mode          runs    msg/s    p50 s    p95 s  cache hits  outside steps  models"
     print(header)
