@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "test_lake_day_lock.py",
     "test_models_finetune.py",
     "test_tracing_pipeline.py",
+    "test_model_server.py",
     "test_spark_connect.py",
     "test_cache_redis.py",
 )

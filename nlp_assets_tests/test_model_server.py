@@ -170,6 +170,43 @@ def test_server_refuses_bad_requests_with_a_reason(server):
     assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
 
 
+@pytest.mark.spark
+def test_spark_executors_embed_through_the_server(served: ModelResource, models, server):
+    """features on Spark with a server configured: the executors' Python workers send the
+    documents to the server (its row count grows by them) and get the in-process vectors."""
+    from nlp_assets.engines import spark as spark_engine
+    from nlp_assets.engines import workers
+    from nlp_assets.kernels.tokenize import tokenize_documents
+    from nlp_assets_tests.spark_cluster import spark_resource
+
+    day = date.fromisoformat(model_stages.DAY)
+    raw = read_landing_day(Path(settings.landing_dir()), day).docs.sample(n=60, seed=5)
+    cleaned = clean_documents(raw, day).docs.filter(pl.col("lang") == "en")
+    embedder = in_process(models, "embedding")
+    tokens = tokenize_documents(cleaned, embedder.tokenizer, embedder.read_length)
+    resource = spark_resource("local[1]", "test-model-server")
+    assert resource.spark_session.conf.get("spark.executorEnv.NLP_MODEL_SERVER_URL") == server[0]
+
+    def embedded() -> float:
+        rows = services.series(
+            services.scrape(server[0]), "nlp_model_server_rows_total", op="embed"
+        )
+        return sum(rows.values())
+
+    before = embedded()
+    try:
+        frame = spark_engine.features_on_spark(
+            resource.spark_session, cleaned, tokens, workers.model_config(served)
+        )
+    finally:
+        resource.stop()
+    assert embedded() - before == cleaned.height  # every document went to the server
+    frame = frame.join(tokens.select("doc_id", "token_ids"), on="doc_id")
+    got = np.vstack(frame["embedding"].to_list()).astype(np.float32)
+    want = embedder.embed_token_ids(frame["token_ids"].to_list())
+    assert float(np.min(np.sum(got * want, axis=1))) >= MIN_COSINE
+
+
 def model_worker_pid(server_pid: int) -> int:
     """The server's model worker: its spawned child that is not multiprocessing's tracker."""
     children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()

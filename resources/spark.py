@@ -37,6 +37,25 @@ def worker_python() -> str:
     return os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
+#: What executors need to reach the model server (the token: Spark's default
+#: `spark.redaction.regex` hides it in the UI and event logs).
+MODEL_SERVER_VARIABLES = (
+    "NLP_MODEL_SERVER_URL",
+    "NLP_MODEL_SERVER_WAIT_SECONDS",
+    "NLP_MODEL_SERVER_TOKEN",
+)
+
+
+def model_server_env() -> dict[str, str]:
+    """`spark.executorEnv.*` for the model server variables set here: the executors' Python
+    workers then call the same server (on Kubernetes, the node-local one) as the driver."""
+    return {
+        f"spark.executorEnv.{name}": os.environ[name]
+        for name in MODEL_SERVER_VARIABLES
+        if os.environ.get(name)
+    }
+
+
 class SparkResource(LazyPySparkResource):
     """A SparkSession for the Spark engine of the stage kernels."""
 
@@ -69,6 +88,7 @@ class SparkResource(LazyPySparkResource):
         already_running = SparkSession.getActiveSession() is not None
         builder = SparkSession.builder.master(self.master).appName(self.app_name)
         settings = dict(LOCAL_DEFAULTS) if self.master.startswith("local") else {}
+        settings |= model_server_env()
         settings |= {key: str(value) for key, value in flatten_dict(self.spark_config)}
         for key, value in settings.items():
             builder = builder.config(key, value)
