@@ -234,6 +234,10 @@ def _worker_run(name: str, items: list[Any]) -> Any:
     return model.entities(items)
 
 
+class WorkerDied(ModelLoadError):
+    """The model worker process died during a call (it is being replaced: retry)."""
+
+
 class ModelServer:
     """The entries of one `ModelResource`, loaded in a model worker process, a `Batcher` per
     entry in this one, and the metrics. A worker that dies is replaced (and reloads)."""
@@ -274,7 +278,7 @@ class ModelServer:
                     self._described.clear()
                     self._pool = self._start_worker()
                     threading.Thread(target=self.warm_up, daemon=True).start()
-            raise ModelLoadError(f"the model worker died: {error}; it is being replaced") from error
+            raise WorkerDied(f"the model worker died: {error}; it is being replaced") from error
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -357,8 +361,10 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
             return server.entry(name)
         except KeyError:
             raise HTTPException(404, f"no model {name!r} on this server") from None
-        except ModelLoadError as error:
+        except WorkerDied as error:  # a moment: callers retry
             raise HTTPException(503, str(error)) from error
+        except ModelLoadError as error:  # it will not load here: callers load it themselves
+            raise HTTPException(424, str(error)) from error
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     def models() -> list[dict[str, Any]]:
@@ -376,7 +382,7 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
         except (ValueError, IndexError) as error:  # the input, not the server
             server.metrics.requests.labels(name, op, "refused").inc()
             raise HTTPException(422, f"{type(error).__name__}: {error}") from error
-        except ModelLoadError as error:  # the worker died: callers retry, then fall back
+        except WorkerDied as error:  # callers retry, then fall back
             server.metrics.requests.labels(name, op, "error").inc()
             raise HTTPException(503, str(error)) from error
         except Exception:
