@@ -108,6 +108,24 @@ def test_model_steps_share_the_gpu_pool(name: str) -> None:
     assert defs.resolve_assets_def(name).op.pool == "gpu"
 
 
+def test_with_a_model_server_the_model_steps_leave_the_gpu_pool() -> None:
+    """The server owns the device and batches concurrent runs: their model steps may overlap
+    (a code location loaded with NLP_MODEL_SERVER_URL set, as deployed)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from nlp_assets.definitions import defs; "
+            "print([defs.resolve_assets_def(n).op.pool for n in ('features', 'predictions')])",
+        ],
+        env={**os.environ, "NLP_MODEL_SERVER_URL": "http://127.0.0.1:1", "NLP_DEVICE": "cuda"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[None, None]"
+
+
 def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     """What a user runs: `dagster definitions validate -w workspace.yaml`."""
     repo = Path(__file__).parents[1]

@@ -16,6 +16,7 @@ from nlp_assets.resources.models import (
     InferenceStats,
     ModelResource,
     gpu_op_tags,
+    model_pool,
     step_metadata,
 )
 from nlp_assets.resources.spark import SparkResource
@@ -37,7 +38,7 @@ def _check(frame: pl.DataFrame):
     scope="part",
     engines=True,
     models=True,
-    pool="gpu",
+    pool=model_pool(),
     op_tags=gpu_op_tags(),
     backfill_policy=dg.BackfillPolicy.single_run(),
 )

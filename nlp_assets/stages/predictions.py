@@ -18,6 +18,7 @@ from nlp_assets.resources.models import (
     InferenceStats,
     ModelResource,
     gpu_op_tags,
+    model_pool,
     step_metadata,
 )
 from nlp_assets.resources.spark import SparkResource
@@ -72,7 +73,7 @@ class PredictionConfig(EngineConfig):
     scope="part",
     engines=True,
     models=True,
-    pool="gpu",
+    pool=model_pool(),
     op_tags=gpu_op_tags(),
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[sentiment_languages.ASSET],  # read from the lake: absent, fr/nl stay skipped

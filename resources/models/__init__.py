@@ -53,6 +53,7 @@ from nlp_assets.resources.models.device import (
     candidate_dtype,
     cpu_has_bf16,
     gpu_op_tags,
+    model_pool,
     pick_device,
 )
 from nlp_assets.resources.models.registry import ModelRegistry, load_model
@@ -124,6 +125,7 @@ __all__ = [
     "length_batches",
     "load_embedder",
     "load_model",
+    "model_pool",
     "pick_device",
     "pool_windows",
     "resolve_source",

@@ -44,11 +44,21 @@ def candidate_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
-def gpu_op_tags() -> dict[str, Any]:
-    """Kubernetes GPU request for model steps when NLP_DEVICE=cuda (k8s_job_executor)."""
+def model_pool() -> str | None:
+    """The concurrency pool of the model steps: `gpu` (limit 1 in dagster.yaml) when each run
+    loads its own models, so one device is never oversubscribed; none with a model server
+    (`NLP_MODEL_SERVER_URL`), which owns the device and batches concurrent runs' requests."""
     from nlp_assets import settings
 
-    if settings.model_device() != "cuda":
+    return None if settings.model_server() else "gpu"
+
+
+def gpu_op_tags() -> dict[str, Any]:
+    """Kubernetes GPU request for model steps when NLP_DEVICE=cuda (k8s_job_executor) and no
+    model server holds the models."""
+    from nlp_assets import settings
+
+    if settings.model_device() != "cuda" or settings.model_server():
         return {}
     return {
         "dagster-k8s/config": {
