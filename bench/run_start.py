@@ -43,6 +43,8 @@ result = dg.materialize(all_assets, selection=["tokens", "features", "prediction
     partition_key=sys.argv[3], resources=resources, instance=dg.DagsterInstance.ephemeral())
 assert result.success
 marks["run_end"] = time.time() - t0
+marks["imported_torch"] = float("torch" in sys.modules)
+marks["imported_spacy"] = float("spacy" in sys.modules)
 print("MARKS " + json.dumps(marks))
 """
 
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs["server"].append(child(lake, args.day, {**base, "NLP_MODEL_SERVER_URL": url}))
                 runs["in-process"].append(child(lake, args.day, base))
     print(f"{args.docs} documents, tokens+features+predictions, {args.rounds} runs each (median s)")
-    print(f"{'models':<11} {'python':>7} {'code loc':>9} {'1st model batch':>16} {'run end':>8}")
+    print(
+        f"{'models':<11} {'python':>7} {'code loc':>9} {'1st model batch':>16} {'run end':>8} "
+        "imports torch / spaCy"
+    )
     for key, marks in runs.items():
 
         def med(name: str, marks: list[dict[str, float]] = marks) -> float:
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(
             f"{key:<11} {med('python'):7.2f} {med('code_location'):9.2f} "
-            f"{med('first_model_batch'):16.2f} {med('run_end'):8.2f}"
+            f"{med('first_model_batch'):16.2f} {med('run_end'):8.2f} "
+            f"{med('imported_torch'):.0f} / {med('imported_spacy'):.0f}"
         )
     print(f"load average: {os.getloadavg()[0]:.2f}; cores: {len(os.sched_getaffinity(0))}")
     return 0
