@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nlp_assets import settings
+from nlp_assets import settings, tracing
 from nlp_assets.lake import QUARANTINE, Lake
 
 RAW_ASSET = "raw_text"
@@ -98,7 +98,7 @@ def document_path(
             "file": row.get("file"),
             "kafka": metadata.get("kafka"),
         },
-        "trace_id": traceparent[3:35] if traceparent else None,
+        "trace_id": tracing.trace_id_of(traceparent),
         "traceparent": traceparent,
         "prediction": prediction.row(0, named=True) if prediction.height else None,
         "quarantined": quarantined,

@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from nlp_assets import tracing
 from nlp_assets.api.config import ApiSettings
 from nlp_assets.lake import QUARANTINE, Lake
 
@@ -110,9 +111,8 @@ class Results:
         if not day:
             return {"trace_id": None, "runs": []}
         path = self.lake.document_runs(doc_id, str(day), RAW_ASSET)
-        traceparent = path["traceparent"]
         return {
-            "trace_id": traceparent[3:35] if traceparent else None,
+            "trace_id": tracing.trace_id_of(path["traceparent"]),
             "runs": list(dict.fromkeys(c["run_id"] for c in path["runs"] if c["run_id"])),
         }
 

@@ -46,6 +46,7 @@ from nlp_assets.kernels.features import (
     long_ngram_frame,
     words,
 )
+from nlp_assets.kernels.ingest import traceparent_column
 from nlp_assets.kernels.predict import PREDICTIONS_SCHEMA, predict_documents
 from nlp_assets.kernels.quarantine import QUARANTINE_SCHEMA
 from nlp_assets.kernels.sentiment import SentimentHead
@@ -535,13 +536,10 @@ def predict_on_spark(
         report = workers.batch_report(frame.height, before, cache_stats, inference, served)
         return frame, report
 
-    traceparent = (  # a table written before traces has no such column
-        pl.col("traceparent")
-        if "traceparent" in cleaned.columns
-        else pl.lit(None, pl.String).alias("traceparent")
-    )
     joined = features.select("doc_id", "ingest_date", "embedding").join(
-        cleaned.select("doc_id", "source", "lang", "is_duplicate", "text", traceparent),
+        cleaned.select(
+            "doc_id", "source", "lang", "is_duplicate", "text", traceparent_column(cleaned)
+        ),
         on="doc_id",
         how="left",
         maintain_order="left",

@@ -15,6 +15,7 @@ from datetime import date
 
 import polars as pl
 
+from nlp_assets.kernels.ingest import traceparent_column
 from nlp_assets.kernels.quarantine import quarantine_docs
 
 STAGE = "cleaned_text"
@@ -161,18 +162,13 @@ class CleanResult:
 def clean_documents(raw: pl.DataFrame, day: date, config: CleanConfig | None = None) -> CleanResult:
     """Clean raw documents; empty and over-long ones are quarantined, duplicates marked."""
     config = config or CleanConfig()
-    traceparent = (  # a raw table written before traces has no such column
-        pl.col("traceparent")
-        if "traceparent" in raw.columns
-        else pl.lit(None, pl.String).alias("traceparent")
-    )
     cleaned = raw.select(
         "doc_id",
         "source",
         "ingest_date",
         "file",
         clean_text_expr("text", config).alias("text"),
-        traceparent,
+        traceparent_column(raw),
     ).with_columns(pl.col("text").str.len_chars().cast(pl.Int64).alias("n_chars"))
 
     too_short = pl.col("n_chars") < config.min_chars

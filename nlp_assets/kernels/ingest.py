@@ -254,6 +254,13 @@ def _normalise(record: Any, default_source: str) -> dict[str, Any]:
     }
 
 
+def traceparent_column(frame: pl.DataFrame) -> pl.Expr:
+    """The frame's `traceparent` column, or nulls for a table written before traces."""
+    if "traceparent" in frame.columns:
+        return pl.col("traceparent")
+    return pl.lit(None, pl.String).alias("traceparent")
+
+
 def _traceparent(value: Any) -> str | None:
     return value if isinstance(value, str) and TRACEPARENT.fullmatch(value) else None
 

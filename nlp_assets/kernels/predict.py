@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 import polars as pl
 
+from nlp_assets.kernels.ingest import traceparent_column
+
 if TYPE_CHECKING:  # scikit-learn stays out of readers of the schema (the API's slim image)
     from nlp_assets.kernels.sentiment import SentimentHead
 
@@ -103,9 +105,7 @@ def _sentiment(
 
 def trace_id_expr(cleaned: pl.DataFrame) -> pl.Expr:
     """The trace id of each document's `traceparent` (a table written before traces: null)."""
-    if "traceparent" not in cleaned.columns:
-        return pl.lit(None, pl.String).alias("trace_id")
-    return pl.col("traceparent").str.slice(3, 32).alias("trace_id")
+    return traceparent_column(cleaned).str.slice(3, 32).alias("trace_id")
 
 
 def predict_documents(
