@@ -266,6 +266,12 @@ class SentenceEmbedder(_TorchModel):
         window_overlap: int = WINDOW_OVERLAP,
         backend: str = "torch",
     ):
+        from nlp_assets.resources.models.backends import BACKENDS
+
+        if backend not in ("auto", *BACKENDS):
+            raise ModelLoadError(
+                f"{name}: unknown backend {backend!r} (auto, {', '.join(BACKENDS)})"
+            )
         hub_offline()
         import transformers
         from transformers import AutoModel
@@ -304,23 +310,22 @@ class SentenceEmbedder(_TorchModel):
             raise ModelLoadError(f"{name}: max_length {max_length} leaves no room for text")
         self._runner: Runner | None = None
         self._choose_dtype(spec, self._agree)
-        self.backend, self.backend_note = f"torch-{self.dtype}", ""
-        self._choose_backend(spec.backend)
+        self.choose_backend(spec.backend)
 
     @staticmethod
     def _agree(a: np.ndarray, b: np.ndarray) -> tuple[bool, str]:
         cosine = float(np.min(np.sum(a * b, axis=1)))
         return cosine >= MIN_COSINE, f"min cosine to float32 {cosine:.6f}"
 
-    def _choose_backend(self, wanted: str) -> None:
+    def choose_backend(self, wanted: str) -> None:
         """Serve through another backend when asked: 'auto' takes the fastest candidate that
         passed the gate in this machine's calibration record (`backends.choose`), a backend name
         that one's artefact. The artefact must match its recorded sha256 and its warm-up stay
         within the gate's cosine of torch's; otherwise torch serves and `backend_note` says why."""
         from nlp_assets.resources.models import backends
 
-        if wanted not in ("auto", *backends.BACKENDS):
-            raise ModelLoadError(f"{self.name}: unknown backend {wanted!r}")
+        self.serve_with(None, f"torch-{self.dtype}")
+        self.backend_note = ""
         if wanted == "torch":
             return
         if self.device != "cpu":
@@ -348,9 +353,6 @@ class SentenceEmbedder(_TorchModel):
             if cosine < backends.GATE_MIN_COSINE:
                 raise ModelLoadError(f"warm-up min cosine to torch {cosine:.6f}")
             self.backend_note = f"calibrated in {folder}; warm-up min cosine to torch {cosine:.6f}"
-            self.memory_bytes += sum(
-                (folder / f).stat().st_size for f in backends.ARTEFACT_FILES[pick.backend]
-            )
         except Exception as error:
             self.serve_with(None, f"torch-{self.dtype}")
             self.backend_note = f"{wanted}: {type(error).__name__}: {error}; torch serves"

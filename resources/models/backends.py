@@ -142,13 +142,18 @@ def export(backend: str, model: Any, folder: Path, max_length: int) -> Path:
             )
         ov.save_model(converted, str(target), compress_to_fp16=False)
     elif backend == "torch-aot":
+        import copy
+
+        import torch._inductor.config as inductor
+
         batch = torch.export.Dim("batch", min=1, max=4096)
         tokens = torch.export.Dim("tokens", min=2, max=max_length)
         shapes = ({0: batch, 1: tokens}, {0: batch, 1: tokens})
-        bf16 = _cpu_bf16(model)
-        with torch.no_grad():
-            if bf16:  # the linear layers in bf16, like the torch path; the rest float32
-                module = pooled_encoder(_bf16_linears(model))
+        if _cpu_bf16(model):  # the whole encoder in bf16 (pooling in float32): within the gate
+            module = pooled_encoder(copy.deepcopy(model).to(torch.bfloat16))
+        # freezing: weights folded and prepacked for oneDNN (unfrozen, the package ran at 43%
+        # of torch bf16 on short texts and 24% on long ones in one calibration run)
+        with torch.no_grad(), inductor.patch(freezing=True):
             program = torch.export.export(module, example, dynamic_shapes=shapes)
             torch._inductor.aoti_compile_and_package(program, package_path=str(target))
     else:
@@ -160,32 +165,6 @@ def _cpu_bf16(model: Any) -> bool:
     from nlp_assets.resources.models.device import cpu_has_bf16
 
     return next(model.parameters()).device.type == "cpu" and cpu_has_bf16()
-
-
-def _bf16_linears(model: Any) -> Any:
-    """A copy of `model` whose linear layers compute in bf16 (inputs cast in, outputs out)."""
-    import copy
-
-    import torch
-
-    class Bf16Linear(torch.nn.Module):
-        def __init__(self, linear: Any):
-            super().__init__()
-            self.weight = torch.nn.Parameter(linear.weight.detach().to(torch.bfloat16))
-            bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
-            self.bias = torch.nn.Parameter(bias) if bias is not None else None
-
-        def forward(self, x: Any) -> Any:
-            out = torch.nn.functional.linear(x.to(torch.bfloat16), self.weight, self.bias)
-            return out.to(torch.float32)
-
-    clone = copy.deepcopy(model)
-    for name, child in list(clone.named_modules()):
-        for attr, sub in list(child.named_children()):
-            if isinstance(sub, torch.nn.Linear):
-                setattr(child, attr, Bf16Linear(sub))
-        del name
-    return clone.eval()
 
 
 # -- load ---------------------------------------------------------------------------------------

@@ -107,15 +107,11 @@ def embedders(device: str = "cpu", max_length: int = 256) -> tuple[SentenceEmbed
     return one("float32"), one("auto")
 
 
-def rate(embedder: SentenceEmbedder, tokens: list[list[int]], rounds: int) -> float:
-    """Best docs/s of `rounds` timed calls after a warm one."""
-    embedder.embed_token_ids(tokens[:16])
-    best = 0.0
-    for _ in range(rounds):
-        started = time.perf_counter()
-        embedder.embed_token_ids(tokens)
-        best = max(best, len(tokens) / (time.perf_counter() - started))
-    return best
+def timed(embedder: SentenceEmbedder, tokens: list[list[int]]) -> float:
+    """docs/s of one call."""
+    started = time.perf_counter()
+    embedder.embed_token_ids(tokens)
+    return len(tokens) / (time.perf_counter() - started)
 
 
 def measure(
@@ -125,24 +121,28 @@ def measure(
     *,
     rounds: int = 2,
     device: str = "cpu",
+    head_texts: int = 800,
     log: Any = print,
 ) -> tuple[list[Candidate], dict[str, Any]]:
-    """Export, load, gate and time each candidate on `texts` (kind -> texts) in this process.
-    Returns the candidates and what a benchmark adds figures from (the embedders, tokens)."""
+    """Export, load and gate each candidate on `texts` (kind -> texts) in this process, then
+    time them all in `rounds` interleaved rounds (best of each: a machine whose speed drifts
+    slows every candidate alike). Returns the candidates and what a benchmark takes its other
+    figures from (the embedders, the tokens)."""
     reference, served = embedders(device)
     tokens = {kind: served.tokenize(batch) for kind, batch in texts.items()}
     everything = [ids for kind in texts for ids in tokens[kind]]
     truth = reference.embed_token_ids(everything)
-    head = sentiment_head(reference, skip=len(texts.get("short", [])))
+    head = sentiment_head(reference, skip=len(texts.get("short", [])), n=head_texts)
     labels = head.predict_proba(truth).argmax(1)
     threads = served._torch.get_num_threads()
     out: list[Candidate] = []
+    runners: dict[str, Any] = {}
     for backend in candidates:
         candidate = Candidate(backend=backend)
+        out.append(candidate)
         try:
-            if backend == "torch":
-                served.serve_with(None, f"torch-{served.dtype}")
-            else:
+            runner = None
+            if backend != "torch":
                 started = time.perf_counter()
                 backends.export(backend, reference.model, folder, reference.max_length)
                 candidate.export_s = time.perf_counter() - started
@@ -153,7 +153,12 @@ def measure(
                 started = time.perf_counter()
                 runner = backends.load_runner(backend, folder, threads, candidate.sha256)
                 candidate.load_s = time.perf_counter() - started
-                served.serve_with(runner, backends.precision_of(backend, device))
+            name = (
+                f"torch-{served.dtype}"
+                if runner is None
+                else backends.precision_of(backend, device)
+            )
+            served.serve_with(runner, name)
             candidate.served_as = served.backend
             vectors = served.embed_token_ids(everything)
             candidate.min_cosine = float(np.min(np.sum(vectors * truth, axis=1)))
@@ -162,20 +167,28 @@ def measure(
                 candidate.min_cosine >= backends.GATE_MIN_COSINE
                 and candidate.labels_agree >= backends.GATE_MIN_LABEL_AGREEMENT
             )
-            candidate.docs_per_s = {k: rate(served, tokens[k], rounds) for k in texts}
+            runners[backend] = runner
         except Exception as error:  # a backend that cannot export or run here
             candidate.error = f"{type(error).__name__}: {error}"[:500]
-        finally:
-            served.serve_with(None, f"torch-{served.dtype}")
+    for _ in range(rounds):
+        for candidate in out:
+            if candidate.backend not in runners:
+                continue
+            served.serve_with(runners[candidate.backend], candidate.served_as)
+            served.embed_token_ids(everything[:16])  # warm
+            for kind in texts:
+                figure = timed(served, tokens[kind])
+                candidate.docs_per_s[kind] = max(candidate.docs_per_s.get(kind, 0.0), figure)
+    served.serve_with(None, f"torch-{served.dtype}")
+    for candidate in out:
         log(
-            f"{candidate.served_as or backend:<22} passed={candidate.passed} "
+            f"{candidate.served_as or candidate.backend:<22} passed={candidate.passed} "
             f"min cosine {candidate.min_cosine:.6f} labels {candidate.labels_agree:.4f} "
             + " ".join(f"{k} {v:.1f} docs/s" for k, v in candidate.docs_per_s.items())
-            + (f" export {candidate.export_s:.1f}s load {candidate.load_s:.2f}s")
+            + f" export {candidate.export_s:.1f}s load {candidate.load_s:.2f}s"
             + (f" ERROR {candidate.error}" if candidate.error else "")
         )
-        out.append(candidate)
-    return out, {"reference": reference, "served": served, "tokens": tokens}
+    return out, {"reference": reference, "served": served, "tokens": tokens, "runners": runners}
 
 
 def calibrate(
