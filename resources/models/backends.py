@@ -27,7 +27,7 @@ import numpy as np
 from nlp_assets import settings
 
 #: What `ModelSpec.backend` accepts: `auto` (the calibration record's choice) or one of these.
-BACKENDS = ("torch", "torch-aot", "openvino", "onnxruntime")
+BACKENDS = ("torch", "torch-aot", "openvino", "openvino-int8", "onnxruntime")
 CALIBRATION_FILE = "calibration.json"
 #: The accuracy gate of a candidate against float32 torch (issue 25): min cosine over the
 #: calibration texts and sentiment labels (the trained head) agreeing on this share of them.
@@ -37,6 +37,7 @@ GATE_MIN_LABEL_AGREEMENT = 0.995
 ARTEFACT_FILES = {
     "torch-aot": ("encoder.pt2",),
     "openvino": ("encoder.xml", "encoder.bin"),
+    "openvino-int8": ("encoder-int8.xml", "encoder-int8.bin"),
     "onnxruntime": ("encoder.onnx",),
 }
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -131,7 +132,7 @@ def export(backend: str, model: Any, folder: Path, max_length: int) -> Path:
                 opset_version=17,
                 dynamo=False,
             )
-    elif backend == "openvino":
+    elif backend in ("openvino", "openvino-int8"):
         import openvino as ov
 
         with torch.no_grad():
@@ -140,6 +141,10 @@ def export(backend: str, model: Any, folder: Path, max_length: int) -> Path:
                 example_input=example,
                 input=[ov.PartialShape([-1, -1]), ov.PartialShape([-1, -1])],
             )
+        if backend == "openvino-int8":  # NNCF: int8 weights (asymmetric, per channel)
+            import nncf
+
+            converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
         ov.save_model(converted, str(target), compress_to_fp16=False)
     elif backend == "torch-aot":
         import copy
@@ -172,6 +177,8 @@ def _cpu_bf16(model: Any) -> bool:
 
 def precision_of(backend: str, device: str) -> str:
     """The name a backend serves under, with its precision (e.g. 'openvino-bf16')."""
+    if backend == "openvino-int8":
+        return backend
     if backend in ("openvino", "torch-aot") and device == "cpu":
         from nlp_assets.resources.models.device import cpu_has_bf16
 
@@ -205,11 +212,11 @@ def load_runner(backend: str, folder: Path, threads: int, sha256: dict[str, str]
             return np.asarray(out, dtype=np.float32)
 
         return run_onnx
-    if backend == "openvino":
+    if backend in ("openvino", "openvino-int8"):
         import openvino as ov
 
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
-        if precision_of(backend, "cpu").endswith("bf16"):
+        if precision_of("openvino", "cpu").endswith("bf16"):
             config["INFERENCE_PRECISION_HINT"] = "bf16"
         compiled = ov.Core().compile_model(str(target), "CPU", config)
         request = compiled.create_infer_request()
@@ -312,12 +319,19 @@ def choose(candidates: list[Candidate], available: tuple[str, ...] = BACKENDS) -
     return max(ok, key=lambda c: c.speed, default=None)
 
 
-def installed() -> tuple[str, ...]:
-    """The backends whose libraries are importable here (torch always)."""
+def installed(*, export: bool = False) -> tuple[str, ...]:
+    """The backends whose libraries are importable here (torch always); `export`: those this
+    machine can also export (openvino-int8 needs NNCF to be made, not to run)."""
     import importlib.util
 
+    def has(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
     out = ["torch", "torch-aot"]
-    for backend, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime")):
-        if importlib.util.find_spec(module) is not None:
-            out.append(backend)
+    if has("openvino"):
+        out.append("openvino")
+        if not export or has("nncf"):
+            out.append("openvino-int8")
+    if has("onnxruntime"):
+        out.append("onnxruntime")
     return tuple(out)
