@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +192,20 @@ def precision_of(backend: str, device: str) -> str:
 
 def load_runner(backend: str, folder: Path, threads: int, sha256: dict[str, str]) -> Runner:
     """A loaded artefact as `run(input_ids, attention_mask) -> vectors` (numpy int64 in,
-    float32 out). Every file is checked against `sha256` (the calibration record) first."""
+    float32 out), one call at a time (an OpenVINO infer request is not thread-safe, and the
+    registry shares a model across a process's threads). Every file is checked against
+    `sha256` (the calibration record) first."""
+    run = _load_runner(backend, folder, threads, sha256)
+    lock = threading.Lock()
+
+    def serialised(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with lock:
+            return run(ids, mask)
+
+    return serialised
+
+
+def _load_runner(backend: str, folder: Path, threads: int, sha256: dict[str, str]) -> Runner:
     files = [folder / name for name in ARTEFACT_FILES[backend]]
     for path in files:
         if not path.is_file() or path.is_symlink():
@@ -261,8 +276,8 @@ class Candidate:
     @property
     def speed(self) -> float:
         """One figure to rank by: the harmonic mean of docs/s over the text kinds."""
-        rates = [r for r in self.docs_per_s.values() if r > 0]
-        if not rates or len(rates) != len(self.docs_per_s):
+        rates = [r for r in self.docs_per_s.values() if math.isfinite(r) and r > 0]
+        if not rates or len(rates) != len(self.docs_per_s):  # a kind not measured, or nonsense
             return 0.0
         return len(rates) / sum(1 / r for r in rates)
 
