@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q $(TORCH)
 	# editable: setuptools' import finder maps resources/ and sensors/ to nlp_assets.resources
 	# and nlp_assets.sensors (pyproject.toml's package-dir), one path per file
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,backends]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
@@ -94,6 +94,7 @@ bench: setup
 	$(BIN)/python -m bench.models --texts short --docs 2000
 	$(BIN)/python -m bench.models --texts long --docs 600
 	$(BIN)/python -m bench.batch_shapes
+	$(BIN)/python -m bench.backends
 	$(BIN)/python -m bench.entities
 	$(BIN)/python -m bench.finetune
 	$(BIN)/python -m bench.engines --docs 100000 --stages cleaned,tokens

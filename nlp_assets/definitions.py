@@ -65,6 +65,7 @@ def build_resources(
             ner_model=settings.configured("NLP_NER_MODEL", DEFAULT_NER_MODEL),
             device=settings.configured("NLP_DEVICE", "auto"),
             dtype=settings.configured("NLP_MODEL_DTYPE", "auto"),
+            backend=settings.configured("NLP_MODEL_BACKEND", "auto"),
             # the fine-tuned classifier (asset sentiment_finetuned) as the sentiment A/B
             # candidate against the head; NLP_SENTIMENT_AB_SHARE=0 switches it off
             registry=[

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     ner_model: str = _var("NLP_NER_MODEL", "")
     ner_processes: int = _var("NLP_NER_PROCESSES", 0, ge=0)
     device: str = _var("NLP_DEVICE", "auto")
+    model_backend: str = _var("NLP_MODEL_BACKEND", "auto")
+    model_artifacts_dir: Path | None = _var("NLP_MODEL_ARTIFACTS_DIR")
     model_dtype: str = _var("NLP_MODEL_DTYPE", "auto")
     cache_ttl_seconds: int = _var("NLP_CACHE_TTL_SECONDS", 30 * 86_400)
     # the shared model server (docs/models.md "Model server"); unset: models load in-process
@@ -306,6 +308,12 @@ def model_server() -> tuple[str, float, str | None] | None:
         current.model_server_wait_seconds,
         token.get_secret_value() if token else None,
     )
+
+
+def model_artifacts_dir() -> Path:
+    """`NLP_MODEL_ARTIFACTS_DIR`: exported embedding backends and their calibration records
+    (docs/models.md "Backends"); default `<NLP_DATA_DIR>/model-artifacts`."""
+    return get().model_artifacts_dir or data_dir() / "model-artifacts"
 
 
 def cache_ttl_seconds() -> int:

@@ -284,6 +284,22 @@ def cmd_serve_models(args: argparse.Namespace) -> int:
     return serve(args.host, args.port)
 
 
+def cmd_models_calibrate(args: argparse.Namespace) -> int:
+    from nlp_assets.resources.models.calibrate import run
+
+    return run(args)
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    """`nlp models calibrate`'s options (also `python -m nlp_assets.resources.models.calibrate`)."""
+    parser.add_argument("--short", type=int, default=300, help="review sentences (gate, timing)")
+    parser.add_argument("--long", type=int, default=300, help="news articles (gate, timing)")
+    parser.add_argument(
+        "--backends", default="", help="comma list (default: every installed backend)"
+    )
+    parser.add_argument("--artifacts", default="", help="default: NLP_MODEL_ARTIFACTS_DIR")
+
+
 # parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -480,6 +496,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.environ.get("NLP_MODEL_SERVER_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("NLP_MODEL_SERVER_PORT", "8600")))
     p.set_defaults(func=cmd_serve_models)
+
+    models = commands.add_parser(
+        "models",
+        help="administer the models on this machine (directly, not through the API)",
+        description="Commands on this machine's model artefacts (docs/models.md 'Backends').",
+    )
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    p = model_commands.add_parser(
+        "calibrate",
+        help="export the embedding model for every installed backend, gate and time them",
+        description="Exports MiniLM for each installed backend (AOTInductor, OpenVINO, ONNX "
+        "Runtime), checks each against float32 torch (min cosine >= 0.999, sentiment labels "
+        "agreeing on >= 99.5%), times each on short and long texts and writes the calibration "
+        "record that backend 'auto' reads, under NLP_MODEL_ARTIFACTS_DIR by model version and "
+        "device signature. Once per machine kind and model version; needs `make data`.",
+    )
+    add_calibrate_arguments(p)
+    p.set_defaults(func=cmd_models_calibrate)
     return parser
 
 

@@ -36,6 +36,9 @@ from nlp_assets.resources.models.specs import (
 
 log = logging.getLogger(__name__)
 
+#: An exported embedder: (input_ids, attention_mask) as int64 arrays -> L2-normalised vectors.
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
 Entities = list[list[dict[str, Any]]]
 
 
@@ -261,7 +264,14 @@ class SentenceEmbedder(_TorchModel):
         version: str = "",
         max_windows: int = 1,
         window_overlap: int = WINDOW_OVERLAP,
+        backend: str = "torch",
     ):
+        from nlp_assets.resources.models.backends import BACKENDS
+
+        if backend not in ("auto", *BACKENDS):
+            raise ModelLoadError(
+                f"{name}: unknown backend {backend!r} (auto, {', '.join(BACKENDS)})"
+            )
         hub_offline()
         import transformers
         from transformers import AutoModel
@@ -280,6 +290,7 @@ class SentenceEmbedder(_TorchModel):
             version=version,
             max_windows=max_windows,
             window_overlap=window_overlap,
+            backend=backend,
         )
         self.path = Path(path)
         self._load(spec, path, AutoModel)
@@ -297,16 +308,66 @@ class SentenceEmbedder(_TorchModel):
         self.special_tokens = (head, len(full) - head - len(plain))
         if max_length <= sum(self.special_tokens) + 1:
             raise ModelLoadError(f"{name}: max_length {max_length} leaves no room for text")
+        self._runner: Runner | None = None
         self._choose_dtype(spec, self._agree)
+        self.choose_backend(spec.backend)
 
     @staticmethod
     def _agree(a: np.ndarray, b: np.ndarray) -> tuple[bool, str]:
         cosine = float(np.min(np.sum(a * b, axis=1)))
         return cosine >= MIN_COSINE, f"min cosine to float32 {cosine:.6f}"
 
+    def choose_backend(self, wanted: str) -> None:
+        """Serve through another backend when asked: 'auto' takes the fastest candidate that
+        passed the gate in this machine's calibration record (`backends.choose`), a backend name
+        that one's artefact. The artefact must match its recorded sha256 and its warm-up stay
+        within the gate's cosine of torch's; otherwise torch serves and `backend_note` says why."""
+        from nlp_assets.resources.models import backends
+
+        self.serve_with(None, f"torch-{self.dtype}")
+        self.backend_note = ""
+        if wanted == "torch":
+            return
+        if self.device != "cpu":
+            self.backend_note = f"{wanted}: only torch runs on {self.device}"
+            return
+        folder = backends.artefact_dir(self.version, self.device)
+        try:
+            candidates = backends.read_candidates(folder)
+            if wanted == "auto":
+                pick = backends.choose(candidates, backends.installed())
+                if pick is None:
+                    raise ModelLoadError("no candidate in the calibration record passed the gate")
+            else:
+                pick = next((c for c in candidates if c.backend == wanted), None)
+                if pick is None:
+                    raise ModelLoadError(f"the calibration record has no {wanted}")
+            if pick.backend == "torch":
+                self.backend_note = f"calibrated: torch is the fastest in {folder}"
+                return
+            threads = self._torch.get_num_threads()
+            runner = backends.load_runner(pick.backend, folder, threads, pick.sha256)
+            reference = self.warm_up()
+            self.serve_with(runner, pick.served_as or backends.precision_of(pick.backend, "cpu"))
+            cosine = float(np.min(np.sum(reference * self.warm_up(), axis=1)))
+            if cosine < backends.GATE_MIN_COSINE:
+                raise ModelLoadError(f"warm-up min cosine to torch {cosine:.6f}")
+            self.backend_note = f"calibrated in {folder}; warm-up min cosine to torch {cosine:.6f}"
+        except Exception as error:
+            self.serve_with(None, f"torch-{self.dtype}")
+            self.backend_note = f"{wanted}: {type(error).__name__}: {error}; torch serves"
+            (log.info if wanted == "auto" else log.warning)("%s: %s", self.name, self.backend_note)
+
+    def serve_with(self, runner: Runner | None, backend: str) -> None:
+        """Embed through `runner` (None: this torch model) and record `backend` as the name."""
+        self._runner, self.backend = runner, backend
+
     def output_settings(self) -> dict[str, Any]:
-        """Window settings are here, so a vector pooled under other settings is another key."""
+        """Window settings are here, so a vector pooled under other settings is another key;
+        so is a backend other than torch (other numerics; torch's keys stay as they were)."""
+        backend = {} if self._runner is None else {"backend": self.backend}
         return {
+            **backend,
             "max_length": self.max_length,
             "pooling": "mean",
             "norm": "l2",
@@ -394,6 +455,9 @@ class SentenceEmbedder(_TorchModel):
             raise ValueError(f"a window of {longest} tokens: the most is {self.max_length}")
 
         def step(rows: list[int], ids: Any, mask: Any) -> None:
+            if self._runner is not None:
+                out[rows] = self._runner(ids.cpu().numpy(), mask.cpu().numpy())
+                return
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
             weights = mask.unsqueeze(-1).to(torch.float32)
             pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)

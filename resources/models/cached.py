@@ -166,6 +166,9 @@ def step_metadata(
             f"{s.model.name}: {getattr(s.model, 'dtype', 'float32')}" for s in served
         ),
     }
+    backends = [f"{s.model.name}: {s.model.backend}" for s in served if hasattr(s.model, "backend")]
+    if backends:
+        out["backend"] = ", ".join(backends)
     reasons = [s.fallback_reason for s in served if s.fallback]
     if reasons:
         out["model_fallback_reason"] = "; ".join(reasons)

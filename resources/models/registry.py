@@ -76,6 +76,7 @@ def load_model(spec: ModelSpec) -> Any:
             version=spec.version,
             max_windows=spec.max_windows,
             window_overlap=spec.window_overlap,
+            backend=spec.backend,
         )
     if spec.format == "hf-sequence-classification":
         return SequenceClassifier(spec, path)

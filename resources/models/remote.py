@@ -47,6 +47,7 @@ RESULT_FIELDS = (
     "max_length",
     "max_windows",
     "window_overlap",
+    "backend",
     "label_map",
     "expected_labels",
 )
@@ -255,6 +256,10 @@ class _Remote:
         return join(parts) if parts else join([])
 
 
+def _runs_on_the_server(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    raise NotImplementedError("a remote embedder's backend runs on the server")
+
+
 class RemoteEmbedder(_Remote, SentenceEmbedder):
     """A `SentenceEmbedder` whose forward passes run on the server: tokenisation and the
     window arithmetic (`read_length`, `n_windows`) are the in-process class's own, from the
@@ -283,6 +288,9 @@ class RemoteEmbedder(_Remote, SentenceEmbedder):
         self.window_overlap = int(described["window_overlap"])
         self.special_tokens = tuple(described["special_tokens"])
         self.batch_tokens, self.batch_rows = spec.batch_tokens, spec.batch_rows
+        # the server's backend: torch's cache keys carry none, the exported ones their name
+        self._runner = None if self.backend.startswith("torch") else _runs_on_the_server
+        self.backend_note = str(described.get("backend_note", ""))
         if self.cache_version != described["cache_version"]:
             raise ModelLoadError(
                 f"{self.name}: the server's cache version {described['cache_version']} is not "

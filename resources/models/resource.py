@@ -49,6 +49,11 @@ class ModelResource(dg.ConfigurableResource):
         description="Default entries' dtype: 'auto' = bf16 autocast where the CPU/GPU has it "
         "and the warm-up stays within tolerance of float32; 'float32', 'bfloat16', 'float16'.",
     )
+    backend: str = Field(
+        default="auto",
+        description="Embedding backend: 'auto' (the calibration record's fastest that passed "
+        "the accuracy gate, else torch), 'torch', 'torch-aot', 'openvino', 'onnxruntime'.",
+    )
     max_length: int = Field(default=256, description="Tokens per window the embedder reads.")
     max_windows: int = Field(
         default_factory=settings.embedding_max_windows,
@@ -89,6 +94,7 @@ class ModelResource(dg.ConfigurableResource):
                 max_windows=self.max_windows,
                 batch_tokens=self.batch_tokens,
                 batch_rows=self.batch_rows,
+                backend=self.backend,
             ),
             *(
                 ModelSpec(

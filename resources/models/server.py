@@ -214,7 +214,15 @@ def _worker_describe(name: str) -> dict[str, Any]:
             "",
         ),
     }
-    for field in ("dim", "max_length", "max_windows", "window_overlap", "special_tokens"):
+    fields = (
+        "dim",
+        "max_length",
+        "max_windows",
+        "window_overlap",
+        "special_tokens",
+        "backend_note",
+    )
+    for field in fields:
         if hasattr(model, field):
             out[field] = getattr(model, field)
     if hasattr(model, "labels"):

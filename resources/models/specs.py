@@ -85,6 +85,12 @@ class ModelSpec(dg.Config):
     window_overlap: int = Field(
         default=WINDOW_OVERLAP, ge=0, description="sentence-encoder: tokens windows share."
     )
+    backend: str = Field(
+        default="auto",
+        description="sentence-encoder: 'auto' (the fastest backend that passed the accuracy "
+        "gate in this machine's calibration record, else torch), 'torch', 'torch-aot', "
+        "'openvino', 'onnxruntime' (docs/models.md 'Backends').",
+    )
     batch_tokens: int = Field(default=16_384, description="Padded tokens per batch.")
     batch_rows: int = Field(
         default=0,
