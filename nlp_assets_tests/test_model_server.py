@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -248,10 +249,12 @@ def test_run_finishes_in_process_when_the_server_is_killed_mid_run(
     calls = {"n": 0}
     embed = remote.ModelServerClient.embed
 
+    worker = model_worker_pid(process.pid)
+
     def embed_then_kill(self, name, token_ids):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 3:
-            os.killpg(process.pid, signal.SIGKILL)
+        if calls["n"] == 3:  # the server process alone, as the OOM killer would
+            os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
         return embed(self, name, token_ids)
 
@@ -280,3 +283,17 @@ def test_run_finishes_in_process_when_the_server_is_killed_mid_run(
     assert float(np.min(np.sum(got * want, axis=1))) >= MIN_COSINE
     rows = lake.read_day("predictions", model_stages.DAY)
     assert sorted(rows["doc_id"]) == sorted(frame["doc_id"])
+    # its model worker did not outlive it (holding the models' memory)
+    deadline = time.monotonic() + 15
+    while worker_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not worker_alive(worker)
+
+
+def worker_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -187,6 +187,14 @@ _worker_registry: Any = None
 def _worker_start(config: dict[str, Any]) -> None:
     global _worker_registry
     _worker_registry = ModelResource(**config).local_registry()
+    parent = os.getppid()
+
+    def exit_with_the_server() -> None:  # a SIGKILLed server must not leave its models behind
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_the_server, name="parent-watch", daemon=True).start()
 
 
 def _worker_describe(name: str) -> dict[str, Any]:
