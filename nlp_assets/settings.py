@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     # ones take the environment's own value there (keys schema and file, Redis prefix, topic)
     api_max_body_bytes: int = _var("NLP_API_MAX_BODY_BYTES", 8 * 1024 * 1024, ge=1)
     api_max_batch: int = _var("NLP_API_MAX_BATCH", 1_000, ge=1)
+    api_predict_max_texts: int = _var("NLP_API_PREDICT_MAX_TEXTS", 64, ge=1)
     api_max_page_size: int = _var("NLP_API_MAX_PAGE_SIZE", 1_000, ge=1)
     api_default_source: str = _var("NLP_API_DEFAULT_SOURCE", "api")
     api_kafka_topic: str | None = _var("NLP_API_KAFKA_TOPIC")

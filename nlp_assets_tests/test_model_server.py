@@ -208,6 +208,46 @@ def test_spark_executors_embed_through_the_server(served: ModelResource, models,
     assert float(np.min(np.sum(got * want, axis=1))) >= MIN_COSINE
 
 
+@pytest.mark.api
+def test_the_api_predicts_through_the_server_with_the_in_process_answers(
+    served: ModelResource, models: ModelResource, server, tmp_path: Path, monkeypatch
+):
+    from fastapi.testclient import TestClient
+
+    from nlp_assets.api.app import create_app
+    from nlp_assets.api.config import ApiSettings
+    from nlp_assets.api.keys import key_store
+
+    lake_root = model_stages.write_model_inputs(tmp_path / "lake", models)
+    config = ApiSettings(keys_file=str(tmp_path / "keys.json"), lake_dir=str(lake_root))
+    _, key = key_store(config).create("app", "submitter")
+    texts = real_texts(6)
+
+    def answers() -> list[dict]:
+        with TestClient(create_app(config)) as client:
+            response = client.post("/v1/predict", json={"texts": texts}, headers={"X-API-Key": key})
+        assert response.status_code == 200, response.text
+        return response.json()["results"]
+
+    def served_rows(op: str) -> float:
+        return sum(
+            services.series(
+                services.scrape(server[0]), "nlp_model_server_rows_total", op=op
+            ).values()
+        )
+
+    before = served_rows("embed"), served_rows("entities")
+    remote_answers = answers()
+    assert served_rows("embed") - before[0] == len(texts)
+    assert served_rows("entities") - before[1] == len(texts)
+    monkeypatch.delenv("NLP_MODEL_SERVER_URL")
+    local_answers = answers()
+    for got, want in zip(remote_answers, local_answers, strict=True):
+        assert got["sentiment"]["label"] == want["sentiment"]["label"]
+        assert abs(got["sentiment"]["score"] - want["sentiment"]["score"]) <= 0.02
+        assert (got["entities"], got["ner_model"]) == (want["entities"], want["ner_model"])
+
+
 def model_worker_pid(server_pid: int) -> int:
     """The server's model worker: its spawned child that is not multiprocessing's tracker."""
     children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()

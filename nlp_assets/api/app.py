@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from nlp_assets import logs, tracing
-from nlp_assets.api.config import PUBLIC_PATHS, SMALL_BODY_BYTES, ApiSettings
+from nlp_assets.api.config import BODY_PATHS, PUBLIC_PATHS, SMALL_BODY_BYTES, ApiSettings
 from nlp_assets.api.guard import Guard, printable
-from nlp_assets.api.routers import backfills, documents, health, results
+from nlp_assets.api.routers import backfills, documents, health, predict, results
 from nlp_assets.api.services import Services, build_services
 
 log = logging.getLogger("nlp_assets.api")
@@ -76,7 +76,7 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
     # middleware: caps and refusals before routing (inner), then metrics and an access log
     # without bodies (outer, so it sees the Guard's answers too) ------------------------------
     def body_cap(method: str, path: str) -> int:
-        return config.max_body_bytes if path == "/v1/documents" else SMALL_BODY_BYTES
+        return config.max_body_bytes if path in BODY_PATHS else SMALL_BODY_BYTES
 
     app.add_middleware(
         Guard,
@@ -131,7 +131,13 @@ def create_app(config: ApiSettings | None = None) -> FastAPI:
         )
 
     _swagger_files(app)
-    for router in (health.router, documents.router, results.router, backfills.router):
+    for router in (
+        health.router,
+        documents.router,
+        predict.router,
+        results.router,
+        backfills.router,
+    ):
         app.include_router(router)
     document_schema(app)
     if tracing.configure("nlp-api"):  # OTEL_EXPORTER_OTLP_ENDPOINT set: a span per request

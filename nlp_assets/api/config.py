@@ -16,8 +16,10 @@ from pydantic import SecretStr
 from nlp_assets import settings
 
 ROLES = ("reader", "submitter", "operator")
-#: The body cap of every route but `POST /v1/documents` (a backfill range is a few bytes).
+#: The body cap of every route but those in BODY_PATHS (a backfill range is a few bytes).
 SMALL_BODY_BYTES = 16 * 1024
+#: Routes whose bodies carry text, capped at `max_body_bytes`; every other body at SMALL_BODY_BYTES.
+BODY_PATHS = frozenset({"/v1/documents", "/v1/predict"})
 #: Paths anyone may call: the liveness probe only (docs/api.md).
 PUBLIC_PATHS = frozenset({"/healthz"})
 
@@ -35,6 +37,7 @@ class ApiSettings:
     # caps (413 past them); one record is capped by the raw stage's own Kafka message limit
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 1_000
+    predict_max_texts: int = 64  # POST /v1/predict: texts per request
     max_record_bytes: int = field(default_factory=settings.kafka_max_message_bytes)
     max_page_size: int = 1_000
     default_source: str = "api"
@@ -131,6 +134,7 @@ class ApiSettings:
         return cls(
             max_body_bytes=s.api_max_body_bytes,
             max_batch=s.api_max_batch,
+            predict_max_texts=s.api_predict_max_texts,
             max_record_bytes=s.kafka_max_message_bytes,
             max_page_size=s.api_max_page_size,
             default_source=s.api_default_source,

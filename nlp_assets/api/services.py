@@ -14,6 +14,7 @@ from nlp_assets.api.auth import Authenticator
 from nlp_assets.api.config import ApiSettings
 from nlp_assets.api.keys import KeyStore, key_store
 from nlp_assets.api.metrics import ApiMetrics
+from nlp_assets.api.predict import Predictor
 from nlp_assets.api.ratelimit import RateLimiter
 from nlp_assets.api.results import Results
 
@@ -32,6 +33,7 @@ class Services:
     results: Results
     metrics: ApiMetrics
     failures: RateLimiter  # failed authentications, per client address
+    predictor: Predictor  # POST /v1/predict (models built on its first request)
 
     def dagster(self) -> PipelineClient:
         from nlp_assets.api.backfills import PipelineClient
@@ -81,4 +83,5 @@ def build_services(config: ApiSettings) -> Services:
             redis_url=config.redis_url,
             prefix=f"{config.redis_prefix}:auth-failures",
         ),
+        predictor=Predictor(config.lake_dir),
     )

@@ -289,7 +289,8 @@ class RemoteEmbedder(_Remote, SentenceEmbedder):
         self.special_tokens = tuple(described["special_tokens"])
         self.batch_tokens, self.batch_rows = spec.batch_tokens, spec.batch_rows
         # the server's backend: torch's cache keys carry none, the exported ones their name
-        self._runner = None if self.backend.startswith("torch") else _runs_on_the_server
+        plain_torch = self.backend == f"torch-{self.dtype}"  # SentenceEmbedder.choose_backend
+        self._runner = None if plain_torch else _runs_on_the_server
         self.backend_note = str(described.get("backend_note", ""))
         if self.cache_version != described["cache_version"]:
             raise ModelLoadError(
