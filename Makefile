@@ -104,6 +104,7 @@ bench: setup
 	$(BIN)/python -m bench.streaming --messages 30000 --rate 300 --max-messages-per-run 300 \
 		--modes micro-batch
 	$(BIN)/python -m bench.lake
+	$(BIN)/python -m bench.cache_levels
 	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.model_server
 	$(BIN)/python -m bench.run_start

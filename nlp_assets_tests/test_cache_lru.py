@@ -11,7 +11,9 @@ from nlp_assets.resources.model_cache import (
     CacheStats,
     LruCache,
     ModelCacheResource,
+    PostgresCache,
     RedisCache,
+    TieredCache,
     cache_key,
     cached_compute,
     decode_json,
@@ -180,6 +182,80 @@ def test_without_a_url_the_resource_uses_one_lru_per_process(monkeypatch: pytest
     assert isinstance(resource.backend(), LruCache)
     assert resource.backend() is ModelCacheResource(url_env_var="NLP_TEST_NO_URL").backend()
     assert ModelCacheResource(enabled=False).backend() is None
+
+
+# -- levels: L1/L2 in front of L3 ----------------------------------------------------------
+
+
+class LowerLevel(LruCache):
+    """An in-process stand-in for L3 (the Postgres level's own tests: test_cache_postgres.py)."""
+
+    level = 3
+
+
+def test_a_lower_level_hit_is_served_without_the_model_and_fills_the_level_above():
+    lower, calls = LowerLevel(1 << 20), []
+    _run(["a", "b"], TieredCache([LruCache(1 << 20), lower]), CacheStats(), calls)
+    fresh_upper = LruCache(1 << 20)  # L2 flushed (or a Redis restart)
+    stats = CacheStats()
+    assert _run(["a", "b", "a"], TieredCache([fresh_upper, lower]), stats, calls) == ["A", "B", "A"]
+    assert len(calls) == 1 and stats.model_seconds == 0
+    assert (stats.hits, stats.misses) == (3, 0) and stats.level_hits == {3: 3}
+    assert stats.metadata()["cache_hits_l3"] == 3 and stats.metadata()["cache_hits_l1"] == 0
+    assert len(fresh_upper) == 2  # filled from L3
+    stats = CacheStats()
+    _run(["a", "b"], TieredCache([fresh_upper, lower]), stats, calls)
+    assert stats.level_hits == {1: 2}
+
+
+def test_an_invalid_upper_value_is_read_from_the_level_below_and_overwritten():
+    upper, lower, calls = LruCache(1 << 20), LowerLevel(1 << 20), []
+    encode, decode = vector_codec(3)
+    key = cache_key("t", "m", "v", text_key("a"))
+    upper.set_many({key: b"short"})
+    lower.set_many({key: encode(UNIT)})
+    stats = CacheStats()
+    out = cached_compute(
+        ["a"],
+        lambda idx: calls.append(idx) or [UNIT],
+        cache=TieredCache([upper, lower]),
+        namespace="t",
+        model="m",
+        version="v",
+        encode=encode,
+        decode=decode,
+        stats=stats,
+    )
+    assert calls == [] and out[0].tolist() == UNIT.tolist()
+    assert (stats.invalid, stats.hits, stats.level_hits) == (1, 1, {3: 1})
+    assert upper.get_many([key]) == [encode(UNIT)]
+
+
+def test_a_failing_lower_level_keeps_the_upper_hits_and_warns_once():
+    upper, broken, calls, warnings = LruCache(1 << 20), Broken(), [], []
+    _run(["a"], upper, CacheStats(), calls)
+    stats = CacheStats()
+    out = _run(["a", "b"], TieredCache([upper, broken]), stats, calls, warn=warnings.append)
+    assert out == ["A", "B"] and calls[-1] == ["b"]  # only the one L1 missed was computed
+    assert (stats.hits, stats.misses, stats.level_hits) == (1, 1, {1: 1})
+    assert stats.errors == 2 and len(warnings) == 1  # its read and its write
+    assert upper.get_many([cache_key("t", "m", "v1", text_key("b"))]) == [b"B"]
+
+
+def test_a_database_url_in_the_environment_adds_postgres_as_l3(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("NLP_TEST_NO_URL", raising=False)
+    monkeypatch.setenv("NLP_TEST_CACHE_DB", "postgresql://nlp:pw-from-env@db.example:5432/cache")
+    resource = ModelCacheResource(
+        url_env_var="NLP_TEST_NO_URL", database_url_env_var="NLP_TEST_CACHE_DB"
+    )
+    backend = resource.backend()  # nothing connects until the first lookup
+    assert isinstance(backend, TieredCache)
+    assert [type(level) for level in backend.levels] == [LruCache, PostgresCache]
+    assert "pw-from-env" not in backend.description and "nlp:***@db.example" in backend.description
+    assert "pw-from-env" not in resource.model_dump_json()
+    assert resource.worker_config()["database_url"].endswith("@db.example:5432/cache")
+    monkeypatch.delenv("NLP_TEST_CACHE_DB")
+    assert isinstance(resource.backend(), LruCache)  # unset: no L3
 
 
 # -- validation on read: a corrupted or foreign value is a counted miss, never a crash -------

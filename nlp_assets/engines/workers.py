@@ -137,6 +137,9 @@ REPORT_SCHEMA: dict[str, pl.DataType] = {
     "rows": pl.Int64(),
     "model_loads": pl.Int64(),
     "cache_hits": pl.Int64(),
+    "cache_hits_l1": pl.Int64(),
+    "cache_hits_l2": pl.Int64(),
+    "cache_hits_l3": pl.Int64(),
     "cache_misses": pl.Int64(),
     "cache_errors": pl.Int64(),
     "cache_invalid": pl.Int64(),
@@ -163,6 +166,7 @@ def batch_report(
         "rows": rows,
         "model_loads": load_count() - loads_before,
         "cache_hits": stats.hits if stats else 0,
+        **{f"cache_hits_l{n}": stats.level_hits.get(n, 0) if stats else 0 for n in (1, 2, 3)},
         "cache_misses": stats.misses if stats else 0,
         "cache_errors": stats.errors if stats else 0,
         "cache_invalid": stats.invalid if stats else 0,
@@ -200,6 +204,7 @@ def spark_step_metadata(reports: pl.DataFrame) -> dict[str, Any]:
     if cast(int, reports["cache_hits"].sum()) + cast(int, reports["cache_misses"].sum()):
         out |= {
             "cache_hits": int(reports["cache_hits"].sum()),
+            **{f"cache_hits_l{n}": int(reports[f"cache_hits_l{n}"].sum()) for n in (1, 2, 3)},
             "cache_misses": int(reports["cache_misses"].sum()),
             "cache_errors": int(reports["cache_errors"].sum()),
             "cache_invalid": int(reports["cache_invalid"].sum()),
