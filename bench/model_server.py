@@ -123,15 +123,22 @@ async def concurrent_load(
 
 
 def wrk_load(
-    url: str, body: dict, clients: int, seconds: int, tmp: Path
+    url: str,
+    body: dict,
+    clients: int,
+    seconds: int,
+    tmp: Path,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, float, float]:
     """p50 ms, p99 ms and requests/s from `wrk` (Debian's; a C load generator, so the client
     takes little of the CPU the server needs), one body posted by `clients` connections."""
     (tmp / "body.json").write_text(json.dumps(body))
     script = tmp / "post.lua"
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{tmp / "body.json"}", "r"); wrk.body = f:read("*a"); f:close()\n'
+        + extra
+        + f'local f = io.open("{tmp / "body.json"}", "r"); wrk.body = f:read("*a"); f:close()\n'
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],

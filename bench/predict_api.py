@@ -1,0 +1,106 @@
+"""`POST /v1/predict` under 50 concurrent clients, one short text a request, against the batch
+path's model rate, in one run.
+
+- the batch path: the same registry's embedder and entity model called in process on 2,000
+  short texts in whole batches (what a run's features and predictions steps do): documents/s;
+- the API (uvicorn, as deployed) with the model server (`NLP_MODEL_SERVER_URL`), and without
+  it (the models in the API process), each loaded by `wrk` (50 connections, one short text a
+  request): p50 and p99 latency and requests/s, and requests/s as a share of the model rate.
+
+By Little's law, 50 clients waiting on a server that answers R requests/s see a mean latency
+of about 50 / R: a p50 of 15 ms needs R of about 3,300/s. Run: `python -m bench.predict_api`.
+Needs `wrk` (Debian's package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.model_server import wrk_load
+from bench.pipeline import documents
+from bench.run_start import prepare
+from nlp_assets.api.keys import FileKeyStore
+from nlp_assets.resources.models import ModelResource
+from nlp_assets_tests.api_server import api_server
+from nlp_assets_tests.services import model_server
+
+
+def model_rate(texts: list[str]) -> float:
+    """Documents/s of embeddings and entities in process, whole batches (the batch path)."""
+    models = ModelResource()
+    registry = models.local_registry()
+    embedder = registry.get(models.serve_name("embedding")).model
+    ner = registry.get(models.serve_name("entities")).model
+    embedder.embed_texts(texts[:200])
+    ner.entities(texts[:200])
+    started = time.perf_counter()
+    embedder.embed_texts(texts)
+    ner.entities(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args(argv)
+    texts = documents("short", 2_000)
+    rate = model_rate(texts)
+    print(f"batch path's model rate (embeddings + entities): {rate:.1f} docs/s, short texts")
+
+    root = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    prepare(root / "lake", "2026-11-17", 10)  # a sentiment head the API reads
+    _, key = FileKeyStore(root / "keys.json").create("bench", "submitter")
+    env = {
+        "NLP_DATA_DIR": str(root),
+        "NLP_LAKE_DIR": str(root / "lake"),
+        "NLP_LANDING_DIR": str(root / "landing"),
+        "NLP_API_KEYS_FILE": str(root / "keys.json"),
+        "NLP_API_RATE_PER_SECOND": "1000000",
+        "NLP_API_RATE_BURST": "1000000",
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+    }
+    body = {"texts": [texts[7]]}
+    figures: dict[str, tuple[float, float, float]] = {}
+    with model_server(root) as (server_url, _):
+        for name, extra in (
+            ("with the model server", {"NLP_MODEL_SERVER_URL": server_url}),
+            ("models in the API process", {"NLP_MODEL_SERVER_URL": ""}),
+        ):
+            with api_server({**env, **extra}, root / f"api-{len(figures)}.log") as url:
+                warm = httpx.post(
+                    f"{url}/v1/predict", json=body, headers={"X-API-Key": key}, timeout=300
+                )
+                warm.raise_for_status()
+                figures[name] = wrk_load(
+                    f"{url}/v1/predict", body, args.clients, args.seconds, root, {"X-API-Key": key}
+                )
+    print(
+        f"\nPOST /v1/predict, one short text a request, {args.clients} clients (wrk, "
+        f"{args.seconds} s)"
+    )
+    print(
+        f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'of model rate':>14} "
+        f"{'Little p50 bound ms':>20}"
+    )
+    for name, (p50, p99, rps) in figures.items():
+        print(
+            f"{name:<28} {p50:8.1f} {p99:8.1f} {rps:8.1f} {rps / rate:14.1%} "
+            f"{args.clients / rps * 1000:20.1f}"
+        )
+    print(json.dumps({"model_rate": rate, **{k: list(v) for k, v in figures.items()}}))
+    print(f"load average: {os.getloadavg()[0]:.2f}; cores: {len(os.sched_getaffinity(0))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
