@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export NLP_DATA_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup services instance data run dev defs api test chaos lint typecheck bench constraints clean
+.PHONY: setup services instance data run dev serve-models defs api test chaos lint typecheck bench constraints clean
 
 setup: $(VENV)/.installed $(TOOLS)/.installed
 
@@ -55,8 +55,14 @@ run: setup instance data
 	$(BIN)/python -m nlp_assets.run_sample
 
 # Thin aliases of `dg` ([tool.dg] in pyproject.toml): the UI, and the definitions checked/listed.
+# The UI with the model server beside it (docs/models.md "Model server"): runs launched from
+# the UI and the daemon use it; it stops with `make dev`.
 dev: setup instance
-	$(BIN)/dg dev -h 127.0.0.1 -p 3000
+	$(BIN)/nlp serve-models --port 8600 & server=$$!; trap "kill $$server" EXIT INT TERM; \
+	NLP_MODEL_SERVER_URL=http://127.0.0.1:8600 $(BIN)/dg dev -h 127.0.0.1 -p 3000
+
+serve-models: setup
+	$(BIN)/nlp serve-models --port 8600
 
 defs: setup
 	$(BIN)/dg check defs

@@ -178,6 +178,7 @@ def test_kafka_and_alert_webhook_reach_code_server_run_and_step_pods_from_secret
         "nlp-alerts": {ALERT_WEBHOOK_URL.env_var_name: "https://hooks.example.com/x"},
         "nlp-dagster-postgresql": {"postgresql-password": "pg"},
         "nlp-api": {"DATABASE_URL": "db", "REDIS_URL": "redis", "PROBE_KEY": "k"},
+        "nlp-model-server": {"NLP_MODEL_SERVER_TOKEN": "t"},
     }
     pods = [  # the code location's pods (the telemetry stack in k8s/ runs none of our code)
         item for item in objects

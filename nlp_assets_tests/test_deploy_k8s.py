@@ -358,7 +358,8 @@ def test_api_values_agree_with_the_api_manifest(values) -> None:
         e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
     }
     from_secrets = {
-        key: source["name"] for source in (api["envFromSecret"], api["kafkaSecret"])
+        key: source["name"]
+        for source in (api["envFromSecret"], api["kafkaSecret"], api["modelServerSecret"])
         for key in source["keys"]
     }  # fmt: skip
     assert {name: ref["name"] for name, ref in secret.items()} == from_secrets

@@ -16,6 +16,7 @@ from nlp_assets.api.auth import Principal
 from nlp_assets.api.deps import submitter
 from nlp_assets.api.predict import NotReady
 from nlp_assets.api.services import Services, services
+from nlp_assets.resources.models.specs import ModelLoadError
 
 router = APIRouter(tags=["predict"])
 
@@ -62,3 +63,7 @@ async def post_predict(
         )
     except NotReady as error:
         raise HTTPException(503, str(error), {"Retry-After": "60"}) from None
+    except (ModelLoadError, ImportError) as error:  # no server, and no models in this image
+        raise HTTPException(
+            503, f"models unavailable: {type(error).__name__}: {error}"[:300], {"Retry-After": "5"}
+        ) from None
