@@ -60,6 +60,24 @@ def _prediction(doc_id: str) -> dict:
     }
 
 
+def _a_head():  # type: ignore[no-untyped-def]
+    """A sentiment head for the bundled embedder's version (its weights' hash), untrained."""
+    import numpy as np
+
+    from nlp_assets.kernels.sentiment import SentimentHead
+    from nlp_assets.resources.models import (
+        DEFAULT_EMBEDDING_MODEL,
+        default_embedding_model_path,
+        fingerprint,
+    )
+
+    version = fingerprint(Path(default_embedding_model_path()))
+    coef = np.random.default_rng(0).normal(size=(1, 384))
+    return SentimentHead(
+        ("negative", "positive"), coef, np.zeros(1), DEFAULT_EMBEDDING_MODEL, version
+    )
+
+
 def _seed(root: Path, database_url: str) -> None:
     """A day of results in the lake, a report, and one prediction row in the warehouse."""
     frame = pl.DataFrame([_prediction(LAKE_DOC)], schema=PREDICTIONS_SCHEMA)
@@ -81,6 +99,7 @@ def _seed(root: Path, database_url: str) -> None:
         ]
     )
     Lake(root / "lake").write_quarantine("cleaned_text", today.isoformat(), refused)
+    Lake(root / "lake").write("sentiment_model", None, _a_head().to_frame())  # /v1/predict
     (root / "reports" / DAY).mkdir(parents=True)
     (root / "reports" / DAY / "report.html").write_text("<h1>report</h1>")
     conn = psycopg2.connect(database_url)
@@ -209,6 +228,7 @@ ENDPOINTS = [
     ("GET", "/readyz", None, "reader"),
     ("GET", "/metrics", None, "reader"),
     ("POST", "/v1/documents", {"id": "m1", "text": "matrix document"}, "submitter"),
+    ("POST", "/v1/predict", {"texts": ["a matrix text"]}, "submitter"),
     ("GET", f"/v1/documents/{WAREHOUSE_DOC}", None, "reader"),
     ("GET", f"/v1/days/{DAY}/predictions", None, "reader"),
     ("GET", f"/v1/days/{DAY}/aggregates", None, "reader"),

@@ -16,18 +16,16 @@ import hashlib
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from nlp_assets import settings
-from nlp_assets.kernels.clean import clean_documents
-from nlp_assets.kernels.ingest import RAW_SCHEMA
-from nlp_assets.kernels.predict import predict_documents
-from nlp_assets.kernels.sentiment import SentimentHead
-from nlp_assets.kernels.tokenize import tokenize_documents
 from nlp_assets.lake import Lake
+
+if TYPE_CHECKING:  # the kernels (scikit-learn, spaCy's helpers) load on the first request
+    from nlp_assets.kernels.sentiment import SentimentHead
 
 #: How long a loaded sentiment head is used before the lake is asked for a newer one.
 HEAD_CHECK_SECONDS = 30.0
@@ -75,6 +73,8 @@ class Predictor:
                 "no sentiment model yet: materialise the asset sentiment_model (make run does)"
             )
         if self._head is None or self._head[1] != version:
+            from nlp_assets.kernels.sentiment import SentimentHead
+
             head = SentimentHead.from_frame(self.lake.read_part("sentiment_model", None))
             self._head = (head, version, now)
         else:
@@ -83,6 +83,10 @@ class Predictor:
 
     def predict(self, texts: list[str], *, embedding: bool = False) -> dict[str, Any]:
         from nlp_assets.engines.workers import prediction_models
+        from nlp_assets.kernels.clean import clean_documents
+        from nlp_assets.kernels.ingest import RAW_SCHEMA
+        from nlp_assets.kernels.predict import predict_documents
+        from nlp_assets.kernels.tokenize import tokenize_documents
         from nlp_assets.resources.model_cache import CacheStats
         from nlp_assets.resources.models import CachedEmbedder, InferenceStats
         from nlp_assets.stages.predictions import SENTIMENT_MODEL_NAME
