@@ -26,6 +26,11 @@ import psycopg2
 import pytest
 import redis
 import schemathesis
+
+# imported now, not lazily inside a test's deep stack: CPython 3.11.7 can fail to compile a
+# module there ("AST constructor recursion depth mismatch", seen once in CI)
+import schemathesis.generation.jsonschema.strategy
+import schemathesis.specs.openapi.adapter.parameters
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
