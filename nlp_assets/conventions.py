@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import ast
+import gc
 import hashlib
 import importlib
 import inspect
@@ -71,6 +72,24 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def parse_python(source: str | bytes, filename: str = "<unknown>") -> ast.Module:
+    """`ast.parse` with the garbage collector paused.
+
+    On CPython 3.11 a collection during `ast.parse` can run a finalizer that logs a traceback,
+    and formatting it parses source again; that nested parse resets the AST constructor's
+    recursion counter and the outer one fails with `SystemError: AST constructor recursion
+    depth mismatch` (cpython gh-106905). It failed a CI run once, when a leaked SQLite
+    connection was finalized in the middle of a parse.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source, filename=filename)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @cache
 def _imports(module: str) -> frozenset[str]:
     """First-party modules that `module`'s source imports anywhere (top level or in a
@@ -79,7 +98,7 @@ def _imports(module: str) -> frozenset[str]:
     if file is None:
         return frozenset()
     named: set[str] = set()
-    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+    for node in ast.walk(parse_python(file.read_bytes(), filename=str(file))):
         if isinstance(node, ast.Import):
             named.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

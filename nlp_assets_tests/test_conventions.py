@@ -110,3 +110,47 @@ def test_another_ner_pipeline_moves_predictions_only(monkeypatch: pytest.MonkeyP
     after = _versions()
 
     assert {name for name in before if before[name] != after[name]} == {"predictions"}
+
+
+class _ParsesWhenCollected:
+    """Cyclic garbage whose finalizer parses source, as logging a traceback does on 3.11 (a
+    leaked SQLite connection finalized mid-parse did this in CI)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        conventions.ast.parse("x = (1 + 2) * 3")
+
+
+def _parse_while_garbage_is_collected(parse) -> int:
+    import ast
+    import gc
+
+    source = Path(ast.__file__).read_text(encoding="utf-8")
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)  # a collection at nearly every allocation of the parse
+    try:
+        nodes = 0
+        for _ in range(10):
+            for _ in range(50):
+                _ParsesWhenCollected()
+            nodes += sum(1 for _ in ast.walk(parse(source)))
+        return nodes
+    finally:
+        gc.set_threshold(*threshold)
+        gc.collect()
+
+
+def test_source_parses_though_a_finalizer_parses_in_the_middle_of_it() -> None:
+    """The code versions read imports with `parse_python`; a collection in the middle of a
+    plain `ast.parse` can fail it on CPython 3.11 (gh-106905). The attack is shown to work on
+    plain `ast.parse` first."""
+    import ast
+    import sys
+
+    if sys.version_info[:3] == (3, 11, 7):  # this machine kind's interpreter, which has the bug
+        with pytest.raises(SystemError, match="recursion depth mismatch"):
+            _parse_while_garbage_is_collected(ast.parse)
+    whole = sum(1 for _ in ast.walk(ast.parse(Path(ast.__file__).read_text(encoding="utf-8"))))
+    assert _parse_while_garbage_is_collected(conventions.parse_python) == 10 * whole

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from nlp_assets.conventions import parse_python
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SETTINGS_PAGE = ROOT / "docs" / "settings.md"
@@ -189,7 +191,7 @@ def nlp_variables_in_code() -> dict[str, str]:
     file that holds it."""
     found: dict[str, str] = {}
     for path in _package_files():
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = parse_python(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Constant)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from nlp_assets.conventions import parse_python
+
 REPO = Path(__file__).resolve().parents[1]
 PIP = [sys.executable, "-m", "pip"]
 #: Where each source tree is installed (pyproject.toml: packages and package-dir).
@@ -126,7 +128,7 @@ def test_no_installed_module_runs_a_package_manager() -> None:
     found = []
     for folder in INSTALLED_AS:
         for path in (REPO / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for node in ast.walk(parse_python(path.read_text(encoding="utf-8"), str(path))):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str):
                     words = node.value.split()
                     if words and words[0] in managers:
