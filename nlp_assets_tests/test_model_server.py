@@ -174,7 +174,8 @@ def test_server_refuses_bad_requests_with_a_reason(server):
 @pytest.mark.spark
 def test_spark_executors_embed_through_the_server(served: ModelResource, models, server):
     """features on Spark with a server configured: the executors' Python workers send the
-    documents to the server (its row count grows by them) and get the in-process vectors."""
+    documents to the server (its row count grows by them) and get the in-process vectors, and
+    the step's metadata says so, with the backend the server runs, as on the local engine."""
     from nlp_assets.engines import spark as spark_engine
     from nlp_assets.engines import workers
     from nlp_assets.kernels.tokenize import tokenize_documents
@@ -195,13 +196,25 @@ def test_spark_executors_embed_through_the_server(served: ModelResource, models,
         return sum(rows.values())
 
     before = embedded()
+    metadata: dict = {}
     try:
         frame = spark_engine.features_on_spark(
-            resource.spark_session, cleaned, tokens, workers.model_config(served)
+            resource.spark_session,
+            cleaned,
+            tokens,
+            workers.model_config(served),
+            metadata=metadata,
         )
     finally:
         resource.stop()
     assert embedded() - before == cleaned.height  # every document went to the server
+    described = services.series(
+        services.scrape(server[0]), "nlp_model_server_model_info", model=embedder.name
+    )
+    (backend,) = {labels["backend"] for labels in map(dict, described)}
+    assert metadata["model_server"] == server[0]
+    assert metadata["model_server_fallback"] == 0
+    assert metadata["backend"] == f"{embedder.name}: {backend}"
     frame = frame.join(tokens.select("doc_id", "token_ids"), on="doc_id")
     got = np.vstack(frame["embedding"].to_list()).astype(np.float32)
     want = embedder.embed_token_ids(frame["token_ids"].to_list())

@@ -148,6 +148,10 @@ REPORT_SCHEMA: dict[str, pl.DataType] = {
     "inference_seconds": pl.Float64(),
     "cache_warning": pl.String(),
     "fallback_reason": pl.String(),
+    # `served_metadata`'s strings (resources/models/cached.py): what the step's metadata says
+    "backend": pl.String(),
+    "model_server": pl.String(),
+    "model_server_fallback_reason": pl.String(),
 }
 
 
@@ -159,7 +163,9 @@ def batch_report(
     served_models: Iterable[Any] = (),
 ) -> pl.DataFrame:
     """One row: what this worker did for one batch (see REPORT_SCHEMA)."""
-    reasons = "; ".join(s.fallback_reason for s in served_models if s.fallback)
+    from nlp_assets.resources.models.cached import served_metadata
+
+    served = served_metadata(list(served_models))
     row = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -174,7 +180,9 @@ def batch_report(
         "tokens": inference.tokens if inference else 0,
         "inference_seconds": inference.seconds if inference else 0.0,
         "cache_warning": (stats.warnings[0] if stats and stats.warnings else None),
-        "fallback_reason": reasons or None,
+        "fallback_reason": served.get("model_fallback_reason"),
+        **{key: served.get(key) for key in ("backend", "model_server")},
+        "model_server_fallback_reason": served.get("model_server_fallback_reason"),
     }
     return pl.DataFrame([row], schema=REPORT_SCHEMA)
 
@@ -215,4 +223,13 @@ def spark_step_metadata(reports: pl.DataFrame) -> dict[str, Any]:
         if found.len():
             out[column if column == "cache_warning" else "model_fallback_reason"] = found[0]
     out["model_fallback"] = int("model_fallback_reason" in out)
+    for column in ("backend", "model_server"):  # the same in every batch, unless a worker fell back
+        values = sorted(set(reports[column].drop_nulls().to_list()))
+        if values:
+            out[column] = "; ".join(values)
+    if "model_server" in out:
+        reasons = reports["model_server_fallback_reason"].drop_nulls()
+        out["model_server_fallback"] = int(bool(reasons.len()))
+        if reasons.len():
+            out["model_server_fallback_reason"] = reasons[0]
     return out

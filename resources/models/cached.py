@@ -153,6 +153,29 @@ class TextSentiment(_Cached):
         return np.asarray(rows, dtype=np.float64).reshape(len(texts), len(self.labels))
 
 
+def served_metadata(served: Sequence[Served]) -> dict[str, Any]:
+    """What the served models say of themselves: `backend`, `model_fallback_reason`, and
+    `model_server` / `model_server_fallback` / `model_server_fallback_reason` when a model
+    server is configured (resources/models/remote.py). Keys with nothing to say are left out."""
+    out: dict[str, Any] = {}
+    backends = [f"{s.model.name}: {s.model.backend}" for s in served if hasattr(s.model, "backend")]
+    if backends:
+        out["backend"] = ", ".join(backends)
+    reasons = [s.fallback_reason for s in served if s.fallback]
+    if reasons:
+        out["model_fallback_reason"] = "; ".join(reasons)
+    remote = [s.model for s in served if hasattr(s.model, "served_from")]
+    if remote:
+        out["model_server"] = ", ".join(sorted({m.served_from for m in remote}))
+        fallbacks = [
+            f"{m.name}: {m.server_fallback_reason}" for m in remote if m.server_fallback_reason
+        ]
+        out["model_server_fallback"] = int(bool(fallbacks))
+        if fallbacks:
+            out["model_server_fallback_reason"] = "; ".join(fallbacks)
+    return out
+
+
 def step_metadata(
     served: Sequence[Served], cache: CacheStats, inference: InferenceStats
 ) -> dict[str, Any]:
@@ -166,21 +189,7 @@ def step_metadata(
             f"{s.model.name}: {getattr(s.model, 'dtype', 'float32')}" for s in served
         ),
     }
-    backends = [f"{s.model.name}: {s.model.backend}" for s in served if hasattr(s.model, "backend")]
-    if backends:
-        out["backend"] = ", ".join(backends)
-    reasons = [s.fallback_reason for s in served if s.fallback]
-    if reasons:
-        out["model_fallback_reason"] = "; ".join(reasons)
-    remote = [s.model for s in served if hasattr(s.model, "served_from")]
-    if remote:  # a model server is configured (resources/models/remote.py)
-        out["model_server"] = ", ".join(sorted({m.served_from for m in remote}))
-        fallbacks = [
-            f"{m.name}: {m.server_fallback_reason}" for m in remote if m.server_fallback_reason
-        ]
-        out["model_server_fallback"] = int(bool(fallbacks))
-        if fallbacks:
-            out["model_server_fallback_reason"] = "; ".join(fallbacks)
+    out.update(served_metadata(served))
     if cache.warnings:
         out["cache_warning"] = cache.warnings[0]
     return out
