@@ -129,17 +129,35 @@ def wrk_load(
     seconds: int,
     tmp: Path,
     headers: dict[str, str] | None = None,
+    distinct_texts: list[str] | None = None,
 ) -> tuple[float, float, float]:
     """p50 ms, p99 ms and requests/s from `wrk` (Debian's; a C load generator, so the client
-    takes little of the CPU the server needs), one body posted by `clients` connections."""
+    takes little of the CPU the server needs), one body posted by `clients` connections.
+
+    With `distinct_texts`, the n-th request's body is `{"texts": [text + " (n)"]}`, the texts
+    taken in turn: no two requests send the same text, so no result cache answers them."""
     (tmp / "body.json").write_text(json.dumps(body))
     script = tmp / "post.lua"
     extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
-    script.write_text(
+    lua = (
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         + extra
         + f'local f = io.open("{tmp / "body.json"}", "r"); wrk.body = f:read("*a"); f:close()\n'
     )
+    if distinct_texts:
+        # each line: the JSON string of a text without its closing quote
+        (tmp / "texts.txt").write_text("\n".join(json.dumps(t)[:-1] for t in distinct_texts) + "\n")
+        lua += (
+            f'local texts = {{}}\nfor line in io.lines("{tmp / "texts.txt"}") do '
+            "texts[#texts + 1] = line end\n"
+            "local n = 0\n"
+            "request = function()\n"
+            "  n = n + 1\n"
+            "  local text = texts[(n - 1) % #texts + 1]\n"
+            '  return wrk.format(nil, nil, nil, \'{"texts": [\' .. text .. " (" .. n .. \')"]}\')\n'
+            "end\n"
+        )
+    script.write_text(lua)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,

@@ -5,7 +5,9 @@ path's model rate, in one run.
   short texts in whole batches (what a run's features and predictions steps do): documents/s;
 - the API (uvicorn, as deployed) with the model server (`NLP_MODEL_SERVER_URL`), and without
   it (the models in the API process), each loaded by `wrk` (50 connections, one short text a
-  request): p50 and p99 latency and requests/s, and requests/s as a share of the model rate.
+  request, no text sent twice, so the result cache answers none): p50 and p99 latency and
+  requests/s, and requests/s as a share of the model rate. The API batches the requests that
+  arrive together into one kernel call (`nlp_api_predict_batch_requests` says how many).
 
 By Little's law, 50 clients waiting on a server that answers R requests/s see a mean latency
 of about 50 / R: a p50 of 15 ms needs R of about 3,300/s. Run: `python -m bench.predict_api`.
@@ -46,6 +48,21 @@ def model_rate(texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+def requests_per_call(url: str, key: str) -> float:
+    """Mean `POST /v1/predict` requests a kernel call answered (the API's own metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers={"X-API-Key": key}, timeout=30).text
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("nlp_api_predict_batch_requests")
+    }
+    calls = samples.get("nlp_api_predict_batch_requests_count", 0.0)
+    return samples.get("nlp_api_predict_batch_requests_sum", 0.0) / calls if calls else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
@@ -71,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     body = {"texts": [texts[7]]}
     figures: dict[str, tuple[float, float, float]] = {}
+    batching: dict[str, float] = {}
     with model_server(root) as (server_url, _):
         for name, extra in (
             ("with the model server", {"NLP_MODEL_SERVER_URL": server_url}),
@@ -82,22 +100,36 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 warm.raise_for_status()
                 figures[name] = wrk_load(
-                    f"{url}/v1/predict", body, args.clients, args.seconds, root, {"X-API-Key": key}
+                    f"{url}/v1/predict",
+                    body,
+                    args.clients,
+                    args.seconds,
+                    root,
+                    {"X-API-Key": key},
+                    distinct_texts=texts,
                 )
+                batching[name] = requests_per_call(url, key)
     print(
         f"\nPOST /v1/predict, one short text a request, {args.clients} clients (wrk, "
         f"{args.seconds} s)"
     )
     print(
         f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'of model rate':>14} "
-        f"{'Little p50 bound ms':>20}"
+        f"{'Little p50 bound ms':>20} {'requests a call':>16}"
     )
     for name, (p50, p99, rps) in figures.items():
         print(
             f"{name:<28} {p50:8.1f} {p99:8.1f} {rps:8.1f} {rps / rate:14.1%} "
-            f"{args.clients / rps * 1000:20.1f}"
+            f"{args.clients / rps * 1000:20.1f} {batching[name]:16.1f}"
         )
-    print(json.dumps({"model_rate": rate, **{k: list(v) for k, v in figures.items()}}))
+    print(
+        json.dumps(
+            {
+                "model_rate": rate,
+                **{k: [*v, batching[k]] for k, v in figures.items()},
+            }
+        )
+    )
     print(f"load average: {os.getloadavg()[0]:.2f}; cores: {len(os.sched_getaffinity(0))}")
     return 0
 

@@ -133,8 +133,9 @@ def test_hostile_json_is_never_a_500_and_writes_nothing(day_and_api, body):
     assert sorted(p.name for p in Path(lake_root).iterdir()) == before
 
 
-def test_concurrent_callers_each_get_the_answer_for_their_own_text(day_and_api):
+def test_concurrent_callers_are_batched_and_each_gets_the_answer_for_its_own_text(day_and_api):
     client, _, _, _, key, _ = day_and_api
+    batches = client.app.state.services.metrics.registry
     texts = [
         f"The {w} was {a}, said reviewer {i}."
         for i, (w, a) in enumerate(
@@ -144,6 +145,15 @@ def test_concurrent_callers_each_get_the_answer_for_their_own_text(day_and_api):
         )
     ]
     alone = {t: post(client, key, {"texts": [t]}).json()["results"][0] for t in texts}
+
+    def calls() -> tuple[float, float]:
+        labels = {"route": "/v1/predict"}
+        return (
+            batches.get_sample_value("nlp_api_predict_batch_requests_count", labels) or 0.0,
+            batches.get_sample_value("nlp_api_predict_batch_requests_sum", labels) or 0.0,
+        )
+
+    before = calls()
     together: dict[str, dict] = {}
     barrier = threading.Barrier(len(texts))
 
@@ -162,6 +172,35 @@ def test_concurrent_callers_each_get_the_answer_for_their_own_text(day_and_api):
             MAX_PROBA_DIFF
         )
         assert together[text]["entities"] == alone[text]["entities"]
+    kernel_calls, requests = (after - was for after, was in zip(calls(), before, strict=True))
+    assert requests == len(texts)
+    assert kernel_calls < len(texts)  # requests that arrived together shared a kernel call
+
+
+def test_a_closed_api_leaves_no_connection_for_another_thread_to_finalise(
+    day_and_api, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """The models' init contexts hold an in-memory Dagster instance opened in the batcher's
+    thread; left to the collector, its SQLite connection was finalised by whichever thread ran
+    it, logging errors (one such finaliser broke a CI run)."""
+    import gc
+
+    _, _, _, lake_root, _, _ = day_and_api
+    config = ApiSettings(
+        keys_file=str(tmp_path / "keys.json"),
+        landing_dir=str(tmp_path / "landing"),
+        lake_dir=str(lake_root),
+        reports_dir=str(tmp_path / "reports"),
+    )
+    _, key = key_store(config).create("app", "submitter")
+    with TestClient(create_app(config)) as client:
+        assert post(client, key, {"texts": ["A fine day."]}).status_code == 200
+        predictor = client.app.state.services.predictor
+    predictor._batcher._thread.join(10)
+    del client, predictor
+    with caplog.at_level("ERROR", logger="sqlalchemy"):
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy")] == []
 
 
 def test_without_a_trained_sentiment_model_the_answer_is_503_saying_what_to_do(tmp_path: Path):

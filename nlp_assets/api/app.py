@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,7 +58,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(config: ApiSettings | None = None) -> FastAPI:
     config = config or ApiSettings.from_env()
     services = build_services(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.predictor.close()  # its batching thread ends after the queued requests
+
     app = FastAPI(
+        lifespan=lifespan,
         title="NLP pipeline API",
         version="1",
         description="Submit text, read sentiment and entities, launch backfills. "

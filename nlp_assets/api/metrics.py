@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ApiMetrics:
@@ -31,5 +31,32 @@ class ApiMetrics:
             "nlp_api_documents_accepted",
             "Documents accepted, by destination (kafka or landing).",
             ["destination"],
+            registry=self.registry,
+        )
+        # POST /v1/predict's batching (resources/models/batching.py), labelled by route
+        self.queue_depth = Gauge(
+            "nlp_api_predict_queue_depth",
+            "POST /v1/predict requests waiting for the next kernel call.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "nlp_api_predict_batch_rows",
+            "Texts per kernel call of POST /v1/predict.",
+            ["route"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "nlp_api_predict_batch_requests",
+            "POST /v1/predict requests answered by one kernel call (batching across callers).",
+            ["route"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "nlp_api_predict_batch_seconds",
+            "Seconds per kernel call of POST /v1/predict.",
+            ["route"],
             registry=self.registry,
         )

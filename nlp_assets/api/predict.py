@@ -6,7 +6,12 @@ cache (`CachedEmbedder`), then sentiment (the latest trained head, or the config
 with the A/B split by document id) and entities (`predict_documents`, with `prediction_models`).
 The models are the pipeline's registry (`build_resources()["models"]`): with
 `NLP_MODEL_SERVER_URL` set they run on the model server, which batches concurrent requests;
-without it they load in this process once, and model work is serialised here.
+without it they load in this process once.
+
+Requests are batched: every request queued while the previous kernel call ran (up to
+`BATCH_TEXTS` texts) becomes one call (`resources/models/batching.py`), because a call's fixed
+cost (frames, cleaning, the predictions kernel) is most of a one-text request's cost. Each
+request gets its own texts' answers; the model work of the API process is one call at a time.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ import contextlib
 import hashlib
 import threading
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from nlp_assets import settings
 from nlp_assets.lake import Lake
+from nlp_assets.resources.models.batching import Batcher, BatchMetrics
 
 if TYPE_CHECKING:  # the kernels (scikit-learn, spaCy's helpers) load on the first request
     from nlp_assets.kernels.sentiment import SentimentHead
@@ -30,6 +36,8 @@ if TYPE_CHECKING:  # the kernels (scikit-learn, spaCy's helpers) load on the fir
 #: How long a loaded sentiment head is used before the lake is asked for a newer one.
 HEAD_CHECK_SECONDS = 30.0
 SOURCE = "api-predict"
+#: Texts one kernel call takes at most (several requests' worth: a request has at most 64).
+BATCH_TEXTS = 256
 
 
 class NotReady(RuntimeError):
@@ -44,11 +52,49 @@ def text_id(text: str) -> str:
 class Predictor:
     """The models, result cache and sentiment head of the API process, built on first use."""
 
-    def __init__(self, lake_dir: str):
+    def __init__(self, lake_dir: str, metrics: BatchMetrics):
         self.lake_dir, self.lake = lake_dir, Lake(lake_dir)
-        self._lock = threading.Lock()  # building; and model work without a server
+        self._lock = threading.Lock()  # building the models (in the batcher's thread)
+        self._starting = threading.Lock()  # starting the batcher (in the event loop: brief)
         self._built: tuple[Any, Any] | None = None
         self._head: tuple[SentimentHead, int | None, float] | None = None
+        self._metrics = metrics
+        self._batcher: Batcher | None = None
+        # what `_resources` entered (their init contexts hold an in-memory Dagster instance,
+        # whose SQLite connection must be closed by the thread that opened it: the batcher's)
+        self._contexts = contextlib.ExitStack()
+
+    def submit(self, texts: list[str], *, embedding: bool = False) -> Future:
+        """Queue one request's texts for the next kernel call; the future gives
+        `(answers, seconds)` for `response`, or the call's error (`NotReady`, ...)."""
+        with self._starting:
+            if self._batcher is None:  # its thread starts with the first request
+                self._batcher = Batcher(
+                    "/v1/predict",
+                    self._run,
+                    self._metrics,
+                    max_rows=BATCH_TEXTS,
+                    on_close=self._contexts.close,
+                )
+        return self._batcher.submit([(text, embedding) for text in texts])
+
+    def predict(self, texts: list[str], *, embedding: bool = False) -> dict[str, Any]:
+        """One request's answer, waiting for its kernel call."""
+        return response(self.submit(texts, embedding=embedding).result())
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def _run(self, items: list[tuple[str, bool]]) -> list[tuple[dict[str, Any], str | None]]:
+        """The batcher's call: each item's answer (with its embedding when it asked for one)
+        and the embedder that made it."""
+        texts = [text for text, _ in items]
+        answers, embedder = self._predict_texts(texts, embedding=any(e for _, e in items))
+        for answer, (_, wanted) in zip(answers, items, strict=True):
+            if not wanted:
+                answer.pop("embedding", None)
+        return [(answer, embedder) for answer in answers]
 
     def _resources(self) -> tuple[Any, Any]:
         with self._lock:
@@ -56,8 +102,12 @@ class Predictor:
                 from nlp_assets.definitions import build_resources
 
                 resources = build_resources(lake_dir=self.lake_dir)
-                models = resources["models"].process_config_and_initialize()  # type: ignore[attr-defined]
-                cache = resources["model_cache"].process_config_and_initialize()  # type: ignore[attr-defined]
+                models, cache = (
+                    self._contexts.enter_context(
+                        resources[name].process_config_and_initialize_cm()  # type: ignore[attr-defined]
+                    )
+                    for name in ("models", "model_cache")
+                )
                 self._built = (models, cache)
             return self._built
 
@@ -81,7 +131,9 @@ class Predictor:
             self._head = (self._head[0], version, now)
         return self._head[0]
 
-    def predict(self, texts: list[str], *, embedding: bool = False) -> dict[str, Any]:
+    def _predict_texts(
+        self, texts: list[str], *, embedding: bool
+    ) -> tuple[list[dict[str, Any]], str]:
         from nlp_assets.engines.workers import prediction_models
         from nlp_assets.kernels.clean import clean_documents
         from nlp_assets.kernels.ingest import RAW_SCHEMA
@@ -112,40 +164,38 @@ class Predictor:
         refused = {row["doc_id"]: row["reason"] for row in cleaned.quarantine.iter_rows(named=True)}
         docs = cleaned.docs
         stats, inference = CacheStats(), InferenceStats()
-        server = settings.model_server() is not None
-        with contextlib.nullcontext() if server else self._lock:
-            served = models.serve("embedding")
-            embedder = served.model
-            if embedder.version != head.embedding_model_version:
-                raise NotReady(
-                    f"sentiment_model was trained on {head.embedding_model}@"
-                    f"{head.embedding_model_version} embeddings but the embedder is "
-                    f"{embedder.name}@{embedder.version}: re-materialise sentiment_model"
-                )
-            tokens = tokenize_documents(docs, embedder.tokenizer, embedder.read_length)
-            cached = dict(
-                cache=cache.backend(),
-                namespace=cache.namespace,
-                stats=stats,
-                inference=inference,
+        served = models.serve("embedding")
+        embedder = served.model
+        if embedder.version != head.embedding_model_version:
+            raise NotReady(
+                f"sentiment_model was trained on {head.embedding_model}@"
+                f"{head.embedding_model_version} embeddings but the embedder is "
+                f"{embedder.name}@{embedder.version}: re-materialise sentiment_model"
             )
-            vectors = CachedEmbedder(embedder, docs["text"].to_list(), **cached).embed_token_ids(
-                tokens["token_ids"].to_list()
-            )
-            features = tokens.select("doc_id", "ingest_date").with_columns(
-                pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, embedder.dim))
-            )
-            chosen = prediction_models(models, models.serve, models.model_registry().get, **cached)
-            frame = predict_documents(
-                docs,
-                features,
-                head,
-                chosen.ner,
-                sentiment_model_name=SENTIMENT_MODEL_NAME,
-                sentiment_text_model=chosen.text_model,
-                sentiment_candidate=chosen.candidates.get("sentiment"),
-                ner_candidate=chosen.candidates.get("entities"),
-            )
+        tokens = tokenize_documents(docs, embedder.tokenizer, embedder.read_length)
+        cached = dict(
+            cache=cache.backend(),
+            namespace=cache.namespace,
+            stats=stats,
+            inference=inference,
+        )
+        vectors = CachedEmbedder(embedder, docs["text"].to_list(), **cached).embed_token_ids(
+            tokens["token_ids"].to_list()
+        )
+        features = tokens.select("doc_id", "ingest_date").with_columns(
+            pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, embedder.dim))
+        )
+        chosen = prediction_models(models, models.serve, models.model_registry().get, **cached)
+        frame = predict_documents(
+            docs,
+            features,
+            head,
+            chosen.ner,
+            sentiment_model_name=SENTIMENT_MODEL_NAME,
+            sentiment_text_model=chosen.text_model,
+            sentiment_candidate=chosen.candidates.get("sentiment"),
+            ner_candidate=chosen.candidates.get("entities"),
+        )
         by_id = {row["doc_id"]: row for row in frame.iter_rows(named=True)}
         vector_of = dict(zip(docs["doc_id"].to_list(), vectors, strict=True))
         results = []
@@ -155,12 +205,18 @@ class Predictor:
                 results.append({"error": refused[doc_id]})
                 continue
             results.append(_answer(by_id[doc_id], vector_of[doc_id] if embedding else None))
-        return {
-            "results": results,
-            "embedding_model": f"{embedder.name}@{embedder.version}" if embedding else None,
-            "cache_hits": stats.hits,
-            "model_seconds": round(stats.model_seconds, 4),
-        }
+        return results, f"{embedder.name}@{embedder.version}"
+
+
+def response(part: tuple[list[tuple[dict[str, Any], str | None]], float]) -> dict[str, Any]:
+    """A request's body from its slice of a kernel call (`Predictor.submit`'s result)."""
+    answers, seconds = part
+    embedded = [name for answer, name in answers if "embedding" in answer]
+    return {
+        "results": [answer for answer, _ in answers],
+        "embedding_model": embedded[0] if embedded else None,
+        "seconds": round(seconds, 4),  # this request's share of the call
+    }
 
 
 def _answer(row: dict[str, Any], vector: np.ndarray | None) -> dict[str, Any]:

@@ -63,6 +63,7 @@ def build_services(config: ApiSettings) -> Services:
         sink = submitting.KafkaSink(kafka_config(), config.kafka_topic)
     else:
         sink = submitting.LandingSink(config.landing_dir)
+    metrics = ApiMetrics()
     return Services(
         config=config,
         keys=keys,
@@ -76,12 +77,12 @@ def build_services(config: ApiSettings) -> Services:
         sink=sink,
         accepted=accepted_log(config, submitting.API_LANDING_DIR),
         results=Results(config),
-        metrics=ApiMetrics(),
+        metrics=metrics,
         failures=RateLimiter(
             rate=config.auth_failure_rate_per_second,
             burst=config.auth_failure_burst,
             redis_url=config.redis_url,
             prefix=f"{config.redis_prefix}:auth-failures",
         ),
-        predictor=Predictor(config.lake_dir),
+        predictor=Predictor(config.lake_dir, metrics),
     )

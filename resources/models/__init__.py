@@ -28,6 +28,8 @@ Which file holds what:
 - `cached.py`: cached use next to `resources.model_cache` (`CachedEmbedder`,
   `CachedEntities`, `TextSentiment`, `cache_version`, `embedding_input_key`) and
   `step_metadata`.
+- `batching.py`: `Batcher`, dynamic batching of concurrent requests (the model server's and
+  `POST /v1/predict`'s).
 - `resource.py`: the Dagster resource `ModelResource` and `load_embedder`.
 """
 

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 _registries: dict[str, ModelRegistry] = {}
 _registries_lock = threading.Lock()
+#: A/B candidates already reported missing: once per process, not once per call (the API asks
+#: on every `POST /v1/predict` batch).
+_reported_missing: set[tuple[str, str]] = set()
 
 
 class ModelResource(dg.ConfigurableResource):
@@ -161,7 +164,9 @@ class ModelResource(dg.ConfigurableResource):
                 and source.is_absolute()
                 and not ((source / CURRENT).is_file() or (source / "config.json").is_file())
             ):
-                log.warning("A/B candidate %s: no checkpoint in %s yet", test.candidate, source)
+                if (test.candidate, str(source)) not in _reported_missing:
+                    _reported_missing.add((test.candidate, str(source)))
+                    log.warning("A/B candidate %s: no checkpoint in %s yet", test.candidate, source)
                 return None
         return test
 

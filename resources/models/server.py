@@ -4,8 +4,9 @@ registry's models once and batches requests across callers (runs, the API, Spark
 It serves the registry of the pipeline's own `ModelResource` (the same environment builds the
 same entries), so a result is the one the in-process path gives. The models live in one model
 worker process (spawned; replaced if it dies), the HTTP side in this one. Each entry gets a
-`Batcher`: one thread that takes every request queued while the previous batch ran (and waits
-`max_wait_ms` for more when the queue holds little) and sends them to the worker as one call.
+`Batcher` (batching.py): one thread that takes every request queued while the previous batch
+ran (and waits `max_wait_ms` for more when the queue holds little) and sends them to the worker
+as one call.
 FastAPI + uvicorn, like the API; docs/architecture.md says why not LitServe, Ray Serve or
 BentoML.
 
@@ -23,11 +24,10 @@ import hmac
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field
 
+from nlp_assets.resources.models.batching import Batcher
 from nlp_assets.resources.models.remote import result_settings
 from nlp_assets.resources.models.resource import ModelResource
 from nlp_assets.resources.models.specs import ModelLoadError
@@ -109,68 +110,6 @@ class Metrics:
         self.ready = Gauge(
             "nlp_model_server_ready", "1 once the default entries are warm.", registry=r
         )
-
-
-class Batcher:
-    """One thread per model: queued requests become one model call (`run(items)` over their
-    concatenated items); each request gets its own slice back, or the call's exception."""
-
-    def __init__(
-        self,
-        name: str,
-        run: Callable[[list[Any]], Sequence[Any]],
-        metrics: Metrics,
-        max_rows: int = 1_024,
-        max_wait_ms: float = 2.0,
-    ):
-        self.name, self.run, self.metrics = name, run, metrics
-        self.max_rows, self.max_wait = max_rows, max_wait_ms / 1000
-        self._queue: queue.Queue[tuple[list[Any], Future]] = queue.Queue()
-        threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True).start()
-
-    def submit(self, items: list[Any]) -> Future:
-        future: Future = Future()
-        self._queue.put((items, future))
-        self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
-        return future
-
-    def _take(self) -> list[tuple[list[Any], Future]]:
-        batch = [self._queue.get()]
-        rows = len(batch[0][0])
-        deadline = time.monotonic() + self.max_wait
-        while rows < self.max_rows:
-            try:
-                if self._queue.qsize() or rows >= self.max_rows // 4:
-                    item = self._queue.get_nowait()
-                else:  # little to do: wait a moment for callers arriving together
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                break
-            batch.append(item)
-            rows += len(item[0])
-        return batch
-
-    def _loop(self) -> None:
-        while True:
-            batch = self._take()
-            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
-            items = [item for part, _ in batch for item in part]
-            started = time.perf_counter()
-            try:
-                out = self.run(items)
-            except Exception as error:  # each caller gets the error, the thread goes on
-                for _, future in batch:
-                    future.set_exception(error)
-                continue
-            seconds = time.perf_counter() - started
-            self.metrics.batch_rows.labels(self.name).observe(len(items))
-            self.metrics.batch_requests.labels(self.name).observe(len(batch))
-            self.metrics.batch_seconds.labels(self.name).observe(seconds)
-            start = 0
-            for part, future in batch:
-                share = seconds * len(part) / max(len(items), 1)
-                future.set_result((out[start : start + len(part)], share))
-                start += len(part)
 
 
 def backend_of(model: Any, format: str) -> str:

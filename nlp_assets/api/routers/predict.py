@@ -6,15 +6,15 @@ submission does); the rate limit, the body cap and the per-text cap are the API'
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from nlp_assets.api.auth import Principal
 from nlp_assets.api.deps import submitter
-from nlp_assets.api.predict import NotReady
+from nlp_assets.api.predict import NotReady, response
 from nlp_assets.api.services import Services, services
 from nlp_assets.resources.models.specs import ModelLoadError
 
@@ -57,9 +57,9 @@ async def post_predict(
             raise HTTPException(
                 413, f"text {index} is over the {config.max_record_bytes}-byte cap of a record"
             )
-    try:
-        return await run_in_threadpool(
-            found.predictor.predict, body.texts, embedding=body.embedding
+    try:  # waits on the batcher's call without holding a worker thread
+        part = await asyncio.wrap_future(
+            found.predictor.submit(body.texts, embedding=body.embedding)
         )
     except NotReady as error:
         raise HTTPException(503, str(error), {"Retry-After": "60"}) from None
@@ -67,3 +67,4 @@ async def post_predict(
         raise HTTPException(
             503, f"models unavailable: {type(error).__name__}: {error}"[:300], {"Retry-After": "5"}
         ) from None
+    return response(part)
