@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import train_test_split
 
 from nlp_assets.kernels.sentiment import domain_weights, held_out_split, wilson_interval
 from nlp_assets.resources.checkpoints import publish, refuse_pickle, set_current, staging_dir
@@ -82,6 +80,8 @@ def bootstrap_interval(
 
 
 def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    from sklearn.metrics import f1_score  # scikit-learn on use: 0.9 s of an import
+
     return float(f1_score(truth, predicted, average="macro", zero_division=0))
 
 
@@ -178,6 +178,8 @@ def cap_rows(
     """A stratified (domain x label) sample of `max_rows` of `rows` (all when 0 or enough)."""
     if max_rows <= 0 or max_rows >= len(rows):
         return rows
+    from sklearn.model_selection import train_test_split
+
     strata = [f"{domains[i]}/{labels[i]}" for i in rows]
     kept, _ = train_test_split(rows, train_size=max_rows, random_state=seed, stratify=strata)
     return np.sort(kept)
@@ -341,6 +343,8 @@ def finetune_sentiment(
 ) -> FinetuneResult:
     """Train on the training rows of `held_out_split`, evaluate on its held-out rows, save the
     checkpoint, and make it the serving version only when no figure is under `floors`."""
+    from sklearn.metrics import accuracy_score
+
     texts, labels, domains = list(texts), list(labels), list(domains)
     names = tuple(sorted(set(labels)))
     train, test = held_out_split(labels, domains, test_size=test_size, seed=settings.seed)

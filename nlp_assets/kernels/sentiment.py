@@ -13,9 +13,6 @@ from typing import cast
 
 import numpy as np
 import polars as pl
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import train_test_split
 
 HEAD_SCHEMA_BASE: dict[str, pl.DataType] = {
     "label": pl.String(),
@@ -96,6 +93,8 @@ def held_out_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train and held-out row indices, stratified by label x domain: every sentiment model
     (the head, the fine-tuned classifier) is evaluated on the same held-out rows."""
+    from sklearn.model_selection import train_test_split  # on use: 0.9 s of an import
+
     strata = [f"{d}/{lab}" for d, lab in zip(domains, labels, strict=True)]
     index = np.arange(len(labels))
     train, test = train_test_split(index, test_size=test_size, random_state=seed, stratify=strata)
@@ -121,6 +120,9 @@ def train_sentiment_head(
 ) -> TrainResult:
     """Fit on a stratified (label x domain) split, domains weighted equally; evaluate on the
     held-out part."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
     train, test = held_out_split(labels, domains, test_size=test_size, seed=seed)
     y = np.asarray(labels)
     model = LogisticRegression(C=4.0, max_iter=2_000)

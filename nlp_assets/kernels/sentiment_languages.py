@@ -20,11 +20,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import normalize
 
 from nlp_assets.kernels.pattern_corpora import (
     FOREIGN_REVIEWS,
@@ -135,6 +130,10 @@ class LanguageSentiment:
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """The TF-IDF matrix, as `TfidfVectorizer(sublinear_tf=True)` fitted on the training
         texts gives it (one L2-normalised block per analyzer)."""
+        # scikit-learn is imported on use: at module level it was 0.9 s of every run's start
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.preprocessing import normalize
+
         blocks = []
         for kind, params in ANALYZERS.items():
             vocabulary = {term: i for i, term in enumerate(self.terms[kind])}
@@ -224,6 +223,9 @@ def fit_language_model(
     """Fit the TF-IDF blocks and the logistic regression on the given texts."""
     terms: dict[str, list[str]] = {}
     idf: dict[str, np.ndarray] = {}
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
     blocks = []
     for kind, params in ANALYZERS.items():
         vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=MIN_DF, **params)
@@ -260,6 +262,8 @@ def out_of_fold_predictions(
     """Each text's label predicted by a model trained on the other folds (stratified)."""
     y = np.asarray(labels)
     predicted = np.empty(len(y), dtype=object)
+    from sklearn.model_selection import StratifiedKFold
+
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(np.zeros(len(y)), y):
         predicted[test] = fit_predict(train, test)
@@ -269,6 +273,8 @@ def out_of_fold_predictions(
 def accuracy_figures(
     truth: Sequence[str] | np.ndarray, predicted: Sequence[str] | np.ndarray
 ) -> dict[str, float | int]:
+    from sklearn.metrics import f1_score
+
     truth_a, predicted_a = np.asarray(truth), np.asarray(predicted)
     n = len(truth_a)
     correct = int((truth_a == predicted_a).sum())

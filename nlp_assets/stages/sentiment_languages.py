@@ -10,7 +10,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 from pydantic import Field
-from sklearn.model_selection import train_test_split
 
 from nlp_assets import settings
 from nlp_assets.kernels.pattern_corpora import PATTERN_CACHE_NAME, CorporaMissing, require
@@ -64,6 +63,8 @@ class LanguageTrainingConfig(dg.Config):
 def _train_one(
     config: LanguageTrainingConfig, corpora: Any, lang: str
 ) -> tuple[LanguageSentiment, dict[str, Any]]:
+    from sklearn.model_selection import train_test_split  # on use: 0.9 s of an import
+
     pool, landed = language_reviews(corpora, lang)
     if config.max_train_docs and pool.height > config.max_train_docs:
         pool = pool.sample(n=config.max_train_docs, seed=config.seed)
