@@ -380,3 +380,51 @@ def test_api_values_agree_with_the_api_manifest(values) -> None:
     assert manifests["NetworkPolicy"]["spec"]["podSelector"] == deployment["spec"]["selector"]
     text = (DEPLOY / "helm" / "values.yaml").read_text(encoding="utf-8")
     assert "nlp_" not in text.split("\napi:", 1)[1], "an API key in the values"
+
+
+def _model_server_urls(node: Any) -> list[str]:
+    """Every NLP_MODEL_SERVER_URL a manifest or values file sets (env lists and env maps)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if node.get("name") == "NLP_MODEL_SERVER_URL" and "value" in node:
+            found.append(node["value"])
+        if isinstance(node.get("NLP_MODEL_SERVER_URL"), str):
+            found.append(node["NLP_MODEL_SERVER_URL"])
+        for child in node.values():
+            found += _model_server_urls(child)
+    elif isinstance(node, list):
+        for child in node:
+            found += _model_server_urls(child)
+    return found
+
+
+def test_each_environment_reaches_the_model_server_of_its_own_namespace() -> None:
+    """The runs and the API of every environment (values.yaml, both overlays, api.yaml) call
+    `http://<service>:<port>`, a name that resolves in their own namespace; the model server's
+    manifest names no namespace, so `kubectl apply -n nlp-staging` gives staging its own
+    server (with `namespace: nlp` in the file, staging had none)."""
+    from urllib.parse import urlsplit
+
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "model-server.yaml").read_text()) if d]
+    assert [d["metadata"].get("namespace") for d in docs] == [None] * len(docs)
+    (service,) = [
+        d for d in docs if d["kind"] == "Service" and d["spec"].get("internalTrafficPolicy")
+    ]
+    (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    assert service["spec"]["selector"] == daemonset["spec"]["selector"]["matchLabels"]
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    files = [
+        DEPLOY / "helm" / "values.yaml",
+        *sorted((DEPLOY / "helm").glob("values-*.yaml")),
+        DEPLOY / "k8s" / "api.yaml",
+    ]
+    for path in files:
+        urls = [u for doc in yaml.safe_load_all(path.read_text()) for u in _model_server_urls(doc)]
+        assert urls, f"{path.name} sets no NLP_MODEL_SERVER_URL"
+        for url in urls:
+            parts = urlsplit(url)
+            assert (parts.hostname, parts.port) == (service["metadata"]["name"], port["port"]), (
+                f"{path.name}: {url} is not the model server Service of its own namespace"
+            )

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from nlp_assets import metrics
+from nlp_assets.resources.models import server
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "nlp_pipeline_dashboard.json"
@@ -75,7 +76,7 @@ def test_panels_are_well_formed_and_do_not_overlap() -> None:
 
 
 def test_every_queried_series_is_exported_or_recorded() -> None:
-    known = metrics.exported_metric_names() | _recorded()
+    known = metrics.exported_metric_names() | server.metric_names() | _recorded()
     dashboard = _dashboard()
     queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     queries += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
@@ -86,3 +87,6 @@ def test_every_queried_series_is_exported_or_recorded() -> None:
         assert series in used, series
     assert {"nlp:raw_dlq_ratio", "nlp_stage_model_fallback"} <= used
     assert "nlp:stage_newest_partition_age_seconds" in used
+    # and those of the model server's alerts
+    assert {"nlp_model_server_ready", "nlp_model_server_queue_depth"} <= used
+    assert "nlp_model_server_requests_total" in used

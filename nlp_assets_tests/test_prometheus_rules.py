@@ -15,12 +15,15 @@ import pytest
 import yaml
 
 from nlp_assets import metrics
+from nlp_assets.resources.models import server
 
 pytestmark = pytest.mark.metrics
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 RULES = DEPLOY / "prometheus" / "nlp_rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "nlp_rules_test.yml"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+MODEL_SERVER = DEPLOY / "k8s" / "model-server.yaml"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 EXPECTED_ALERTS = {
     "NlpStageFailed",
@@ -30,6 +33,9 @@ EXPECTED_ALERTS = {
     "NlpCacheHitRatioCollapsed",
     "NlpModelFallbackInUse",
     "NlpPartitionFreshnessMissed",
+    "NlpModelServerDown",
+    "NlpModelServerQueueBacklog",
+    "NlpModelServerErrors",
 }
 
 
@@ -80,7 +86,44 @@ def test_rules_only_use_series_the_pipeline_exports() -> None:
     used = set()
     for rule in _rules():
         used |= set(re.findall(r"\b(nlp[_:][a-z0-9_:]+)", rule["expr"]))
-    assert used <= metrics.exported_metric_names() | recorded, used - recorded
+    known = metrics.exported_metric_names() | server.metric_names() | recorded
+    assert used <= known, used - known
+
+
+def test_promtool_accepts_the_prometheus_config_with_its_rules() -> None:
+    output = _run(_tool("promtool"), "check", "config", str(PROMETHEUS))
+    assert "SUCCESS: 1 rule files found" in output
+
+
+def test_prometheus_scrapes_every_model_server_pod_of_each_environment_under_the_alerts_job() -> (
+    None
+):
+    """The alerts read `up` of the job `nlp-model-server`; that job discovers the pods through
+    the headless Service of deploy/k8s/model-server.yaml (not-ready pods included, so a server
+    that never gets warm is seen), in each namespace a Helm overlay deploys to."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "nlp-model-server"]
+    down = next(r for r in _rules() if r.get("alert") == "NlpModelServerDown")
+    assert 'up{job="nlp-model-server"}' in down["expr"]
+    services = {
+        doc["metadata"]["name"]: doc
+        for doc in yaml.safe_load_all(MODEL_SERVER.read_text())
+        if doc and doc["kind"] == "Service"
+    }
+    (names,) = [sd["names"] for sd in job["dns_sd_configs"]]
+    headless = {name.split(".")[0] for name in names}
+    assert len(headless) == 1
+    pods = services[headless.pop()]["spec"]
+    assert pods["clusterIP"] == "None" and pods["publishNotReadyAddresses"] is True
+    port = job["dns_sd_configs"][0]["port"]
+    assert [p["port"] for p in pods["ports"]] == [port]
+    namespaces = {name.split(".")[1] for name in names}
+    overlays = sorted((DEPLOY / "helm").glob("values-*.yaml"))
+    deployed = {
+        re.search(r"-n (nlp[a-z-]*)", path.read_text()).group(1)  # type: ignore[union-attr]
+        for path in overlays
+    }
+    assert namespaces == deployed, (namespaces, deployed)
 
 
 def test_amtool_accepts_the_alertmanager_config() -> None:

@@ -112,6 +112,16 @@ class Metrics:
         )
 
 
+def metric_names() -> set[str]:
+    """Every series name the server exports (the alerts and the dashboard may use only these)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
 def backend_of(model: Any, format: str) -> str:
     """What runs a model: its own `backend` attribute, else spaCy or torch by its format."""
     return str(getattr(model, "backend", "spacy" if format == "spacy" else "torch"))
