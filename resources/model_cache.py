@@ -782,3 +782,15 @@ def backend_for(config: dict[str, Any]) -> ResultCache | None:
                 else first
             )
         return _backends[key]
+
+
+def model_cache_from_env() -> ModelCacheResource:
+    """The result cache of the environment `NLP_ENV` selects. Redis URL and password are read
+    from REDIS_URL / REDIS_PASSWORD at run time (never config); without REDIS_URL an
+    in-process LRU caches model results."""
+    from nlp_assets import settings
+
+    return ModelCacheResource(
+        namespace=settings.environment().cache_namespace,  # NLP_CACHE_NAMESPACE, else the env's
+        ttl_seconds=settings.cache_ttl_seconds(),
+    )

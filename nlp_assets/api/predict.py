@@ -4,7 +4,7 @@ The same kernels as the stages, in the same order: cleaning and language id
 (`clean_documents`), the embedder's tokens (`tokenize_documents`), embeddings through the result
 cache (`CachedEmbedder`), then sentiment (the latest trained head, or the configured text model,
 with the A/B split by document id) and entities (`predict_documents`, with `prediction_models`).
-The models are the pipeline's registry (`build_resources()["models"]`): with
+The models are the pipeline's registry (`models_from_env`, as the code location builds it): with
 `NLP_MODEL_SERVER_URL` set they run on the model server, which batches concurrent requests;
 without it they load in this process once.
 
@@ -99,14 +99,14 @@ class Predictor:
     def _resources(self) -> tuple[Any, Any]:
         with self._lock:
             if self._built is None:
-                from nlp_assets.definitions import build_resources
+                # the pipeline's own resources from the same environment, without loading the
+                # code location (its Spark, Kafka and schema-check libraries)
+                from nlp_assets.resources.model_cache import model_cache_from_env
+                from nlp_assets.resources.models import models_from_env
 
-                resources = build_resources(lake_dir=self.lake_dir)
                 models, cache = (
-                    self._contexts.enter_context(
-                        resources[name].process_config_and_initialize_cm()  # type: ignore[attr-defined]
-                    )
-                    for name in ("models", "model_cache")
+                    self._contexts.enter_context(resource.process_config_and_initialize_cm())
+                    for resource in (models_from_env(self.lake_dir), model_cache_from_env())
                 )
                 self._built = (models, cache)
             return self._built
@@ -138,10 +138,10 @@ class Predictor:
         from nlp_assets.kernels.clean import clean_documents
         from nlp_assets.kernels.ingest import RAW_SCHEMA
         from nlp_assets.kernels.predict import predict_documents
+        from nlp_assets.kernels.sentiment import SENTIMENT_MODEL_NAME
         from nlp_assets.kernels.tokenize import tokenize_documents
         from nlp_assets.resources.model_cache import CacheStats
         from nlp_assets.resources.models import CachedEmbedder, InferenceStats
-        from nlp_assets.stages.predictions import SENTIMENT_MODEL_NAME
 
         head = self.head()
         models, cache = self._resources()

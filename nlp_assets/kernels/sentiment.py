@@ -22,6 +22,10 @@ HEAD_SCHEMA_BASE: dict[str, pl.DataType] = {
 }
 
 
+#: The name `predictions` rows give the logistic head (the A/B control), with its version.
+SENTIMENT_MODEL_NAME = "minilm-logreg-sentiment"
+
+
 @dataclass(frozen=True)
 class SentimentHead:
     labels: tuple[str, ...]

@@ -10,7 +10,7 @@ from nlp_assets.engines.sink import Committed
 from nlp_assets.engines.switch import EngineConfig, choose_engine, run_on_spark
 from nlp_assets.engines.workers import model_config, prediction_models
 from nlp_assets.kernels.predict import predict_documents
-from nlp_assets.kernels.sentiment import SentimentHead
+from nlp_assets.kernels.sentiment import SENTIMENT_MODEL_NAME, SentimentHead
 from nlp_assets.kernels.sentiment_languages import models_to_frame
 from nlp_assets.resources.lake import LakeResource
 from nlp_assets.resources.model_cache import CacheStats, ModelCacheResource
@@ -25,8 +25,6 @@ from nlp_assets.resources.spark import SparkResource
 from nlp_assets.schemas import predictions_schema
 from nlp_assets.stages import sentiment_languages
 from nlp_assets.stages.common import lake_sink, stage_asset, stage_result
-
-SENTIMENT_MODEL_NAME = "minilm-logreg-sentiment"
 
 
 def _summary(frame: pl.DataFrame) -> dict[str, Any]:

@@ -13,19 +13,15 @@ from nlp_assets.kernels.finetune import FinetuneSettings, below_floors, finetune
 from nlp_assets.resources.checkpoints import checkpoint_files, current_version
 from nlp_assets.resources.lake import markdown_preview
 from nlp_assets.resources.models import (
-    ABTest,
+    FINETUNED_MAX_LENGTH,
+    FINETUNED_MODEL_NAME,
     ModelResource,
-    ModelSpec,
     default_embedding_model_path,
     gpu_op_tags,
 )
 from nlp_assets.stages.common import RETRY_POLICY
 
-FINETUNED_MODEL_NAME = "minilm-finetuned-sentiment"
 FLOOR_CHECK = "held_out_floor"
-SENTIMENT_LABELS = ("negative", "positive")
-#: Serving reads as many tokens as training and evaluation did.
-MAX_LENGTH = 256
 #: Held-out floors per domain (docs/models.md "Fine-tuned classifier" says how they were set):
 #: the logistic head's held-out figure on the same rows minus about two standard errors of the
 #: domain's held-out size (movie sentences n=800, SE ~0.015; drug reviews n=109, SE ~0.043).
@@ -35,28 +31,6 @@ FLOORS: dict[str, dict[str, float]] = {
     "movie_sentences": {"accuracy": 0.72, "macro_f1": 0.72},
     "drug_reviews": {"macro_f1": 0.55},
 }
-
-
-def finetuned_sentiment_spec(checkpoint_dir: str, device: str = "auto") -> ModelSpec:
-    """The registry entry of the fine-tuned classifier: the checkpoint CURRENT names under
-    `checkpoint_dir`, versioned by its content hash, refused unless its labels are ours."""
-    return ModelSpec(
-        name=FINETUNED_MODEL_NAME,
-        task="sentiment",
-        format="hf-sequence-classification",
-        source=str(Path(checkpoint_dir).resolve()),
-        device=device,
-        max_length=MAX_LENGTH,
-        expected_labels=list(SENTIMENT_LABELS),
-    )
-
-
-def finetuned_ab_test(share: float) -> ABTest:
-    """The fine-tuned classifier as the sentiment A/B candidate; until it is trained, the head
-    serves every document."""
-    return ABTest(
-        task="sentiment", candidate=FINETUNED_MODEL_NAME, share=share, when_missing="skip"
-    )
 
 
 class SentimentFinetuneConfig(dg.Config):
@@ -135,7 +109,7 @@ def sentiment_finetuned(
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             head_learning_rate=config.head_learning_rate,
-            max_length=MAX_LENGTH,
+            max_length=FINETUNED_MAX_LENGTH,  # serving reads as many tokens
             seed=config.seed,
             device=config.device,
         ),

@@ -59,7 +59,16 @@ from nlp_assets.resources.models.device import (
     pick_device,
 )
 from nlp_assets.resources.models.registry import ModelRegistry, load_model
-from nlp_assets.resources.models.resource import ModelResource, load_embedder
+from nlp_assets.resources.models.resource import (
+    FINETUNED_MAX_LENGTH,
+    FINETUNED_MODEL_NAME,
+    SENTIMENT_LABELS,
+    ModelResource,
+    finetuned_ab_test,
+    finetuned_sentiment_spec,
+    load_embedder,
+    models_from_env,
+)
 from nlp_assets.resources.models.sources import (
     default_embedding_model_path,
     fingerprint,
@@ -92,10 +101,13 @@ __all__ = [
     "DEFAULT_NER_ENTRY",
     "DEFAULT_NER_MODEL",
     "EMBEDDING_PACKAGE",
+    "FINETUNED_MAX_LENGTH",
+    "FINETUNED_MODEL_NAME",
     "FRENCH_NER_ENTRY",
     "FRENCH_NER_MODEL",
     "MAX_PROBA_DIFF",
     "MIN_COSINE",
+    "SENTIMENT_LABELS",
     "WARMUP_TEXTS",
     "WINDOW_OVERLAP",
     "WINDOW_POOLING",
@@ -121,6 +133,8 @@ __all__ = [
     "cpu_has_bf16",
     "default_embedding_model_path",
     "embedding_input_key",
+    "finetuned_ab_test",
+    "finetuned_sentiment_spec",
     "fingerprint",
     "gpu_op_tags",
     "hub_offline",
@@ -128,6 +142,7 @@ __all__ = [
     "load_embedder",
     "load_model",
     "model_pool",
+    "models_from_env",
     "pick_device",
     "pool_windows",
     "resolve_source",

@@ -182,3 +182,53 @@ class ModelResource(dg.ConfigurableResource):
 def load_embedder(config: dict[str, Any]) -> SentenceEmbedder:
     """The embedding model from a `ModelResource`'s plain config dict (for Spark workers)."""
     return ModelResource(**config).serve("embedding").model
+
+
+# -- the fine-tuned classifier (asset sentiment_finetuned) as the sentiment A/B candidate --------
+FINETUNED_MODEL_NAME = "minilm-finetuned-sentiment"
+SENTIMENT_LABELS = ("negative", "positive")
+#: Serving reads as many tokens as training and evaluation did.
+FINETUNED_MAX_LENGTH = 256
+
+
+def finetuned_sentiment_spec(checkpoint_dir: str, device: str = "auto") -> ModelSpec:
+    """The registry entry of the fine-tuned classifier: the checkpoint CURRENT names under
+    `checkpoint_dir`, versioned by its content hash, refused unless its labels are ours."""
+    return ModelSpec(
+        name=FINETUNED_MODEL_NAME,
+        task="sentiment",
+        format="hf-sequence-classification",
+        source=str(Path(checkpoint_dir).resolve()),
+        device=device,
+        max_length=FINETUNED_MAX_LENGTH,
+        expected_labels=list(SENTIMENT_LABELS),
+    )
+
+
+def finetuned_ab_test(share: float) -> ABTest:
+    """The fine-tuned classifier as the sentiment A/B candidate; until it is trained, the head
+    serves every document."""
+    return ABTest(
+        task="sentiment", candidate=FINETUNED_MODEL_NAME, share=share, when_missing="skip"
+    )
+
+
+def models_from_env(lake_root: str) -> ModelResource:
+    """The pipeline's `ModelResource` from the environment (docs/settings.md): what the code
+    location's runs use, and the API's `POST /v1/predict` without loading the code location.
+    `settings.configured`: a `dg.EnvVar` where the variable is set (the UI shows its name)."""
+    return ModelResource(
+        embedding_model_path=settings.configured("NLP_EMBEDDING_MODEL_PATH", ""),
+        ner_model=settings.configured("NLP_NER_MODEL", defaults.DEFAULT_NER_MODEL),
+        device=settings.configured("NLP_DEVICE", "auto"),
+        dtype=settings.configured("NLP_MODEL_DTYPE", "auto"),
+        backend=settings.configured("NLP_MODEL_BACKEND", "auto"),
+        # the fine-tuned classifier as the sentiment A/B candidate against the head;
+        # NLP_SENTIMENT_AB_SHARE=0 switches it off
+        registry=[
+            finetuned_sentiment_spec(
+                settings.finetuned_sentiment_dir(lake_root), settings.model_device()
+            )
+        ],
+        ab_tests=[finetuned_ab_test(settings.sentiment_ab_share())],
+    )
