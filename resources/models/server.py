@@ -401,12 +401,13 @@ def create_app(server: ModelServer, *, warm_in_background: bool = True) -> FastA
 
 
 def server_from_env() -> ModelServer:
-    """The pipeline's own model resource (`build_resources()["models"]`), configured by the
-    same environment as the runs, so the server's entries are theirs."""
-    from nlp_assets.definitions import build_resources
+    """The pipeline's own model resource (`models_from_env`, as the code location builds it),
+    configured by the same environment as the runs, so the server's entries are theirs; the
+    code location itself (Spark, Kafka, the schema checks) is not loaded."""
+    from nlp_assets import settings
+    from nlp_assets.resources.models.resource import models_from_env
 
-    models = build_resources()["models"]
-    assert isinstance(models, ModelResource)
+    models = models_from_env(settings.environment().lake_dir)
     return ModelServer(models.process_config_and_initialize())
 
 
