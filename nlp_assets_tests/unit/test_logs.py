@@ -231,14 +231,22 @@ def test_a_dagster_run_logs_its_fields_and_redacts_a_failing_retried_step(fmt, t
         assert {r["part"] for r in ours} == {"kafka-t-p0-0-10"}
         assert {"fine", "flaky"} <= {r["step_key"] for r in ours}
         assert any(r["message"] == "writing 2026-01-02" for r in ours)
-        failures = [r for r in ours if r.get("dagster_event") == "STEP_FAILURE"]
-        assert failures and "refused the part" in failures[0]["exception"]
-        assert "postgresql://nlp:[REDACTED]@" in failures[0]["exception"]
+        # each failed attempt carries the error, redacted. Dagster logs the first as
+        # STEP_UP_FOR_RETRY and usually the last as STEP_FAILURE, but not always: in about one
+        # run in eight (measured on this commit and on the one before) it ends the run with
+        # "Exceeded max_retries" and no STEP_FAILURE event
+        failures = [
+            r for r in ours if r.get("dagster_event") in {"STEP_UP_FOR_RETRY", "STEP_FAILURE"}
+        ]
+        assert failures and all("refused the part" in r["exception"] for r in failures)
+        assert all("postgresql://nlp:[REDACTED]@" in r["exception"] for r in failures)
         assert any(r.get("dagster_event") == "STEP_UP_FOR_RETRY" for r in ours)
         assert any("unavailable" in r["message"] for r in ours)
     # Dagster's own console line of each event: redacted, one line (no traceback lines)
     console = [line for line in err.splitlines() if not line.startswith("{")]
     assert any(
-        "postgresql://nlp:[REDACTED]@" in line and "STEP_FAILURE" in line for line in console
+        "postgresql://nlp:[REDACTED]@" in line
+        and ("STEP_FAILURE" in line or "STEP_UP_FOR_RETRY" in line)
+        for line in console
     )
     assert not any(line.startswith(("Traceback", "  File ", "RuntimeError")) for line in console)
