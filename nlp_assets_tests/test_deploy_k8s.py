@@ -364,6 +364,12 @@ def test_api_values_agree_with_the_api_manifest(values) -> None:
     }  # fmt: skip
     assert {name: ref["name"] for name, ref in secret.items()} == from_secrets
     assert all(ref["key"] == name for name, ref in secret.items())
+    # the lake's keys, as the code location's: the sentiment head /v1/predict applies is a table
+    assert container["envFrom"] == [{"secretRef": {"name": api["lakeSecret"]["name"]}}]
+    code_location = values["dagster-user-deployments"]["deployments"][0]
+    assert {"name": api["lakeSecret"]["name"]} in [
+        {"name": s["name"]} for s in code_location["envSecrets"]
+    ]
     assert container["resources"] == api["resources"]
     probes = api["probes"]
     readiness = " ".join(container["readinessProbe"]["exec"]["command"])
