@@ -100,6 +100,22 @@ def run_killed_writer(root: Path, mode: str, delay: float, rows: int) -> list[st
 def test_a_writer_killed_before_its_commit_leaves_a_committed_state_and_vacuum_takes_orphans(
     tmp_path: Path, mode: str, delay: float
 ) -> None:
+    # `on-file`: the writer's watcher thread kills it when its first data file is on disk; on
+    # a busy machine the thread can get the GIL only after that write's commit. Such a late kill
+    # is still checked like a `delay` one, and the writer runs again (at most 3 times) until
+    # the kill lands between the file and its commit, the case this mode exists for.
+    for attempt in range(3):
+        landed_before_commit = killed_writer_leaves_a_committed_state(
+            tmp_path / f"attempt-{attempt}", mode, delay
+        )
+        if mode != "on-file" or landed_before_commit:
+            return
+    raise AssertionError("killed before the commit, with a file on disk: never, in 3 attempts")
+
+
+def killed_writer_leaves_a_committed_state(tmp_path: Path, mode: str, delay: float) -> bool:
+    """One killed writer, checked; whether it was killed with a data file on disk and no commit
+    of it (the state is checked either way)."""
     rows = 20_000  # a few MB a part: the kill often lands while a file is on disk uncommitted
     root = tmp_path / "lake"
     old = {DAY_PART: block("old-day"), "p0": block("old-p0"), "p1": block("old-p1")}
@@ -122,8 +138,7 @@ def test_a_writer_killed_before_its_commit_leaves_a_committed_state_and_vacuum_t
         expected = [f"new-{part}-{i}" for i in range(rows)] if part in written else old[part]
         assert sorted(got["doc_id"]) == sorted(expected), part
     orphans = data_on_disk(lake) - live_files(lake)
-    if mode == "on-file":
-        assert version == before and orphans, "killed before the commit, with a file on disk"
+    landed_before_commit = version == before and bool(orphans)
     # the orphans are never read; vacuum deletes them and nothing live
     vacuumed = {Path(f).name for f in lake.vacuum(ASSET, retention_hours=0)}
     assert {Path(f).name for f in orphans} <= vacuumed
@@ -134,6 +149,7 @@ def test_a_writer_killed_before_its_commit_leaves_a_committed_state_and_vacuum_t
     }
     lake.write(ASSET, DAY, frame("next"), "p99")  # still writable
     assert lake.read_part(ASSET, DAY, "p99")["doc_id"].to_list() == ["next"]
+    return landed_before_commit
 
 
 # writers racing on the same part ---------------------------------------------------------------
