@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from nlp_assets.api.predict import BATCH_TEXTS
+from nlp_assets.resources.models.batching import BatchMetrics
 
 
 class ApiMetrics:
@@ -34,29 +37,12 @@ class ApiMetrics:
             registry=self.registry,
         )
         # POST /v1/predict's batching (resources/models/batching.py), labelled by route
-        self.queue_depth = Gauge(
-            "nlp_api_predict_queue_depth",
-            "POST /v1/predict requests waiting for the next kernel call.",
-            ["route"],
-            registry=self.registry,
-        )
-        self.batch_rows = Histogram(
-            "nlp_api_predict_batch_rows",
-            "Texts per kernel call of POST /v1/predict.",
-            ["route"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-            registry=self.registry,
-        )
-        self.batch_requests = Histogram(
-            "nlp_api_predict_batch_requests",
-            "POST /v1/predict requests answered by one kernel call (batching across callers).",
-            ["route"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=self.registry,
-        )
-        self.batch_seconds = Histogram(
-            "nlp_api_predict_batch_seconds",
-            "Seconds per kernel call of POST /v1/predict.",
-            ["route"],
-            registry=self.registry,
+        self.batching = BatchMetrics(
+            "nlp_api_predict",
+            "route",
+            self.registry,
+            requests="Requests",
+            rows="Texts",
+            call="POST /v1/predict kernel call",
+            max_rows=BATCH_TEXTS,
         )

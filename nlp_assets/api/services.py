@@ -84,5 +84,5 @@ def build_services(config: ApiSettings) -> Services:
             redis_url=config.redis_url,
             prefix=f"{config.redis_prefix}:auth-failures",
         ),
-        predictor=Predictor(config.lake_dir, metrics),
+        predictor=Predictor(config.lake_dir, metrics.batching),
     )

@@ -16,19 +16,52 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 _CLOSE = object()
 
 
-class BatchMetrics(Protocol):
-    """Prometheus metrics a `Batcher` reports to, each with one label (the batcher's name):
-    `queue_depth` (a gauge), `batch_rows`, `batch_requests` and `batch_seconds` (histograms)."""
+class BatchMetrics:
+    """The Prometheus metrics a `Batcher` reports to: `<prefix>_queue_depth` (a gauge),
+    `_batch_rows`, `_batch_requests` and `_batch_seconds` (histograms), each with one label
+    (the batcher's name). `requests`, `rows` and `call` word their help texts."""
 
-    queue_depth: Any
-    batch_rows: Any
-    batch_requests: Any
-    batch_seconds: Any
+    def __init__(
+        self,
+        prefix: str,
+        label: str,
+        registry: CollectorRegistry,
+        *,
+        requests: str,
+        rows: str,
+        call: str,
+        max_rows: int,
+    ):
+        self.queue_depth = Gauge(
+            f"{prefix}_queue_depth",
+            f"{requests} waiting for the next {call}.",
+            [label],
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            f"{prefix}_batch_rows",
+            f"{rows} per {call}.",
+            [label],
+            buckets=tuple(2**i for i in range((2 * max_rows).bit_length())),
+            registry=registry,
+        )
+        self.batch_requests = Histogram(
+            f"{prefix}_batch_requests",
+            f"{requests} answered by one {call} (batching across callers).",
+            [label],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            f"{prefix}_batch_seconds", f"Seconds per {call}.", [label], registry=registry
+        )
 
 
 class Batcher:

@@ -38,12 +38,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from pydantic import BaseModel, Field
 
-from nlp_assets.resources.models.batching import Batcher
+from nlp_assets.resources.models.batching import Batcher, BatchMetrics
 from nlp_assets.resources.models.remote import result_settings
 from nlp_assets.resources.models.resource import ModelResource
 from nlp_assets.resources.models.specs import ModelLoadError
@@ -78,25 +77,14 @@ class Metrics:
             ["model", "version", "device", "dtype", "backend"],
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "nlp_model_server_queue_depth", "Requests waiting for a batch.", ["model"], registry=r
-        )
-        self.batch_rows = Histogram(
-            "nlp_model_server_batch_rows",
-            "Rows (texts or documents) per model call.",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
-            registry=r,
-        )
-        self.batch_requests = Histogram(
-            "nlp_model_server_batch_requests",
-            "Requests answered by one model call (batching across callers).",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
-        self.batch_seconds = Histogram(
-            "nlp_model_server_batch_seconds", "Seconds per model call.", ["model"], registry=r
+        self.batching = BatchMetrics(
+            "nlp_model_server",
+            "model",
+            r,
+            requests="Requests",
+            rows="Rows (texts or documents)",
+            call="model call",
+            max_rows=MAX_ROWS,
         )
         self.requests = Counter(
             "nlp_model_server_requests_total",
@@ -266,7 +254,7 @@ class ModelServer:
             self._described[name] = described
             if name not in self._batchers:
                 self._batchers[name] = Batcher(
-                    name, lambda items: self._call(_worker_run, name, items), self.metrics
+                    name, lambda items: self._call(_worker_run, name, items), self.metrics.batching
                 )
                 self.metrics.info.labels(
                     name,
