@@ -53,10 +53,6 @@ def _loaded(tmp_path) -> dict[str, list[str]]:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
-def _api_extra() -> list[str]:
-    return image_requirements("api")
-
-
 def test_the_api_imports_no_model_nlp_or_spark_library(tmp_path):
     loaded = _loaded(tmp_path)
     assert not [name for name in HEAVY if name in loaded["modules"]]
@@ -65,7 +61,9 @@ def test_the_api_imports_no_model_nlp_or_spark_library(tmp_path):
 def test_every_package_the_api_imports_is_installed_by_the_api_extra(tmp_path):
     loaded = _loaded(tmp_path)
     installed = (
-        requirement_closure(_api_extra()) | {"nlp-assets", "pip", "setuptools"} | OPPORTUNISTIC
+        requirement_closure(image_requirements("api"))
+        | {"nlp-assets", "pip", "setuptools"}
+        | OPPORTUNISTIC
     )
     missing = {canonicalize_name(d) for d in loaded["dists"]} - installed
     assert missing == set()

@@ -54,7 +54,6 @@ class Predictor:
 
     def __init__(self, lake_dir: str, metrics: BatchMetrics):
         self.lake_dir, self.lake = lake_dir, Lake(lake_dir)
-        self._lock = threading.Lock()  # building the models (in the batcher's thread)
         self._starting = threading.Lock()  # starting the batcher (in the event loop: brief)
         self._built: tuple[Any, Any] | None = None
         self._head: tuple[SentimentHead, int | None, float] | None = None
@@ -97,19 +96,19 @@ class Predictor:
         return [(answer, embedder) for answer in answers]
 
     def _resources(self) -> tuple[Any, Any]:
-        with self._lock:
-            if self._built is None:
-                # the pipeline's own resources from the same environment, without loading the
-                # code location (its Spark, Kafka and schema-check libraries)
-                from nlp_assets.resources.model_cache import model_cache_from_env
-                from nlp_assets.resources.models import models_from_env
+        """Built once, by the batcher's thread (the only caller)."""
+        if self._built is None:
+            # the pipeline's own resources from the same environment, without loading the
+            # code location (its Spark, Kafka and schema-check libraries)
+            from nlp_assets.resources.model_cache import model_cache_from_env
+            from nlp_assets.resources.models import models_from_env
 
-                models, cache = (
-                    self._contexts.enter_context(resource.process_config_and_initialize_cm())
-                    for resource in (models_from_env(self.lake_dir), model_cache_from_env())
-                )
-                self._built = (models, cache)
-            return self._built
+            models, cache = (
+                self._contexts.enter_context(resource.process_config_and_initialize_cm())
+                for resource in (models_from_env(self.lake_dir), model_cache_from_env())
+            )
+            self._built = (models, cache)
+        return self._built
 
     def head(self) -> SentimentHead:
         """The latest materialised `sentiment_model` (re-read when its table has a newer
